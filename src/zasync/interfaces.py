@@ -1,0 +1,200 @@
+"""Contracts of zasync: statuses, errors, events and the interfaces of the
+persistent objects.
+
+The prose of each interface is the specification; the implementations in
+``job.py``, ``queue.py`` and ``dispatcher.py`` follow it.
+"""
+
+from __future__ import annotations
+
+import zope.interface
+from zope.interface import Attribute, Interface
+
+#: The key under which :func:`zasync.install` keeps the Queues in the root.
+KEY = "zasync"
+
+# Statuses are plain strings, exactly as zc.async spelled them.
+NEW = "new-status"
+PENDING = "pending-status"
+ASSIGNED = "assigned-status"
+ACTIVE = "active-status"
+CALLBACKS = "callback-status"
+COMPLETED = "completed-status"
+
+STATUSES = (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED)
+
+
+class ZasyncError(Exception):
+    """The root of every error zasync raises."""
+
+
+class ZasyncWarning(UserWarning):
+    """The root of every warning zasync emits."""
+
+
+class BadStatusError(ZasyncError):
+    """The job is not in a status that allows this operation."""
+
+
+class TimeoutError(ZasyncError):  # noqa: A001 - the compat name of zc.async
+    """The job could not start before its ``begin_by`` deadline, or ran past
+    its timeout."""
+
+
+class AbortedError(ZasyncError):
+    """The job was interrupted (its worker died or stopped) and its retry
+    policy chose not to run it again."""
+
+
+class CancelledError(ZasyncError):
+    """The job was cancelled before it completed."""
+
+
+class ConfigurationError(ZasyncError):
+    """A setting has a value that cannot work; the message names the setting
+    and what to use instead."""
+
+
+class NotInJobError(ZasyncError):
+    """A ``zasync.local`` function was called outside a running job."""
+
+
+class WorkerError(ZasyncError):
+    """A dispatcher could not start or run."""
+
+
+class IFailure(Interface):
+    """A picklable record of an exception."""
+
+    type = Attribute("The exception class (or a stand-in when unimportable)")
+    value = Attribute("The exception instance (or a stand-in)")
+
+    def getTraceback():
+        """The formatted traceback, as text."""
+
+    def getErrorMessage():
+        """``str()`` of the exception."""
+
+    def check(*types):
+        """The first of ``types`` that the exception is an instance of, or
+        None."""
+
+    def raiseException():
+        """Raise the recorded exception again."""
+
+
+class IJob(Interface):
+    """A persistent call of a callable with arguments."""
+
+    status = Attribute("One of the status strings (NEW ... COMPLETED)")
+    result = Attribute("The return value, a Failure, or None before the end")
+    callable = Attribute("What is called")
+    args = Attribute("Positional arguments (a persistent list)")
+    kwargs = Attribute("Keyword arguments (a persistent mapping)")
+    begin_after = Attribute("A timezone-aware datetime, or None for now")
+    begin_by = Attribute("A timedelta after begin_after; past it, the job fails")
+    active_start = Attribute("When the job started, timezone-aware, or None")
+    active_end = Attribute("When the job ended, timezone-aware, or None")
+    quota_names = Attribute("Names of the queue's quotas this job needs")
+    annotations = Attribute("A persistent mapping for the application's notes")
+    callbacks = Attribute("The callback jobs, run after this job completes")
+    retry_policy_factory = Attribute("Makes the job's retry policy")
+    failed = Attribute("True when the result is a Failure")
+
+    def addCallback(callback):
+        """Add a callback (a callable or a Job) that gets the result; return
+        the callback job."""
+
+    def addCallbacks(success=None, failure=None):
+        """Add callbacks for success and failure; return the callback job."""
+
+    def fail(e=None):
+        """Fail a job that has not started yet (default: AbortedError)."""
+
+
+class IQueue(Interface):
+    """Where pending jobs wait."""
+
+    name = Attribute("The queue's name in its Queues")
+    quotas = Attribute("The queue's quotas (``create(name, size=1)``)")
+
+    def put(item, begin_after=None, begin_by=None):
+        """Queue a job (or a callable, wrapped in a job); return the job.
+        Joins the caller's transaction."""
+
+    def pull(index=0):
+        """Remove and return the pending job at ``index`` in run order."""
+
+    def remove(job):
+        """Remove a pending job."""
+
+    def __len__():
+        """The number of pending jobs."""
+
+    def __iter__():
+        """The pending jobs, in run order."""
+
+
+class IRetryPolicy(Interface):
+    """Decides what happens to a job after a transient error, an application
+    error, or an interruption."""
+
+    def jobError(failure, data_cache):
+        """The job raised: return True to run it again at once, or a
+        timedelta / timezone-aware datetime to reschedule it, or False to
+        record the failure."""
+
+    def commitError(failure, data_cache):
+        """The commit of the job's transaction failed: as jobError."""
+
+    def interrupted():
+        """The job's worker died or stopped: return True to queue it again
+        at the front, or False to fail it with AbortedError."""
+
+
+class IJobEvent(Interface):
+    job = Attribute("The job")
+
+
+class IJobStarted(IJobEvent):
+    """A worker is about to call the job."""
+
+
+class IJobSucceeded(IJobEvent):
+    """The job completed with a result (its transaction committed)."""
+
+    result = Attribute("The result")
+
+
+class IJobFailed(IJobEvent):
+    """The job completed with a Failure (its failure was committed)."""
+
+    failure = Attribute("The Failure")
+
+
+@zope.interface.implementer(IJobEvent)
+class JobEvent:
+    def __init__(self, job):
+        self.job = job
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.job!r}>"
+
+
+@zope.interface.implementer(IJobStarted)
+class JobStarted(JobEvent):
+    pass
+
+
+@zope.interface.implementer(IJobSucceeded)
+class JobSucceeded(JobEvent):
+    def __init__(self, job, result):
+        super().__init__(job)
+        self.result = result
+
+
+@zope.interface.implementer(IJobFailed)
+class JobFailed(JobEvent):
+    def __init__(self, job, failure):
+        super().__init__(job)
+        self.failure = failure
