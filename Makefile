@@ -1,0 +1,42 @@
+# zasync -- make run | make test | make bench | make lint
+# Each target creates .venv and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help run test lint format bench clean cluster
+
+help:
+	@echo "make run    - start a worker on ./var/Data.fs and run a demo batch"
+	@echo "make test   - lint, then the whole test suite"
+	@echo "make bench  - the benchmark workloads (QUICK=1 for a short run)"
+	@echo "make lint   - ruff format --check and ruff check"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,zeo,relstorage,plone]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m zasync demo --db var/Data.fs
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,120 @@
+"""Serial and parallel composite jobs.
+
+``serial(*jobs)`` runs its jobs one after another (the next starts when the
+previous one completed, failed or not); ``parallel(*jobs)`` queues them all
+at once. The composite completes when its last job does; its result is the
+list of its jobs (each with its own status and result), or what
+``postprocess(*jobs)`` returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zasync.failure import Failure
+from zasync.interfaces import CALLBACKS, COMPLETED, NEW
+from zasync.job import Job, check_callable, now
+
+
+def _as_job(item: Any) -> Job:
+    job = item if isinstance(item, Job) else Job(item)
+    if job._status != NEW:
+        raise ValueError(f"{job!r} is {job._status}: a composite takes new jobs only")
+    return job
+
+
+class CompositeJob(Job):
+    """A job that runs other jobs. The worker calls ``_launch()`` instead of
+    a callable; the composite stays ACTIVE until its members are done."""
+
+    jobs: tuple = ()
+    postprocess: Any = None
+    parallel: bool = False
+    _advanced: int = 0
+
+    def __init__(self, jobs, *, parallel: bool, postprocess=None):
+        members = tuple(_as_job(job) for job in jobs)
+        if postprocess is not None:
+            check_callable(postprocess)
+        super().__init__(_composite_marker)
+        self.jobs = members
+        self.parallel = parallel
+        self.postprocess = postprocess
+
+    @property
+    def callable_name(self) -> str:
+        kind = "parallel" if self.parallel else "serial"
+        return f"zasync.{kind}({len(self.jobs)} jobs)"
+
+    def _launch(self) -> None:
+        """Queue the first member (serial) or all of them (parallel), in the
+        composite's queue, in the worker's current transaction."""
+        if not self.jobs:
+            self._complete()
+            return
+        for member in self.jobs if self.parallel else self.jobs[:1]:
+            self._queue_member(member)
+
+    def _queue_member(self, member: Job) -> None:
+        member._parent = self
+        member.addCallback(Job(_advance, self))
+        self._queue.put(member)
+
+    def _advance(self) -> None:
+        # Written by every member's advance, so that two advances running
+        # at once conflict and the second sees the first's effect.
+        self._advanced += 1
+        if self.parallel:
+            # A member whose callbacks run (this advance among them) is done.
+            if all(member._status in (CALLBACKS, COMPLETED) for member in self.jobs):
+                self._complete()
+            return
+        for member in self.jobs:
+            if member._status == NEW:
+                self._queue_member(member)
+                return
+        self._complete()
+
+    def _complete(self) -> None:
+        if self._status == COMPLETED or self._result is not None:
+            return
+        if self.postprocess is not None:
+            try:
+                result = self.postprocess(*self.jobs)
+            except Exception:
+                result = Failure()
+        else:
+            result = list(self.jobs)
+        self._finish(result, now())
+        if self._status != COMPLETED:  # callbacks to run: a worker runs them
+            self._queue._requeue(self, front=True)
+        else:
+            from zasync import local
+
+            try:
+                runner = local._current().runner
+            except Exception:
+                return
+            runner._slot(runner.conn)._add_done(
+                self, int(self.active_end.timestamp() * 1e6)
+            )
+
+
+def _composite_marker(*args):  # pragma: no cover - never called
+    raise RuntimeError("a composite job is launched by the worker, not called")
+
+
+def _advance(composite: CompositeJob, member_result: Any) -> None:
+    """The callback every member of a composite gets."""
+    composite._advance()
+
+
+def serial(*jobs: Any, postprocess: Any = None) -> CompositeJob:
+    """A job that runs ``jobs`` one after another, each in its own
+    transaction, going on when one fails."""
+    return CompositeJob(jobs, parallel=False, postprocess=postprocess)
+
+
+def parallel(*jobs: Any, postprocess: Any = None) -> CompositeJob:
+    """A job that queues ``jobs`` at once, to run concurrently."""
+    return CompositeJob(jobs, parallel=True, postprocess=postprocess)

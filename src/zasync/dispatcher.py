@@ -1,0 +1,412 @@
+"""Dispatcher: the worker inside a process.
+
+A dispatcher serves the queues of one database with N threads. Its own
+loop thread claims due jobs for idle threads (several per transaction when
+many are due), renews the lease on its running jobs, writes a small
+heartbeat and runs maintenance (rescue of dead workers' jobs, pruning of
+finished jobs). It wakes on the commit that queues a job: at once for
+producers in this process (an after-commit hook), and for other processes
+when the storage tells it of the queue's change; polling is a fallback.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import queue as queue_module
+import threading
+import time
+import uuid as uuid_module
+from typing import Any
+
+import transaction
+from transaction.interfaces import TransientError
+
+from zasync import maintenance
+from zasync.claim import claim
+from zasync.executor import SlotRunner
+from zasync.interfaces import KEY, ConfigurationError, WorkerError
+from zasync.queue import Queues, _install
+from zasync.recovery import recover_slot
+
+log = logging.getLogger(__name__)
+
+_dispatchers: dict[str, Dispatcher] = {}
+_registry_lock = threading.Lock()
+#: notified after every commit of finished jobs in this process
+completed = threading.Condition()
+
+
+def get(uuid: str | None = None) -> Dispatcher | None:
+    """The running dispatcher with ``uuid`` (or the only one, without it)."""
+    with _registry_lock:
+        if uuid is not None:
+            return _dispatchers.get(str(uuid))
+        if len(_dispatchers) == 1:
+            return next(iter(_dispatchers.values()))
+        return None
+
+
+def wake_local(db) -> None:
+    """Wake the dispatchers of this process that serve ``db``."""
+    with _registry_lock:
+        dispatchers = list(_dispatchers.values())
+    for dispatcher in dispatchers:
+        if dispatcher._serves(db):
+            dispatcher.wake()
+
+
+def _positive(name: str, value: Any, *, allow_zero: bool = False) -> Any:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"Dispatcher({name}={value!r}): use a positive number")
+    return value
+
+
+class Dispatcher:
+    """``Dispatcher(db, uuid=None, threads=4)``; ``start()``, ``stop(timeout)``.
+
+    ``db`` is the database whose root holds the queues (with several
+    databases, the one named ``async``; jobs reach objects of the others
+    through cross-database references).
+
+    ``queue_names`` limits the queues served (default: all). Raises
+    ConfigurationError at construction for a bad setting.
+    """
+
+    def __init__(
+        self,
+        db,
+        uuid: str | uuid_module.UUID | None = None,
+        threads: int = 4,
+        *,
+        queue_names: tuple[str, ...] | None = None,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 60.0,
+        lease_seconds: float = 30.0,
+        maintenance_interval: float = 5.0,
+        retention: datetime.timedelta = datetime.timedelta(days=7),
+        batch_seconds: float = 0.05,
+        max_batch: int = 200,
+    ):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigurationError(
+                f"Dispatcher(threads={threads!r}): use a whole number >= 1"
+            )
+        self.db = db
+        self.uuid = str(uuid or uuid_module.uuid4())
+        self.threads = threads
+        self.queue_names = tuple(queue_names) if queue_names else None
+        self.poll_interval = _positive("poll_interval", poll_interval)
+        self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
+        self.lease_seconds = _positive("lease_seconds", lease_seconds)
+        self.maintenance_interval = _positive(
+            "maintenance_interval", maintenance_interval
+        )
+        if not isinstance(retention, datetime.timedelta):
+            raise ConfigurationError(
+                f"Dispatcher(retention={retention!r}): use a datetime.timedelta"
+            )
+        self.retention = retention
+        self.batch_seconds = _positive("batch_seconds", batch_seconds)
+        self.max_batch = int(_positive("max_batch", max_batch))
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._runners: list[SlotRunner] = []
+        self._inboxes: list[queue_module.SimpleQueue] = []
+        self._idle: set[int] = set()
+        self._busy: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._loop_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._record_oid = None
+        self._live_written = False
+        self.activated: float | None = None
+        self.jobs_run = 0
+
+    def __repr__(self) -> str:  # the default repr, as zc.async's
+        return object.__repr__(self)
+
+    # -- life cycle -------------------------------------------------------
+
+    def start(self) -> Dispatcher:
+        """Register, recover this UUID's unfinished jobs, start the threads.
+        Raises WorkerError when another live process uses the same UUID."""
+        with _registry_lock:
+            if self.uuid in _dispatchers:
+                raise WorkerError(
+                    f"a dispatcher with UUID {self.uuid} already runs in this "
+                    f"process; stop it first or use another UUID"
+                )
+            _dispatchers[self.uuid] = self
+        try:
+            self._start()
+        except BaseException:
+            with _registry_lock:
+                _dispatchers.pop(self.uuid, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        self._tm = transaction.TransactionManager(explicit=True)
+        self._conn = self.db.open(transaction_manager=self._tm)
+        for attempt in self._tm.attempts(10):
+            with attempt:
+                queues = self._conn.root().get(KEY)
+                if queues is None:
+                    queues = _install(self._conn.root(), ("",))
+                record = queues.workers.get(self.uuid)
+                if record is not None:
+                    maintenance.check_not_running_elsewhere(record, self)
+                record = queues.workers.register(self.uuid)
+                outcomes = []
+                for slot in record.slots:
+                    outcomes.extend(recover_slot(slot, why="its worker restarted"))
+                record._begin(self.threads, self.queue_names or (), time.time())
+        self._record_oid = record._p_oid
+        for job, outcome in outcomes:
+            log.warning(
+                "recovered job %s from this worker's last run: %s", job.id, outcome
+            )
+        self.activated = time.time()
+        for index in range(self.threads):
+            runner = SlotRunner(self, index)
+            inbox: queue_module.SimpleQueue = queue_module.SimpleQueue()
+            thread = threading.Thread(
+                target=self._thread_main,
+                args=(runner, inbox),
+                name=f"zasync-{self.uuid[:8]}-{index}",
+                daemon=True,
+            )
+            self._runners.append(runner)
+            self._inboxes.append(inbox)
+            self._threads.append(thread)
+            self._idle.add(index)
+            thread.start()
+        self._loop_thread = threading.Thread(
+            target=self._loop, name=f"zasync-{self.uuid[:8]}-loop", daemon=True
+        )
+        self._loop_thread.start()
+        log.info(
+            "dispatcher %s started with %d threads (pid %d)",
+            self.uuid,
+            self.threads,
+            os.getpid(),
+            extra={"action": "start", "worker": self.uuid},
+        )
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop claiming, let running jobs finish for up to ``timeout``
+        seconds (None: wait for them), then stop. Jobs still running are
+        left to recovery (this UUID's next start, or a live worker once the
+        lease expires). Returns True when every thread finished."""
+        self._stopping.set()
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for inbox in self._inboxes:
+            inbox.put(None)
+        clean = True
+        for thread in [*self._threads, self._loop_thread]:
+            if thread is None:
+                continue
+            remaining = (
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
+            thread.join(remaining)
+            if thread.is_alive():
+                clean = False
+        if clean:
+            self._mark_stopped()
+        else:
+            with self._lock:
+                running = dict(self._busy)
+            log.warning(
+                "dispatcher %s stopped with %d threads still running jobs; "
+                "they will be recovered",
+                self.uuid,
+                len(running),
+                extra={"action": "stop", "worker": self.uuid},
+            )
+        try:
+            self._tm.abort()
+            self._conn.close()
+        except Exception:
+            log.debug("closing the dispatcher connection failed", exc_info=True)
+        with _registry_lock:
+            if _dispatchers.get(self.uuid) is self:
+                del _dispatchers[self.uuid]
+        self._stopped.set()
+        log.info("dispatcher %s stopped", self.uuid, extra={"action": "stop"})
+        return clean
+
+    def _mark_stopped(self) -> None:
+        try:
+            for attempt in self._tm.attempts(5):
+                with attempt:
+                    record = self._record_in(self._conn)
+                    record.stopped = time.time()
+                    record.heartbeat.lease_until = 0.0
+        except Exception:
+            log.exception("could not mark worker %s stopped", self.uuid)
+
+    @property
+    def dead(self) -> bool:
+        return self._stopped.is_set()
+
+    def wake(self) -> None:
+        """Ask the dispatcher to look for due jobs now."""
+        self._wake.set()
+
+    def _serves(self, db) -> bool:
+        return db is self.db
+
+    def _record_in(self, conn):
+        """This worker's record, loaded in ``conn``."""
+        return conn.get(self._record_oid)
+
+    # -- threads -------------------------------------------------------------
+
+    def _thread_main(self, runner: SlotRunner, inbox) -> None:
+        runner.open()
+        try:
+            while True:
+                batch = inbox.get()
+                if batch is None:
+                    return
+                try:
+                    runner.run(batch)
+                except Exception:
+                    log.exception(
+                        "worker thread %d failed running a batch", runner.index
+                    )
+                    try:
+                        runner.tm.abort()
+                    except Exception:
+                        log.debug("abort failed", exc_info=True)
+                with self._lock:
+                    self._busy.pop(runner.index, None)
+                    if not self._stopping.is_set():
+                        self._idle.add(runner.index)
+                self.jobs_run += len(batch)
+                self._wake.set()
+        finally:
+            runner.close()
+
+    def _job_finished(self) -> None:
+        with completed:
+            completed.notify_all()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_heartbeat = time.monotonic() + self.heartbeat_interval
+        next_maintenance = time.monotonic()
+        next_due: float | None = None
+        while not self._stopping.is_set():
+            clock = time.monotonic()
+            timeout = min(self.poll_interval, next_heartbeat - clock)
+            if next_due is not None:
+                timeout = min(timeout, max(0.0, next_due - time.time()))
+            self._wake.wait(max(0.0, timeout))
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                next_due = self._claim_for_idle()
+                clock = time.monotonic()
+                if clock >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = clock + self.heartbeat_interval
+                if clock >= next_maintenance:
+                    maintenance.run(self)
+                    next_maintenance = clock + self.maintenance_interval
+            except Exception:
+                log.exception("dispatcher %s loop error; going on", self.uuid)
+                try:
+                    self._tm.abort()
+                except Exception:
+                    log.debug("abort failed", exc_info=True)
+                self._stopping.wait(0.5)
+
+    def _served_queues(self, queues: Queues) -> list:
+        if self.queue_names is None:
+            return list(queues.values())
+        return [queues[name] for name in self.queue_names if name in queues]
+
+    def _claim_for_idle(self) -> float | None:
+        """Claim due jobs for idle threads; return when the next scheduled
+        job is due (epoch seconds), if known."""
+        with self._lock:
+            idle = sorted(self._idle)
+        self._tm.begin()
+        queues = self._conn.root()[KEY]
+        served = self._served_queues(queues)
+        if not idle or not any(len(q) for q in served):
+            next_due = _next_due(served)
+            self._renew_lease_if_busy()
+            self._tm.abort()
+            return next_due
+        record = self._record_in(self._conn)
+        slots = [(record.slots[i], self._runners[i].batch_limit) for i in idle]
+        now_dt = datetime.datetime.now(datetime.UTC)
+        now_us = int(now_dt.timestamp() * 1_000_000)
+        try:
+            taken = claim(
+                served, slots=slots, worker=self.uuid, now_us=now_us, start_time=now_dt
+            )
+            if taken:
+                self._extend_lease(record)
+            batches = {
+                index: [int.from_bytes(job._p_oid, "big") for job in jobs]
+                for index, jobs in taken.items()
+            }
+            next_due = _next_due(served)
+            self._tm.commit()
+        except TransientError:
+            self._tm.abort()
+            self._wake.set()  # somebody else claimed too: look again
+            return None
+        for index, oids in batches.items():
+            with self._lock:
+                self._idle.discard(index)
+                self._busy[index] = time.time()
+            self._inboxes[index].put(oids)
+        return next_due
+
+    def _extend_lease(self, record) -> None:
+        heartbeat = record.heartbeat
+        clock = time.time()
+        if heartbeat.lease_until - clock < self.lease_seconds * 2 / 3:
+            heartbeat.lease_until = clock + self.lease_seconds
+            heartbeat.last_seen = clock
+
+    def _renew_lease_if_busy(self) -> None:
+        with self._lock:
+            busy = bool(self._busy)
+        if not busy:
+            return
+        record = self._record_in(self._conn)
+        if record.heartbeat.lease_until - time.time() < self.lease_seconds * 2 / 3:
+            self._tm.abort()
+            for attempt in self._tm.attempts(5):
+                with attempt:
+                    self._extend_lease(self._record_in(self._conn))
+
+    def _heartbeat(self) -> None:
+        for attempt in self._tm.attempts(5):
+            with attempt:
+                record = self._record_in(self._conn)
+                record.heartbeat.last_seen = time.time()
+                if record.stopped is not None:
+                    record.stopped = None
+
+
+def _next_due(queues) -> float | None:
+    best = None
+    for queue in queues:
+        due = queue.next_due()
+        if due is not None and (best is None or due < best):
+            best = due
+    return best

@@ -1,0 +1,525 @@
+"""Running claimed jobs: one SlotRunner per worker thread.
+
+The job's writes, its result and its status commit in one transaction.
+Several short jobs share a transaction, each behind a savepoint: a job that
+raises is rolled back to its savepoint and recorded as failed while the
+others go on. A conflict at commit falls back to one transaction per job,
+retried as the job's policy says. Batches are bounded in time so that
+latency does not suffer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any
+
+import transaction
+import zope.event
+from transaction.interfaces import TransientError
+
+from zasync import local
+from zasync.failure import Failure
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    JobFailed,
+    JobStarted,
+    JobSucceeded,
+    TimeoutError,
+)
+from zasync.job import Job, now
+from zasync.recovery import make_policy, release_quotas
+
+log = logging.getLogger(__name__)
+
+
+class _CommitFirst(Exception):
+    """A savepoint is impossible: commit the jobs before this one first."""
+
+
+def _oid_int(job: Job) -> int:
+    return int.from_bytes(job._p_oid, "big")
+
+
+def _us(when: datetime.datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+def _extra(job: Job, action: str) -> dict:
+    return {
+        "action": action,
+        "job_id": job.id,
+        "callable": job.callable_name,
+        "attempt": job._attempts,
+    }
+
+
+class SlotRunner:
+    """Runs the jobs of one slot in the calling thread's own connection and
+    transaction manager (the thread's own, so that code in jobs that calls
+    ``transaction.get()`` or ``transaction.savepoint()`` works on the job's
+    transaction)."""
+
+    def __init__(self, dispatcher, index: int):
+        self.dispatcher = dispatcher
+        self.index = index
+        self.tm = None
+        self.conn = None
+        self._side_tm = None
+        self._side = None
+        self.batch_limit = 1
+
+    # -- connections ------------------------------------------------------
+
+    def open(self) -> None:
+        self.tm = transaction.manager.manager
+        self.conn = self.dispatcher.db.open(transaction_manager=self.tm)
+
+    def close(self) -> None:
+        for conn, tm in ((self.conn, self.tm), (self._side, self._side_tm)):
+            if conn is not None:
+                try:
+                    tm.abort()
+                    conn.close()
+                except Exception:  # closing at shutdown must not raise
+                    log.exception("closing a worker connection failed")
+        self.conn = self._side = None
+
+    def _slot(self, conn):
+        record = self.dispatcher._record_in(conn)
+        return record.slots[self.index]
+
+    # -- batches -------------------------------------------------------------
+
+    def run(self, oids: list[int]) -> None:
+        """Run the claimed jobs ``oids`` (in order) to completion."""
+        pending = list(oids)
+        batch_seconds = self.dispatcher.batch_seconds
+        total_start = time.monotonic()
+        count = len(pending)
+        while pending:
+            started = time.monotonic()
+            chunk: list[int] = []
+            outcomes: list[tuple[Job, str]] = []
+            self.tm.begin()
+            try:
+                slot = self._slot(self.conn)
+                for oid in pending:
+                    job = self._load(oid)
+                    try:
+                        self._run_in_slot(job, slot, outcomes, first=not chunk)
+                    except _CommitFirst:
+                        break
+                    chunk.append(oid)
+                    if time.monotonic() - started > batch_seconds:
+                        break
+                self.tm.commit()
+            except TransientError as e:
+                self.tm.abort()
+                log.info(
+                    "batch of %d jobs conflicted (%s); running them one by one",
+                    len(chunk) + 1,
+                    type(e).__name__,
+                )
+                if not chunk:
+                    chunk = [pending[0]]
+                outcomes = []
+                for oid in chunk:
+                    outcomes.extend(self._run_alone(oid))
+            except Exception:
+                self.tm.abort()
+                log.exception("a batch of jobs could not be committed; one by one")
+                if not chunk:
+                    chunk = [pending[0]]
+                outcomes = []
+                for oid in chunk:
+                    outcomes.extend(self._run_alone(oid))
+            del pending[: len(chunk)]
+            self._after_commit(outcomes)
+        elapsed = time.monotonic() - total_start
+        self._adapt(count, elapsed)
+
+    def _adapt(self, count: int, elapsed: float) -> None:
+        # Claim as many jobs as this thread can run in about one batch
+        # period: short jobs are batched, long ones are claimed one by one so
+        # that other threads and workers get the rest.
+        if count == 0:
+            return
+        per_job = max(elapsed / count, 1e-5)
+        target = int(self.dispatcher.batch_seconds / per_job)
+        limit = max(1, min(self.dispatcher.max_batch, target, self.batch_limit * 4))
+        self.batch_limit = limit
+
+    def _load(self, oid: int) -> Job:
+        return self.conn.get(oid.to_bytes(8, "big"))
+
+    def _run_alone(self, oid: int) -> list[tuple[Job, str]]:
+        """Run one job in transactions of its own until it is settled."""
+        conflicts = 0
+        while True:
+            outcomes: list[tuple[Job, str]] = []
+            self.tm.begin()
+            job = self._load(oid)
+            try:
+                slot = self._slot(self.conn)
+                job._conflicts += conflicts
+                self._run_in_slot(job, slot, outcomes, first=True)
+                self.tm.commit()
+                return outcomes
+            except TransientError as e:
+                failure = Failure(e)
+                self.tm.abort()
+                conflicts += 1
+                self.tm.begin()
+                job = self._load(oid)
+                job._conflicts += conflicts
+                decision = make_policy(job).commit_error(failure)
+                self.tm.abort()
+                if decision.retry:
+                    log.info(
+                        "job %s conflicted (%s); trying again",
+                        job.id,
+                        failure.getErrorMessage(),
+                        extra=_extra(job, "conflict"),
+                    )
+                    if decision.delay:
+                        time.sleep(decision.delay)
+                    continue
+                return self._record_failure(oid, failure, conflicts)
+            except Exception as e:
+                failure = Failure(e)
+                self.tm.abort()
+                return self._record_failure(oid, failure, conflicts)
+
+    def _record_failure(self, oid: int, failure: Failure, conflicts: int):
+        """Record a failure for a job whose own transaction could not
+        commit, in a fresh transaction."""
+        for attempt in self.tm.attempts(5):
+            with attempt:
+                job = self._load(oid)
+                slot = self._slot(self.conn)
+                job._conflicts += conflicts
+                started = now()
+                job._start(started)
+                job._finish(failure, now())
+                self._settle(job, slot)
+        log.error(
+            "job %s failed: %s",
+            job.id,
+            failure.getErrorMessage(),
+            extra=_extra(job, "failed"),
+        )
+        return [(job, "done")]
+
+    # -- one job -------------------------------------------------------------
+
+    def _run_in_slot(self, job: Job, slot, outcomes: list, *, first: bool) -> None:
+        status = job._status
+        if status == CALLBACKS:
+            outcomes.append((job, "callbacks"))
+            return
+        worker = self.dispatcher.uuid
+        if (
+            status not in (ASSIGNED, ACTIVE)
+            or job._worker != worker
+            or job._slot != self.index
+        ):
+            # Taken from us (our lease lapsed and another worker rescued it).
+            log.warning("job %s is no longer ours (%s); skipping it", job.id, status)
+            if slot.active.get(_oid_int(job)) is job:
+                del slot.active[_oid_int(job)]
+            return
+        started = now()
+        deadline = job.begin_by and job.begin_after and job.begin_after + job.begin_by
+        if deadline and started > deadline:
+            job._start(started)
+            job._finish(
+                Failure(
+                    TimeoutError(
+                        f"{job.callable_name} could not start before its "
+                        f"begin_by deadline {deadline.isoformat()}"
+                    )
+                ),
+                now(),
+            )
+            self._settle(job, slot)
+            outcomes.append((job, "done"))
+            return
+        launch = getattr(job, "_launch", None)
+        if launch is not None:
+            job._start(started)
+            launch()
+            if _oid_int(job) in slot.active:
+                del slot.active[_oid_int(job)]
+            release_quotas(job)
+            outcomes.append((job, "launched"))
+            return
+        kind = self._execute(job, started, first=first)
+        if kind == "rescheduled":
+            del slot.active[_oid_int(job)]
+            outcomes.append((job, kind))
+            return
+        self._settle(job, slot)
+        outcomes.append((job, "done"))
+
+    def _savepoint(self, *, first: bool):
+        try:
+            return self.tm.savepoint(optimistic=False)
+        except TypeError:
+            # A resource in this transaction cannot take savepoints.
+            if first:
+                return None
+            raise _CommitFirst() from None
+
+    def _execute(self, job: Job, started: datetime.datetime, *, first: bool) -> str:
+        """Call the job inside the current transaction; leave it finished
+        (COMPLETED or CALLBACKS) or rescheduled. Transient errors propagate:
+        the caller aborts and tries again."""
+        savepoint = self._savepoint(first=first)
+        while True:
+            job._start(started)
+            context = local._enter(job, self)
+            try:
+                if zope.event.subscribers:
+                    zope.event.notify(JobStarted(job))
+                result = job._call()
+            except TransientError:
+                raise
+            except BaseException as e:  # noqa: B036 - SystemExit too: recorded
+                failure = Failure(e)
+                if not isinstance(e, Exception):
+                    log.error(
+                        "job %s raised %s: recorded as a failure; the worker goes on",
+                        job.id,
+                        type(e).__name__,
+                        extra=_extra(job, "failed"),
+                    )
+                if savepoint is None:
+                    raise
+                savepoint.rollback()
+                job._errors += 1
+                decision = make_policy(job).job_error(failure)
+                if decision.retry and decision.delay <= 0:
+                    continue
+                if decision.retry:
+                    release_quotas(job)
+                    when = now() + datetime.timedelta(seconds=decision.delay)
+                    job._queue._requeue(job, when=when)
+                    log.info(
+                        "job %s failed (%s); retrying after %.1f s",
+                        job.id,
+                        failure.getErrorMessage(),
+                        decision.delay,
+                        extra=_extra(job, "retry"),
+                    )
+                    return "rescheduled"
+                job._start(started)
+                job._attempts -= 1  # restored by the rollback; counted once
+                job._finish(failure, now())
+                self._log_failure(job, failure)
+                return "done"
+            finally:
+                local._leave()
+            break
+        if context.live:
+            job.annotations.update(context.live)
+        job._finish(result, now())
+        if savepoint is not None:
+            try:
+                self.tm.savepoint(optimistic=False)  # pickles the result now
+            except TransientError:
+                raise
+            except Exception as e:
+                savepoint.rollback()
+                job._start(started)
+                job._finish(
+                    Failure(
+                        ValueError(
+                            f"the result of {job.callable_name} "
+                            f"({type(result).__name__}) could not be stored: {type(e).__name__}: {e}; return "
+                            f"picklable values"
+                        )
+                    ),
+                    now(),
+                )
+                self._log_failure(job, job._result)
+        return "done"
+
+    def _log_failure(self, job: Job, failure: Failure) -> None:
+        log.warning(
+            "job %s (%s) failed: %s",
+            job.id,
+            job.callable_name,
+            failure.getErrorMessage(),
+            extra=_extra(job, "failed"),
+        )
+
+    def _settle(self, job: Job, slot) -> None:
+        """After the job's work: free its quotas; a completed job leaves the
+        slot's active jobs for its done jobs."""
+        release_quotas(job)
+        if job._status == COMPLETED:
+            oid = _oid_int(job)
+            if slot.active.get(oid) is job:
+                del slot.active[oid]
+            slot._add_done(job, _us(job.active_end or now()))
+
+    # -- after commit ----------------------------------------------------------
+
+    def _after_commit(self, outcomes: list[tuple[Job, str]]) -> None:
+        if not outcomes:
+            return
+        self.dispatcher._job_finished()
+        self._notify_finished([job for job, kind in outcomes if kind == "done"])
+        for job, _kind in outcomes:
+            if job._status == CALLBACKS:
+                self._run_callbacks(_oid_int(job))
+        if self.dispatcher._live_written:
+            self._clear_live([_oid_int(job) for job, _ in outcomes])
+
+    def _notify_finished(self, jobs: list[Job]) -> None:
+        if not jobs or not zope.event.subscribers:
+            return
+        try:
+            for attempt in self.tm.attempts(3):
+                with attempt:
+                    for job in jobs:
+                        result = job._result
+                        if isinstance(result, Failure):
+                            zope.event.notify(JobFailed(job, result))
+                        else:
+                            zope.event.notify(JobSucceeded(job, result))
+        except Exception:
+            log.exception("an event handler for finished jobs failed")
+
+    def _run_callbacks(self, oid: int) -> None:
+        """Run the pending callbacks of job ``oid``, each in a transaction
+        of its own; the last one also completes the job."""
+        while True:
+            self.tm.begin()
+            job = self._load(oid)
+            pending = job._pending_callbacks()
+            if not pending:
+                self._complete_after_callbacks(job)
+                self.tm.commit()
+                self._notify_finished([job])
+                return
+            callback = pending[0]
+            cb_oid = self._callback_oid(callback)
+            self.tm.abort()
+            outcome = self._run_callback(oid, cb_oid, last=len(pending) == 1)
+            if outcome is None:
+                return
+
+    def _callback_oid(self, callback: Job) -> int:
+        if callback._p_oid is None:
+            self.conn.add(callback)
+        return _oid_int(callback)
+
+    def _complete_after_callbacks(self, job: Job) -> None:
+        job._status = COMPLETED
+        if job._worker == self.dispatcher.uuid and job._slot == self.index:
+            self._settle(job, self._slot(self.conn))
+        else:
+            release_quotas(job)
+            self._slot(self.conn)._add_done(job, _us(job.active_end or now()))
+
+    def _run_callback(self, parent_oid: int, cb_oid: int, *, last: bool):
+        conflicts = 0
+        while True:
+            self.tm.begin()
+            parent = self._load(parent_oid)
+            callback = self._load(cb_oid)
+            try:
+                callback._conflicts += conflicts
+                self._execute(callback, now(), first=True)
+                if last and callback._status == COMPLETED:
+                    self._complete_after_callbacks(parent)
+                self.tm.commit()
+                break
+            except TransientError as e:
+                failure = Failure(e)
+                self.tm.abort()
+                conflicts += 1
+                self.tm.begin()
+                callback = self._load(cb_oid)
+                callback._conflicts += conflicts
+                decision = make_policy(callback).commit_error(failure)
+                self.tm.abort()
+                if decision.retry:
+                    if decision.delay:
+                        time.sleep(decision.delay)
+                    continue
+                self._record_callback_failure(cb_oid, failure)
+                break
+            except Exception as e:
+                self.tm.abort()
+                self._record_callback_failure(cb_oid, Failure(e))
+                break
+        self.tm.begin()
+        callback = self._load(cb_oid)
+        self.tm.abort()
+        self._notify_finished([callback])
+        if callback._status == CALLBACKS:
+            self._run_callbacks(cb_oid)
+        return True
+
+    def _record_callback_failure(self, cb_oid: int, failure: Failure) -> None:
+        for attempt in self.tm.attempts(5):
+            with attempt:
+                callback = self._load(cb_oid)
+                callback._start(now())
+                callback._finish(failure, now())
+        self._log_failure(callback, failure)
+
+    # -- live annotations (side transactions) ---------------------------------
+
+    def _side_conn(self):
+        if self._side is None:
+            self._side_tm = transaction.TransactionManager(explicit=True)
+            self._side = self.dispatcher.db.open(transaction_manager=self._side_tm)
+        return self._side
+
+    def write_live(self, job: Job, values: dict[str, Any]) -> None:
+        conn = self._side_conn()
+        self.dispatcher._live_written = True
+        for attempt in self._side_tm.attempts(5):
+            with attempt:
+                slot = self._slot(conn)
+                live = dict(slot.live or {})
+                live[_oid_int(job)] = values
+                slot.live = live
+
+    def read_live(self, job: Job) -> dict:
+        conn = self._side_conn()
+        self._side_tm.begin()
+        try:
+            record = self.dispatcher._record_in(conn)
+            if job._worker is None or job._slot is None:
+                return {}
+            if job._worker != record.uuid:
+                from zasync.interfaces import KEY
+
+                record = conn.root()[KEY].workers.get(job._worker)
+                if record is None:
+                    return {}
+            live = record.slots[job._slot].live or {}
+            return dict(live.get(_oid_int(job), {}))
+        finally:
+            self._side_tm.abort()
+
+    def _clear_live(self, oids: list[int]) -> None:
+        conn = self._side_conn()
+        try:
+            for attempt in self._side_tm.attempts(5):
+                with attempt:
+                    slot = self._slot(conn)
+                    live = slot.live or {}
+                    if any(oid in live for oid in oids):
+                        slot.live = {k: v for k, v in live.items() if k not in oids}
+        except Exception:
+            log.exception("could not clear live annotations")

@@ -1,0 +1,135 @@
+"""Failure: a picklable record of an exception.
+
+A job that raises ends COMPLETED with a Failure as its result. The Failure
+keeps the exception class (by reference), the exception itself and the
+formatted traceback, so it can be stored in the database and read by any
+process. An exception that cannot be pickled, or whose class cannot be
+imported by name, is kept as a stand-in that carries its type name and
+message: a Failure is always storable.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any
+
+import zope.interface
+
+from zasync.interfaces import IFailure
+
+
+class UnpicklableError(Exception):
+    """Stands in for an exception that could not be stored.
+
+    ``type_name`` is the dotted name of the original exception's class.
+    """
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self):
+        return (type(self), (self.type_name, self.message))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _importable(cls: type) -> bool:
+    import sys
+
+    module = sys.modules.get(cls.__module__)
+    if module is None or "<locals>" in cls.__qualname__:
+        return False
+    obj: Any = module
+    for part in cls.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    return obj is cls
+
+
+@zope.interface.implementer(IFailure)
+class Failure:
+    """A record of an exception: ``type``, ``value``, ``getTraceback()``.
+
+    Build one inside an ``except`` block with ``Failure()``, or from an
+    exception with ``Failure(exc)``.
+    """
+
+    # Class-level defaults: old pickles load whatever attributes they lack.
+    type: type = Exception
+    value: BaseException | None = None
+    type_name: str = ""
+    _traceback: str = ""
+
+    def __init__(self, exception: BaseException | None = None):
+        if exception is None:
+            import sys
+
+            exception = sys.exc_info()[1]
+            if exception is None:
+                raise ValueError(
+                    "Failure() without an argument must be called while an "
+                    "exception is being handled; pass the exception instead"
+                )
+        self.type_name = _dotted(type(exception))
+        self._traceback = "".join(
+            traceback.format_exception(
+                type(exception), exception, exception.__traceback__
+            )
+        )
+        message = _message(exception)
+        if _importable(type(exception)) and _picklable(exception):
+            self.type = type(exception)
+            self.value = exception
+        else:
+            self.type = UnpicklableError
+            self.value = UnpicklableError(self.type_name, message)
+
+    def getTraceback(self) -> str:
+        """The traceback as formatted when the exception was caught."""
+        return self._traceback
+
+    def getErrorMessage(self) -> str:
+        """The exception's message (``str(exception)``)."""
+        return _message(self.value) if self.value is not None else ""
+
+    def check(self, *types: type) -> type | None:
+        """Return the first of ``types`` the recorded exception is an
+        instance of (by class, or by dotted name for a stand-in), else None."""
+        for t in types:
+            if isinstance(self.value, t):
+                return t
+            if self.type is UnpicklableError and isinstance(t, type):
+                if _dotted(t) == self.type_name:
+                    return t
+        return None
+
+    def raiseException(self):
+        """Raise the recorded exception (or its stand-in) again."""
+        raise self.value
+
+    def __repr__(self) -> str:
+        return f"<zasync.Failure {self.type_name}: {self.getErrorMessage()}>"
+
+    __str__ = __repr__
+
+
+def _message(exception: BaseException) -> str:
+    try:
+        return str(exception)
+    except Exception:  # a broken __str__ must not break the record
+        return f"<unprintable {type(exception).__name__}>"
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.loads(pickle.dumps(value, protocol=3))
+    except Exception:
+        return False
+    return True

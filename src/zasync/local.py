@@ -1,0 +1,118 @@
+"""What a running job can ask about itself: ``getJob()``, live annotations
+(visible to other processes before the job commits), progress and its
+worker. Outside a job these raise NotInJobError."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from zasync.interfaces import NotInJobError
+
+_state = threading.local()
+
+
+class _Context:
+    """Set by the worker around each job call."""
+
+    __slots__ = ("job", "runner", "live", "last_progress")
+
+    def __init__(self, job, runner):
+        self.job = job
+        self.runner = runner
+        self.live: dict[str, Any] = {}
+        self.last_progress = 0.0
+
+
+def _current() -> _Context:
+    context = getattr(_state, "context", None)
+    if context is None:
+        raise NotInJobError(
+            "not inside a running zasync job: zasync.local functions work only "
+            "in code a worker calls for a job"
+        )
+    return context
+
+
+def getJob():  # noqa: N802 - compat name
+    """The job being run by this thread."""
+    return _current().job
+
+
+def getDispatcher():  # noqa: N802 - compat name
+    """The dispatcher running this job."""
+    return _current().runner.dispatcher
+
+
+def setLiveAnnotation(name: str, value: Any, job=None) -> None:  # noqa: N802
+    """Store ``value`` under ``name`` for the running job, committed at once
+    in a transaction of its own, so other processes see it while the job
+    still runs. The last values are also kept in ``job.annotations`` when
+    the job commits."""
+    context = _current()
+    if job is not None and job is not context.job:
+        raise NotInJobError("setLiveAnnotation() can only annotate the running job")
+    context.live[name] = value
+    context.runner.write_live(context.job, dict(context.live))
+
+
+def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0, job=None):  # noqa: N802
+    """The latest committed live annotation ``name`` of the running job (or
+    of ``job``), waiting up to ``timeout`` seconds for it to appear."""
+    context = _current()
+    target = job if job is not None else context.job
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = context.runner.read_live(target).get(name, _missing)
+        if value is not _missing or time.monotonic() >= deadline:
+            return default if value is _missing else value
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.5)
+
+
+_missing = object()
+
+
+def progress(
+    done: float, total: float | None = None, message: str | None = None
+) -> None:
+    """Report progress of the running job (shown by ``zasync status``, the
+    control panel and ``live_annotations(job)``). Writes at most twice a
+    second, except the final report (``done == total``)."""
+    context = _current()
+    clock = time.monotonic()
+    final = total is not None and done >= total
+    value = {"done": done, "total": total, "message": message, "time": time.time()}
+    context.live["progress"] = value
+    if final or clock - context.last_progress >= 0.5:
+        context.last_progress = clock
+        context.runner.write_live(context.job, dict(context.live))
+
+
+def live_annotations(job) -> dict:
+    """The live annotations of ``job`` as committed now, read through the
+    job's own connection (begin a new transaction first to see the latest).
+    Empty when the job is not running."""
+    from zasync.interfaces import KEY
+
+    worker, index = job._worker, job._slot
+    jar = job._p_jar
+    if worker is None or index is None or jar is None:
+        return {}
+    queues = jar.root().get(KEY)
+    record = queues.workers.get(worker) if queues is not None else None
+    if record is None or index >= len(record.slots):
+        return {}
+    live = record.slots[index].live or {}
+    return dict(live.get(int.from_bytes(job._p_oid, "big"), {}))
+
+
+def _enter(job, runner) -> _Context:
+    context = _state.context = _Context(job, runner)
+    return context
+
+
+def _leave() -> None:
+    _state.context = None

@@ -1,0 +1,459 @@
+"""Queues, Queue and quotas: where pending jobs wait.
+
+Layout, chosen so that concurrent producers and workers do not conflict:
+
+- a queue keeps its pending jobs in several BTrees (shards); each producer
+  thread writes to its own shard, workers take from the front of all of
+  them, so inserts and removals rarely touch the same bucket;
+- keys are ``(priority rank, due time in microseconds, oid)``: iteration in
+  key order is run order, and a job queued later never overtakes one queued
+  earlier with the same due time;
+- each shard keeps a sentinel key after every possible job key, so no
+  bucket is ever emptied by a worker while a producer adds to it (an empty
+  bucket is the one case BTree conflict resolution refuses);
+- the number of pending jobs is a ``BTrees.Length``, which resolves
+  concurrent changes, and whose object id workers watch to wake up.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import persistent
+import transaction
+import zope.interface
+from BTrees.Length import Length
+from BTrees.OOBTree import OOBTree
+
+from zasync.interfaces import (
+    CALLBACKS,
+    KEY,
+    NEW,
+    PENDING,
+    BadStatusError,
+    ConfigurationError,
+    IQueue,
+)
+from zasync.job import Job, now
+
+UTC = datetime.UTC
+DEFAULT_SHARDS = 8
+#: sorts after every job key in a shard (see the module docstring)
+SENTINEL = (2**62, 2**62, 2**62)
+_FRONT = 0  # the due time of a job put back at the front of its queue
+
+
+def _us(when: datetime.datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+def _oid_int(job: Job) -> int:
+    return int.from_bytes(job._p_oid, "big")
+
+
+def check_begin_after(begin_after: Any) -> datetime.datetime | None:
+    """Return ``begin_after`` if it is None or timezone-aware; raise
+    ValueError naming the problem otherwise."""
+    if begin_after is None:
+        return None
+    if not isinstance(begin_after, datetime.datetime):
+        raise TypeError(
+            f"begin_after must be a timezone-aware datetime, got {begin_after!r}"
+        )
+    if begin_after.tzinfo is None or begin_after.utcoffset() is None:
+        raise ValueError(
+            f"begin_after={begin_after!r} is naive: give it a timezone, for "
+            f"example datetime.datetime.now(datetime.timezone.utc) + delay"
+        )
+    return begin_after
+
+
+def check_begin_by(begin_by: Any) -> datetime.timedelta | None:
+    if begin_by is None:
+        return None
+    if not isinstance(begin_by, datetime.timedelta):
+        raise TypeError(f"begin_by must be a datetime.timedelta, got {begin_by!r}")
+    if begin_by <= datetime.timedelta(0):
+        raise ValueError(f"begin_by={begin_by!r} must be positive")
+    return begin_by
+
+
+class Quota(persistent.Persistent):
+    """At most ``size`` jobs naming this quota run at once, across all
+    workers. Jobs of a full quota wait, in order.
+
+    Deliberately without conflict resolution: two workers that claim for the
+    same quota at once conflict, and one of them claims again, so the size
+    is never exceeded.
+    """
+
+    name: str = ""
+    size: int = 1
+    _active: tuple = ()  # oids (bytes) of the jobs holding the quota
+
+    def __init__(self, name: str, size: int = 1):
+        self.name = name
+        self.size = _check_size(name, size)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def _add(self, oid: bytes) -> None:
+        self._active = (*self._active, oid)
+
+    def _discard(self, oid: bytes) -> None:
+        if oid in self._active:
+            self._active = tuple(o for o in self._active if o != oid)
+
+    def __repr__(self) -> str:
+        return f"<zasync.Quota {self.name!r} {len(self._active)}/{self.size}>"
+
+
+def _check_size(name: str, size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigurationError(
+            f"quota {name!r}: size={size!r} must be a whole number >= 1"
+        )
+    return size
+
+
+class Quotas(persistent.Persistent):
+    """The quotas of one queue: ``create(name, size=1)``, ``get(name)``,
+    ``[name]``, ``remove(name)``, iteration over names."""
+
+    def __init__(self):
+        self._data = OOBTree()
+
+    def create(self, name: str, size: int = 1) -> Quota:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                f"a quota name must be a non-empty string, got {name!r}"
+            )
+        if name in self._data:
+            raise ValueError(f"quota {name!r} exists already; change its .size instead")
+        quota = self._data[name] = Quota(name, size)
+        return quota
+
+    def get(self, name: str, default: Any = None) -> Quota | None:
+        return self._data.get(name, default)
+
+    def __getitem__(self, name: str) -> Quota:
+        return self._data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def remove(self, name: str) -> None:
+        del self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data.keys())
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def values(self):
+        return self._data.values()
+
+
+@zope.interface.implementer(IQueue)
+class Queue(persistent.Persistent):
+    """Pending jobs, in run order. ``put()`` joins the caller's transaction."""
+
+    name: str = ""
+    _shards: tuple = ()
+    _length: Length | None = None
+    quotas: Quotas | None = None
+
+    def __init__(self, name: str = "", shards: int = DEFAULT_SHARDS):
+        if not isinstance(shards, int) or shards < 1:
+            raise ConfigurationError(f"queue {name!r}: shards={shards!r} must be >= 1")
+        self.name = name
+        self._shards = tuple(_new_shard() for _ in range(shards))
+        self._length = Length()
+        self.quotas = Quotas()
+
+    # -- producing -------------------------------------------------------
+
+    def put(
+        self,
+        item: Any,
+        begin_after: datetime.datetime | None = None,
+        begin_by: datetime.timedelta | None = None,
+        *,
+        quota_names: tuple[str, ...] | None = None,
+        retry_policy_factory: Any = None,
+    ) -> Job:
+        """Queue ``item`` (a Job, or a callable wrapped in a new Job) in the
+        caller's transaction and return the job.
+
+        Raises TypeError for a callable that cannot be stored, ValueError for
+        a naive ``begin_after`` or a quota this queue does not have,
+        BadStatusError for a job that is not new.
+        """
+        job = item if isinstance(item, Job) else Job(item)
+        if job._status != NEW:
+            raise BadStatusError(
+                f"{job!r} is {job._status}: only a new job can be put in "
+                f"queue {self.name!r}"
+            )
+        begin_after = check_begin_after(begin_after)
+        begin_by = check_begin_by(begin_by)
+        if quota_names is not None:
+            job.quota_names = tuple(quota_names)
+        for name in job.quota_names:
+            if name not in self.quotas:
+                raise ValueError(
+                    f"{job!r} names quota {name!r}, which queue "
+                    f"{self.name!r} does not have; create it with "
+                    f"queue.quotas.create({name!r}, size=1)"
+                )
+        if retry_policy_factory is not None:
+            job.retry_policy_factory = retry_policy_factory
+        jar = self._p_jar
+        if jar is None:
+            raise ConfigurationError(
+                f"queue {self.name!r} is not in a database: get it from "
+                f"zasync.install(db) or root['{KEY}'], not a new Queue()"
+            )
+        if job._p_jar is None:
+            jar.add(job)
+        if begin_after is not None:
+            job.begin_after = begin_after
+        elif job.begin_after is None:
+            job.begin_after = now()
+        if begin_by is not None:
+            job.begin_by = begin_by
+        job._queue = self
+        self._insert(job, _us(job.begin_after))
+        job._status = PENDING
+        _wake_after_commit(jar)
+        return job
+
+    def _insert(self, job: Job, due_us: int) -> None:
+        key = (-job.priority, due_us, _oid_int(job))
+        self._shards[_shard_index(len(self._shards))][key] = job
+        job._key = key
+        self._length.change(1)
+
+    def _requeue(self, job: Job, *, front: bool = False, when=None) -> None:
+        """Put a job back (a retry, an interruption, late callbacks)."""
+        if front:
+            due = _FRONT
+        else:
+            due = _us(when or now())
+            job.begin_after = when or now()
+        status = job._status
+        self._insert(job, due)
+        job._worker = job._slot = None
+        # A job with callbacks still to run keeps its status.
+        job._status = CALLBACKS if status == CALLBACKS else PENDING
+        if self._p_jar is not None:
+            _wake_after_commit(self._p_jar)
+
+    # -- consuming ----------------------------------------------------------
+
+    def _shard_of(self, job: Job):
+        key = job._key
+        for shard in self._shards:
+            if key in shard and shard[key] is job:
+                return shard
+        return None
+
+    def _take(self, job: Job) -> None:
+        """Remove a pending job from its shard (no status change)."""
+        shard = self._shard_of(job)
+        if shard is None:
+            raise BadStatusError(f"{job!r} is not pending in queue {self.name!r}")
+        del shard[job._key]
+        job._key = None
+        self._length.change(-1)
+
+    def remove(self, job: Job) -> None:
+        """Remove a pending job; it becomes NEW again."""
+        if job._status != PENDING or job._queue is not self:
+            raise BadStatusError(f"{job!r} is not pending in queue {self.name!r}")
+        self._take(job)
+        job._status = NEW
+        job._queue = None
+
+    def pull(self, index: int = 0) -> Job:
+        """Remove and return the pending job at ``index`` in run order."""
+        if index < 0:
+            index += len(self)
+        for i, job in enumerate(self):
+            if i == index:
+                self.remove(job)
+                return job
+        raise IndexError(f"queue {self.name!r} has no job at index {index}")
+
+    def _iter_keys(self, max_key=None) -> Iterator[tuple[tuple, Job, Any]]:
+        """(key, job, shard) for pending jobs in run order, up to max_key."""
+
+        def items(shard):
+            for key, job in shard.items(max=max_key) if max_key else shard.items():
+                if key == SENTINEL:
+                    return
+                yield key, job, shard
+
+        return heapq.merge(*(items(s) for s in self._shards), key=lambda t: t[0])
+
+    def __iter__(self) -> Iterator[Job]:
+        for _key, job, _shard in self._iter_keys():
+            yield job
+
+    def __len__(self) -> int:
+        return self._length() if self._length is not None else 0
+
+    def __bool__(self) -> bool:
+        return True
+
+    def next_due(self) -> float | None:
+        """The earliest due time (epoch seconds) of a pending job, or None."""
+        best = None
+        for shard in self._shards:
+            for key in shard.keys():
+                if key != SENTINEL:
+                    due = key[1] / 1_000_000
+                    if best is None or due < best:
+                        best = due
+                break
+        return best
+
+
+def _new_shard() -> OOBTree:
+    shard = OOBTree()
+    shard[SENTINEL] = None
+    return shard
+
+
+_shard_local = threading.local()
+
+
+def _shard_index(count: int) -> int:
+    # Each producer thread keeps to one shard: producers in different
+    # threads and processes write different trees.
+    index = getattr(_shard_local, "index", None)
+    if index is None:
+        index = _shard_local.index = hash((os.getpid(), threading.get_ident()))
+    return index % count
+
+
+class Queues(persistent.Persistent):
+    """The queues of a database, by name (``''`` is the default queue), kept
+    at ``root['zasync']``. Also keeps the worker registry."""
+
+    def __init__(self):
+        self._queues = OOBTree()
+        from zasync.workers import WorkerRegistry
+
+        self.workers = WorkerRegistry()
+
+    workers: Any = None
+
+    def __getitem__(self, name: str) -> Queue:
+        return self._queues[name]
+
+    def get(self, name: str, default: Any = None) -> Queue | None:
+        return self._queues.get(name, default)
+
+    def __setitem__(self, name: str, queue: Queue) -> None:
+        if not isinstance(queue, Queue):
+            raise TypeError(f"queues[{name!r}] must be a zasync.queue.Queue")
+        queue.name = name
+        self._queues[name] = queue
+
+    def __delitem__(self, name: str) -> None:
+        queue = self._queues[name]
+        if len(queue):
+            raise ValueError(
+                f"queue {name!r} still has {len(queue)} pending jobs; remove "
+                f"or run them first"
+            )
+        del self._queues[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._queues
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._queues.keys())
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def keys(self):
+        return self._queues.keys()
+
+    def values(self):
+        return self._queues.values()
+
+    def items(self):
+        return self._queues.items()
+
+
+def install(db_or_connection: Any, queues: tuple[str, ...] = ("",)) -> Queues:
+    """Make sure ``root['zasync']`` holds a Queues with the named queues.
+
+    Idempotent. Given a DB, it commits in a transaction of its own and
+    returns the Queues as loaded by a connection it closed (use it for
+    reading only); given a connection, it joins that connection's current
+    transaction and leaves the commit to the caller.
+    """
+    if isinstance(queues, str):
+        raise TypeError(f"queues must be a sequence of names, e.g. ({queues!r},)")
+    import ZODB
+
+    if isinstance(db_or_connection, ZODB.DB):
+        tm = transaction.TransactionManager(explicit=True)
+        conn = db_or_connection.open(transaction_manager=tm)
+        try:
+            for attempt in tm.attempts(5):
+                with attempt:
+                    result = _install(conn.root(), queues)
+            return result
+        finally:
+            conn.close()
+    return _install(db_or_connection.root(), queues)
+
+
+def _install(root, names) -> Queues:
+    queues = root.get(KEY)
+    if queues is None:
+        queues = root[KEY] = Queues()
+    for name in names:
+        if name not in queues:
+            queues[name] = Queue(name)
+    return queues
+
+
+def _wake_after_commit(jar) -> None:
+    """Wake this process's dispatchers when the caller's transaction
+    commits (once per transaction)."""
+    txn = jar.transaction_manager.get()
+    try:
+        dbs = txn.data(_WAKE)
+    except KeyError:
+        dbs = set()
+        txn.set_data(_WAKE, dbs)
+        txn.addAfterCommitHook(_after_commit_wake, (dbs,))
+    dbs.add(jar.db())
+
+
+_WAKE = object()  # marks a transaction that will wake dispatchers
+
+
+def _after_commit_wake(committed: bool, dbs) -> None:
+    if committed:
+        from zasync.dispatcher import wake_local
+
+        for db in dbs:
+            wake_local(db)

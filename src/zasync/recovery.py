@@ -1,0 +1,96 @@
+"""Recovery of jobs whose worker died or stopped before finishing them.
+
+Crash recovery is at-least-once: a job that was running when its worker
+died may run again (its retry policy decides; ``NeverRetry`` fails it with
+AbortedError instead). Runs inside a transaction of the caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from zasync.failure import Failure
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    AbortedError,
+)
+from zasync.job import now
+from zasync.workers import Slot
+
+log = logging.getLogger(__name__)
+
+
+def make_policy(job):
+    from zasync.retry import RetryPolicy
+
+    factory = job.retry_policy_factory or RetryPolicy
+    return factory(job)
+
+
+def release_quotas(job) -> None:
+    queue = job._queue
+    if queue is None or not job.quota_names:
+        return
+    for name in job.quota_names:
+        quota = queue.quotas.get(name)
+        if quota is not None:
+            quota._discard(job._p_oid)
+
+
+def recover_slot(slot: Slot, *, why: str) -> list[tuple[object, str]]:
+    """Put right every job held by ``slot``: requeue it at the front of its
+    queue, or fail it, as its retry policy says. Returns (job, outcome)."""
+    outcomes = []
+    for oid, job in list(slot.active.items()):
+        del slot.active[oid]
+        outcomes.append((job, recover_job(job, slot=slot, why=why)))
+    slot.live = {}
+    return outcomes
+
+
+def recover_job(job, *, slot: Slot, why: str) -> str:
+    status = job._status
+    queue = job._queue
+    release_quotas(job)
+    if status == COMPLETED:
+        slot._add_done(job, int(now().timestamp() * 1e6))
+        return "completed"
+    if queue is None:
+        # A callback or composite member without a queue of its own cannot
+        # be requeued: record the interruption.
+        job._finish(Failure(AbortedError(f"{job!r} was interrupted: {why}")), now())
+        return "failed"
+    if status == CALLBACKS:
+        queue._requeue(job, front=True)
+        return "callbacks requeued"
+    if status == ASSIGNED:
+        queue._requeue(job, front=True)
+        return "requeued (had not started)"
+    if status == ACTIVE:
+        decision = make_policy(job).interrupted()
+        job._interruptions += 1
+        if decision.retry:
+            queue._requeue(job, front=True)
+            return "requeued"
+        job._start(job.active_start or now())
+        job._attempts -= 1  # _start counts a start; this one is not
+        job._finish(
+            Failure(
+                AbortedError(
+                    f"{job.callable_name} was interrupted ({why}) and its "
+                    f"retry policy gives up after {job._interruptions} "
+                    f"interruption(s)"
+                )
+            ),
+            now(),
+        )
+        if job._status == CALLBACKS:
+            queue._requeue(job, front=True)
+            return "failed (callbacks requeued)"
+        slot._add_done(job, int(now().timestamp() * 1e6))
+        return "failed"
+    log.warning("job %r in a slot with unexpected status %s", job, status)
+    return "left"

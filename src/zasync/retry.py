@@ -1,0 +1,158 @@
+"""Retry policies: what happens to a job after an error or an interruption.
+
+A policy is made per job by ``job.retry_policy_factory(job)`` (the default
+is :class:`RetryPolicy`). The worker asks it three questions:
+
+- ``job_error(failure)``: the job's callable raised;
+- ``commit_error(failure)``: committing the job's work failed (a
+  ConflictError, usually);
+- ``interrupted()``: the worker running the job died or stopped.
+
+Each answer is a :class:`Decision`: run again now, run again later (after a
+delay), or give up and record the failure.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import zope.interface
+from transaction.interfaces import TransientError
+
+from zasync.interfaces import IRetryPolicy
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a job: ``retry`` it, after ``delay`` seconds; or not."""
+
+    retry: bool
+    delay: float = 0.0
+
+
+GIVE_UP = Decision(False)
+AGAIN = Decision(True)
+
+
+def _jitter(attempt: int, base: float = 0.005, cap: float = 1.0) -> float:
+    # Full jitter: spreads workers that conflicted on the same objects.
+    return random.uniform(0, min(cap, base * (2**attempt)))
+
+
+@zope.interface.implementer(IRetryPolicy)
+class RetryPolicy:
+    """The default policy.
+
+    - transient transaction errors (ConflictError and the like), raised by
+      the job or by its commit, are retried at once with a little jitter, up
+      to ``max_conflicts`` times: a conflict is not the job's fault;
+    - any other exception fails the job (no retry);
+    - an interrupted job goes back to the front of its queue, up to
+      ``max_interruptions`` times, then fails with AbortedError.
+
+    Subclass and change the class attributes, or use the ones below.
+    """
+
+    max_conflicts: int = 10
+    max_interruptions: int = 3
+    #: how many times an application error is retried (0: never)
+    max_errors: int = 0
+    #: seconds before an application error is retried, doubled each time
+    error_delay: float = 0.0
+
+    def __init__(self, job):
+        self.job = job
+
+    def job_error(self, failure) -> Decision:
+        if failure.check(TransientError):
+            return self._conflict()
+        errors = self.job._errors
+        if errors < self.max_errors:
+            return Decision(True, self.error_delay * (2**errors))
+        return GIVE_UP
+
+    def commit_error(self, failure) -> Decision:
+        if failure.check(TransientError):
+            return self._conflict()
+        return GIVE_UP
+
+    def interrupted(self) -> Decision:
+        if self.job._interruptions < self.max_interruptions:
+            return AGAIN
+        return GIVE_UP
+
+    def _conflict(self) -> Decision:
+        if self.job._conflicts < self.max_conflicts:
+            return Decision(True, _jitter(self.job._conflicts))
+        return GIVE_UP
+
+
+class NeverRetry(RetryPolicy):
+    """For work that must not repeat: any error, conflict or interruption
+    fails the job (an interrupted job fails with AbortedError)."""
+
+    max_conflicts = 0
+    max_interruptions = 0
+    max_errors = 0
+
+
+class RetryWithDelay(RetryPolicy):
+    """Retries application errors too: up to ``max_errors`` times (default
+    3), after ``error_delay`` seconds (default 30), doubled each time.
+
+    Make your own with ``RetryWithDelay.configure(max_errors=5,
+    error_delay=60)``, which returns a subclass to use as the job's
+    ``retry_policy_factory``.
+    """
+
+    max_errors = 3
+    error_delay = 30.0
+
+    @classmethod
+    def configure(cls, **settings) -> _Configured:
+        unknown = set(settings) - {
+            "max_conflicts",
+            "max_interruptions",
+            "max_errors",
+            "error_delay",
+        }
+        if unknown:
+            raise TypeError(
+                f"RetryWithDelay.configure() got unknown settings "
+                f"{sorted(unknown)}; use max_conflicts, max_interruptions, "
+                f"max_errors or error_delay"
+            )
+        for name, value in settings.items():
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(
+                    f"RetryWithDelay.configure({name}={value!r}): use a number >= 0"
+                )
+        # A named, module-level class would be needed to pickle it by
+        # reference; subclasses made here are stored by value instead.
+        return _Configured(cls, settings)
+
+
+class _Configured:
+    """A picklable factory for a RetryPolicy subclass with other settings."""
+
+    def __init__(self, base: type[RetryPolicy], settings: dict):
+        self.base = base
+        self.settings = dict(settings)
+
+    def __call__(self, job) -> RetryPolicy:
+        policy = self.base(job)
+        for name, value in self.settings.items():
+            setattr(policy, name, value)
+        return policy
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _Configured)
+            and self.base is other.base
+            and self.settings == other.settings
+        )
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.settings.items()))
+        return f"{self.base.__name__}.configure({args})"

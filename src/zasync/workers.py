@@ -1,0 +1,159 @@
+"""The worker registry: who is working, and what each worker holds.
+
+Each worker (a Dispatcher, named by its UUID) has a record with one *slot*
+per thread. A slot keeps the jobs its thread has claimed (``active``) and
+the jobs it finished (``done``, for the retention period). Writers are
+kept apart so they never conflict:
+
+- the claim transaction writes a slot's ``active`` only while the thread is
+  idle, and the thread writes it only while busy;
+- the heartbeat (``WorkerRecord.heartbeat``) is its own small object, written
+  in the dispatcher's own transactions;
+- live annotations (progress) live on the Slot object itself, written only
+  by the slot's thread in side transactions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import persistent
+from BTrees.LOBTree import LOBTree
+from BTrees.OOBTree import OOBTree
+
+
+class Heartbeat(persistent.Persistent):
+    """When the worker was last seen, and until when its running jobs are
+    leased (epoch seconds)."""
+
+    last_seen: float = 0.0
+    lease_until: float = 0.0
+
+
+class Slot(persistent.Persistent):
+    """One thread's jobs: ``active`` (claimed, running or waiting for
+    callbacks) and ``done`` (finished, keyed by end time in microseconds)."""
+
+    index: int = 0
+    active: LOBTree | None = None
+    done: LOBTree | None = None
+    #: live annotations of the running jobs: {oid int: {name: value}}
+    live: dict | None = None
+
+    def __init__(self, index: int):
+        self.index = index
+        self.active = LOBTree()
+        self.done = LOBTree()
+        self.live = {}
+
+    def _add_done(self, job, end_us: int) -> None:
+        done = self.done
+        while end_us in done:
+            end_us += 1
+        done[end_us] = job
+
+
+class WorkerRecord(persistent.Persistent):
+    """A worker process's entry in the registry."""
+
+    uuid: str = ""
+    hostname: str = ""
+    pid: int = 0
+    threads: int = 0
+    queue_names: tuple = ()
+    started: float = 0.0
+    #: set when the worker stopped cleanly or was found dead
+    stopped: float | None = None
+    heartbeat: Heartbeat | None = None
+    slots: tuple = ()
+
+    def __init__(self, uuid: str):
+        self.uuid = uuid
+        self.heartbeat = Heartbeat()
+
+    def _begin(self, threads: int, queue_names: tuple[str, ...], clock: float) -> None:
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.threads = threads
+        self.queue_names = tuple(queue_names)
+        self.started = clock
+        self.stopped = None
+        if len(self.slots) < threads:
+            self.slots = self.slots + tuple(
+                Slot(i) for i in range(len(self.slots), threads)
+            )
+        hb = self.heartbeat
+        hb.last_seen = clock
+        hb.lease_until = 0.0
+
+    def iter_active(self) -> Iterator[tuple[Slot, Any]]:
+        for slot in self.slots:
+            for job in slot.active.values():
+                yield slot, job
+
+    def active_count(self) -> int:
+        return sum(len(slot.active) for slot in self.slots)
+
+    def is_alive(self, clock: float, heartbeat_interval: float) -> bool:
+        """Alive: not stopped, and seen within three heartbeats or its lease
+        still running."""
+        if self.stopped is not None:
+            return False
+        hb = self.heartbeat
+        return clock <= max(hb.lease_until, hb.last_seen + 3 * heartbeat_interval)
+
+    def __repr__(self) -> str:
+        return f"<zasync.WorkerRecord {self.uuid} {self.hostname}:{self.pid}>"
+
+
+class MaintenanceLease(persistent.Persistent):
+    """Which worker runs maintenance (rescue, pruning) until when. A
+    ConflictError arbitrates two workers taking it at once."""
+
+    holder: str | None = None
+    until: float = 0.0
+
+
+class WorkerRegistry(persistent.Persistent):
+    """Worker records by UUID."""
+
+    maintenance: MaintenanceLease | None = None
+
+    def __init__(self):
+        self._records = OOBTree()
+        self.maintenance = MaintenanceLease()
+
+    def get(self, uuid: str) -> WorkerRecord | None:
+        return self._records.get(uuid)
+
+    def __getitem__(self, uuid: str) -> WorkerRecord:
+        return self._records[uuid]
+
+    def __contains__(self, uuid: object) -> bool:
+        return uuid in self._records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records.keys())
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def values(self):
+        return self._records.values()
+
+    def register(self, uuid: str) -> WorkerRecord:
+        record = self._records.get(uuid)
+        if record is None:
+            record = self._records[uuid] = WorkerRecord(uuid)
+        return record
+
+    def remove(self, uuid: str) -> None:
+        del self._records[uuid]
+
+
+def clock() -> float:
+    return time.time()
