@@ -340,8 +340,8 @@ class SlotRunner:
                     Failure(
                         ValueError(
                             f"the result of {job.callable_name} "
-                            f"({type(result).__name__}) could not be stored: {type(e).__name__}: {e}; return "
-                            f"picklable values"
+                            f"({type(result).__name__}) could not be stored: "
+                            f"{type(e).__name__}: {e}; return picklable values"
                         )
                     ),
                     now(),
