@@ -25,7 +25,7 @@ from transaction.interfaces import TransientError
 
 from zasync import maintenance
 from zasync.claim import claim
-from zasync.executor import SlotRunner
+from zasync.executor import SlotRunner, close_connection
 from zasync.interfaces import KEY, ConfigurationError, WorkerError
 from zasync.queue import Queues, _install
 from zasync.recovery import recover_slot
@@ -150,6 +150,11 @@ class Dispatcher:
         return self
 
     def _start(self) -> None:
+        # Each thread holds a connection (two while it writes progress),
+        # plus the loop's own: make room for them beside the application's.
+        needed = 2 * self.threads + 1
+        if self.db.getPoolSize() < needed + 7:
+            self.db.setPoolSize(needed + 7)
         self._tm = transaction.TransactionManager(explicit=True)
         self._conn = self.db.open(transaction_manager=self._tm)
         for attempt in self._tm.attempts(10):
@@ -171,6 +176,7 @@ class Dispatcher:
                 "recovered job %s from this worker's last run: %s", job.id, outcome
             )
         self.activated = time.time()
+        self._listen_for_commits(queues)
         for index in range(self.threads):
             runner = SlotRunner(self, index)
             inbox: queue_module.SimpleQueue = queue_module.SimpleQueue()
@@ -196,6 +202,39 @@ class Dispatcher:
             os.getpid(),
             extra={"action": "start", "worker": self.uuid},
         )
+
+    def _listen_for_commits(self, queues) -> None:
+        """Wake on other processes' commits that queue jobs, where the
+        storage can tell (ZEO through NotifyingStorage, RelStorage through
+        LISTEN/NOTIFY); otherwise poll every ``poll_interval``."""
+        from zasync import wakeup
+
+        self._watched = {queue._length._p_oid for queue in queues.values()}
+        self._watched.add(queues._queues._p_oid)
+        notifying = wakeup.find_notifying(self.db.storage)
+        self._notifying = notifying
+        self._listener = None
+        if notifying is not None:
+            notifying.add_listener(self._on_invalidation)
+            return
+        dsn = wakeup.dsn_of(self.db)
+        if dsn is not None:
+            self._listener = wakeup.PostgresListener(dsn, self.wake).start()
+            return
+        from zasync.storage import storage_kind
+
+        if storage_kind(self.db) != "file":
+            log.info(
+                "dispatcher %s polls every %.1f s for jobs queued by other "
+                "processes: open the database with zasync.storage.open_db, or "
+                "wrap the storage in <zasyncnotify> in its ZConfig, to wake at once",
+                self.uuid,
+                self.poll_interval,
+            )
+
+    def _on_invalidation(self, oids) -> None:
+        if oids is None or not self._watched.isdisjoint(oids):
+            self._wake.set()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop claiming, let running jobs finish for up to ``timeout``
@@ -229,11 +268,11 @@ class Dispatcher:
                 len(running),
                 extra={"action": "stop", "worker": self.uuid},
             )
-        try:
-            self._tm.abort()
-            self._conn.close()
-        except Exception:
-            log.debug("closing the dispatcher connection failed", exc_info=True)
+        if getattr(self, "_notifying", None) is not None:
+            self._notifying.remove_listener(self._on_invalidation)
+        if getattr(self, "_listener", None) is not None:
+            self._listener.stop()
+        close_connection(self._conn, self._tm)
         with _registry_lock:
             if _dispatchers.get(self.uuid) is self:
                 del _dispatchers[self.uuid]

@@ -17,7 +17,7 @@ from typing import Any
 
 import transaction
 import zope.event
-from transaction.interfaces import TransientError
+from transaction.interfaces import NoTransaction, TransientError
 
 from zasync import local
 from zasync.failure import Failure
@@ -35,6 +35,21 @@ from zasync.job import Job, now
 from zasync.recovery import make_policy, release_quotas
 
 log = logging.getLogger(__name__)
+
+
+def close_connection(conn, tm) -> None:
+    """Abort whatever ``conn`` has pending and close it (for shutdown:
+    never raises)."""
+    try:
+        tm.abort()
+    except NoTransaction:
+        pass  # an explicit manager between transactions
+    except Exception:
+        log.exception("aborting before closing a connection failed")
+    try:
+        conn.close()
+    except Exception:
+        log.exception("closing a connection failed")
 
 
 class _CommitFirst(Exception):
@@ -82,11 +97,7 @@ class SlotRunner:
     def close(self) -> None:
         for conn, tm in ((self.conn, self.tm), (self._side, self._side_tm)):
             if conn is not None:
-                try:
-                    tm.abort()
-                    conn.close()
-                except Exception:  # closing at shutdown must not raise
-                    log.exception("closing a worker connection failed")
+                close_connection(conn, tm)
         self.conn = self._side = None
 
     def _slot(self, conn):
@@ -305,6 +316,7 @@ class SlotRunner:
                 decision = make_policy(job).job_error(failure)
                 if decision.retry and decision.delay <= 0:
                     continue
+                job._attempts += 1  # the rollback undid the count of this try
                 if decision.retry:
                     release_quotas(job)
                     when = now() + datetime.timedelta(seconds=decision.delay)
@@ -317,8 +329,8 @@ class SlotRunner:
                         extra=_extra(job, "retry"),
                     )
                     return "rescheduled"
-                job._start(started)
-                job._attempts -= 1  # restored by the rollback; counted once
+                job._status = ACTIVE
+                job.active_start = started
                 job._finish(failure, now())
                 self._log_failure(job, failure)
                 return "done"
@@ -411,8 +423,9 @@ class SlotRunner:
             callback = pending[0]
             cb_oid = self._callback_oid(callback)
             self.tm.abort()
-            outcome = self._run_callback(oid, cb_oid, last=len(pending) == 1)
-            if outcome is None:
+            last = len(pending) == 1
+            self._run_callback(oid, cb_oid, last=last)
+            if last:
                 return
 
     def _callback_oid(self, callback: Job) -> int:
@@ -428,7 +441,7 @@ class SlotRunner:
             release_quotas(job)
             self._slot(self.conn)._add_done(job, _us(job.active_end or now()))
 
-    def _run_callback(self, parent_oid: int, cb_oid: int, *, last: bool):
+    def _run_callback(self, parent_oid: int, cb_oid: int, *, last: bool) -> None:
         conflicts = 0
         while True:
             self.tm.begin()
@@ -466,7 +479,6 @@ class SlotRunner:
         self._notify_finished([callback])
         if callback._status == CALLBACKS:
             self._run_callbacks(cb_oid)
-        return True
 
     def _record_callback_failure(self, cb_oid: int, failure: Failure) -> None:
         for attempt in self.tm.attempts(5):

@@ -454,6 +454,8 @@ _WAKE = object()  # marks a transaction that will wake dispatchers
 def _after_commit_wake(committed: bool, dbs) -> None:
     if committed:
         from zasync.dispatcher import wake_local
+        from zasync.wakeup import notify_postgres
 
         for db in dbs:
             wake_local(db)
+            notify_postgres(db)

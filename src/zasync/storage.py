@@ -529,8 +529,11 @@ def _open_zeo(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
         import ZEO.ClientStorage
     except ImportError as exc:
         raise _error(spec.display, f"ZEO is not installed ({exc})", _ZEO_EXTRA)
+    from zasync.wakeup import NotifyingStorage
+
     storage = ZEO.ClientStorage.ClientStorage(spec.address, **spec.options)
-    return _db(storage, kw)
+    # Reports the server's invalidations so that dispatchers wake at once.
+    return _db(NotifyingStorage(storage), kw)
 
 
 def _open_relstorage(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
@@ -550,7 +553,11 @@ def _open_relstorage(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
     options = Options(**spec.options)
     adapter = PostgreSQLAdapter(dsn=spec.dsn, options=options)
     storage = RelStorage(adapter, options=options)
-    return _db(storage, kw)
+    db = _db(storage, kw)
+    from zasync.wakeup import register_dsn
+
+    register_dsn(db, spec.dsn)  # for LISTEN/NOTIFY wake-ups
+    return db
 
 
 def _check_relstorage_schema(spec: StorageURI, psycopg2: Any) -> None:

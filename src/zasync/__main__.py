@@ -1,0 +1,5 @@
+import sys
+
+from zasync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,190 @@
+"""Waking dispatchers when another process queues a job.
+
+- ZEO pushes other clients' commits to each client as invalidations, which
+  the client storage hands to the object its ``registerDB()`` was given.
+  :class:`NotifyingStorage` is a thin wrapper (the pattern of zc.zlibstorage)
+  that sits in between and tells listeners which objects changed, so a
+  dispatcher wakes within milliseconds of the commit that queued a job.
+  ``zasync.storage.open_db`` wraps ZEO storages with it; in a ZConfig file
+  (zope.conf) wrap the storage section in ``<zasyncnotify>`` after
+  ``%import zasync``.
+- RelStorage learns of commits only when it polls. Producers send a
+  PostgreSQL NOTIFY after their commit and dispatchers LISTEN
+  (:class:`PostgresListener`); polling stays as the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import zope.interface
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "zasync_queued"
+
+
+class NotifyingStorage:
+    """Wraps a storage and reports the object ids its invalidations name.
+
+    Everything else is delegated to the wrapped storage (``base``).
+    """
+
+    def __init__(self, base: Any):
+        self.base = base
+        self._db = None
+        self._listeners: list[Callable[[Iterable[bytes] | None], None]] = []
+        zope.interface.directlyProvides(self, zope.interface.providedBy(base))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def add_listener(self, listener: Callable[[Iterable[bytes] | None], None]) -> None:
+        """Call ``listener(oids)`` on every invalidation (``None``: the whole
+        cache was invalidated, after a reconnection)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def registerDB(self, db) -> None:  # noqa: N802 - storage API
+        self._db = db
+        self.base.registerDB(self)
+
+    def invalidate(self, transaction_id, oids, *args) -> None:
+        self._db.invalidate(transaction_id, oids, *args)
+        self._tell(oids)
+
+    def invalidateCache(self) -> None:  # noqa: N802 - storage API
+        self._db.invalidateCache()
+        self._tell(None)
+
+    # The wrapped storage sees this wrapper as its database: record data
+    # passes through unchanged to the real one.
+    def transform_record_data(self, data):
+        return self._db.transform_record_data(data) if self._db is not None else data
+
+    def untransform_record_data(self, data):
+        return self._db.untransform_record_data(data) if self._db is not None else data
+
+    def _tell(self, oids) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(oids)
+            except Exception:  # a listener must never break the storage
+                log.exception("an invalidation listener failed")
+
+    def references(self, record, oids=None):
+        return self.base.references(record, oids)
+
+    def __repr__(self) -> str:
+        return f"<zasync.NotifyingStorage around {self.base!r}>"
+
+
+class NotifyingStorageConfig:
+    """ZConfig datatype of ``<zasyncnotify>`` (see component.xml)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.name = config.getSectionName()
+
+    def open(self):
+        return NotifyingStorage(self.config.base.open())
+
+
+def find_notifying(storage: Any) -> NotifyingStorage | None:
+    for _ in range(10):
+        if isinstance(storage, NotifyingStorage):
+            return storage
+        storage = getattr(storage, "base", None) or getattr(storage, "_storage", None)
+        if storage is None:
+            return None
+    return None
+
+
+# -- PostgreSQL (RelStorage) -------------------------------------------------
+
+_dsns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_senders: dict[str, Any] = {}
+_senders_lock = threading.Lock()
+
+
+def register_dsn(db, dsn: str) -> None:
+    """Remember the libpq DSN of a RelStorage database (open_db does it)."""
+    _dsns[db] = dsn
+
+
+def dsn_of(db) -> str | None:
+    return _dsns.get(db)
+
+
+def notify_postgres(db) -> None:
+    """Send a NOTIFY for ``db``'s listeners (after a commit that queued)."""
+    dsn = _dsns.get(db)
+    if dsn is None:
+        return
+    try:
+        import psycopg2
+
+        with _senders_lock:
+            conn = _senders.get(dsn)
+            if conn is None or conn.closed:
+                conn = _senders[dsn] = psycopg2.connect(dsn)
+                conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(f"NOTIFY {CHANNEL}")
+    except Exception:
+        # Waking is an optimisation: dispatchers still poll.
+        log.debug("NOTIFY failed", exc_info=True)
+        with _senders_lock:
+            _senders.pop(dsn, None)
+
+
+class PostgresListener:
+    """LISTENs on the zasync channel in a thread and calls ``wake()``."""
+
+    def __init__(self, dsn: str, wake: Callable[[], None]):
+        self.dsn = dsn
+        self.wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="zasync-listen", daemon=True
+        )
+
+    def start(self) -> PostgresListener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def _run(self) -> None:
+        import psycopg2
+
+        while not self._stop.is_set():
+            try:
+                conn = psycopg2.connect(self.dsn)
+                conn.autocommit = True
+                with conn.cursor() as cursor:
+                    cursor.execute(f"LISTEN {CHANNEL}")
+                while not self._stop.is_set():
+                    ready, _, _ = select.select([conn], [], [], 0.5)
+                    if ready:
+                        conn.poll()
+                        if conn.notifies:
+                            conn.notifies.clear()
+                            self.wake()
+                conn.close()
+            except Exception:
+                log.warning("LISTEN connection lost; retrying", exc_info=True)
+                self._stop.wait(1.0)
