@@ -99,12 +99,18 @@ class WorkerRecord(persistent.Persistent):
         return sum(len(slot.active) for slot in self.slots)
 
     def is_alive(self, clock: float, heartbeat_interval: float) -> bool:
-        """Alive: not stopped, and seen within three heartbeats or its lease
-        still running."""
+        """Alive: not stopped, and its lease still running; a worker that
+        holds no jobs is also alive when seen within three heartbeats. A
+        worker that holds jobs past its lease is dead: its jobs are
+        rescued."""
         if self.stopped is not None:
             return False
         hb = self.heartbeat
-        return clock <= max(hb.lease_until, hb.last_seen + 3 * heartbeat_interval)
+        if clock <= hb.lease_until:
+            return True
+        if self.active_count():
+            return False
+        return clock <= hb.last_seen + 3 * heartbeat_interval
 
     def __repr__(self) -> str:
         return f"<zasync.WorkerRecord {self.uuid} {self.hostname}:{self.pid}>"
