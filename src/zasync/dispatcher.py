@@ -395,7 +395,9 @@ class Dispatcher:
             taken = claim(
                 served, slots=slots, worker=self.uuid, now_us=now_us, start_time=now_dt
             )
-            if taken:
+            with self._lock:
+                busy = bool(self._busy)
+            if taken or busy:
                 self._extend_lease(record)
             batches = {
                 index: [int.from_bytes(job._p_oid, "big") for job in jobs]
