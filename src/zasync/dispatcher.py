@@ -346,8 +346,10 @@ class Dispatcher:
         while not self._stopping.is_set():
             clock = time.monotonic()
             timeout = min(self.poll_interval, next_heartbeat - clock)
-            if next_due is not None:
-                timeout = min(timeout, max(0.0, next_due - time.time()))
+            if next_due is not None and next_due > time.time():
+                # A scheduled job: wake when it is due. (Jobs due already
+                # wait for a thread to become idle, which wakes the loop.)
+                timeout = min(timeout, next_due - time.time())
             self._wake.wait(max(0.0, timeout))
             self._wake.clear()
             if self._stopping.is_set():
