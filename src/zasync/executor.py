@@ -87,6 +87,7 @@ class SlotRunner:
         self._side_tm = None
         self._side = None
         self.batch_limit = 1
+        self._reusable = None  # a savepoint the next job may start from
 
     # -- connections ------------------------------------------------------
 
@@ -117,6 +118,7 @@ class SlotRunner:
             chunk: list[int] = []
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
+            self._reusable = None
             try:
                 slot = self._slot(self.conn)
                 for oid in pending:
@@ -128,6 +130,7 @@ class SlotRunner:
                     chunk.append(oid)
                     if time.monotonic() - started > batch_seconds:
                         break
+                self._settle_all(outcomes, slot)
                 self.tm.commit()
             except TransientError as e:
                 self.tm.abort()
@@ -174,11 +177,13 @@ class SlotRunner:
         while True:
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
+            self._reusable = None
             job = self._load(oid)
             try:
                 slot = self._slot(self.conn)
                 job._conflicts += conflicts
                 self._run_in_slot(job, slot, outcomes, first=True)
+                self._settle_all(outcomes, slot)
                 self.tm.commit()
                 return outcomes
             except TransientError as e:
@@ -241,12 +246,14 @@ class SlotRunner:
         ):
             # Taken from us (our lease lapsed and another worker rescued it).
             log.warning("job %s is no longer ours (%s); skipping it", job.id, status)
+            self._reusable = None
             if slot.active.get(_oid_int(job)) is job:
                 del slot.active[_oid_int(job)]
             return
         started = now()
         deadline = job.begin_by and job.begin_after and job.begin_after + job.begin_by
         if deadline and started > deadline:
+            self._reusable = None
             job._start(started)
             job._finish(
                 Failure(
@@ -257,11 +264,11 @@ class SlotRunner:
                 ),
                 now(),
             )
-            self._settle(job, slot)
             outcomes.append((job, "done"))
             return
         launch = getattr(job, "_launch", None)
         if launch is not None:
+            self._reusable = None
             job._start(started)
             launch()
             if _oid_int(job) in slot.active:
@@ -271,16 +278,30 @@ class SlotRunner:
             return
         kind = self._execute(job, started, first=first)
         if kind == "rescheduled":
+            self._reusable = None
             del slot.active[_oid_int(job)]
             outcomes.append((job, kind))
             return
-        self._settle(job, slot)
+        # Settled (moved to the slot's done jobs) by the caller just before
+        # the commit: the containers are then pickled once per batch
+        # instead of at every job's savepoint.
         outcomes.append((job, "done"))
 
+    def _settle_all(self, outcomes: list, slot) -> None:
+        for job, kind in outcomes:
+            if kind == "done":
+                self._settle(job, slot)
+
     def _savepoint(self, *, first: bool):
+        reuse, self._reusable = self._reusable, None
+        if reuse is not None:
+            # Nothing changed since the previous job's closing savepoint.
+            return reuse
         try:
             return self.tm.savepoint(optimistic=False)
-        except TypeError:
+        except TypeError as e:
+            if "unsupported" not in str(e).lower():
+                raise
             # A resource in this transaction cannot take savepoints.
             if first:
                 return None
@@ -291,6 +312,7 @@ class SlotRunner:
         (COMPLETED or CALLBACKS) or rescheduled. Transient errors propagate:
         the caller aborts and tries again."""
         savepoint = self._savepoint(first=first)
+        self._reusable = None
         while True:
             job._start(started)
             context = local._enter(job, self)
@@ -342,7 +364,9 @@ class SlotRunner:
         job._finish(result, now())
         if savepoint is not None:
             try:
-                self.tm.savepoint(optimistic=False)  # pickles the result now
+                # Pickles the result now, while it can still be undone; the
+                # next job in this transaction starts from this savepoint.
+                self._reusable = self.tm.savepoint(optimistic=False)
             except TransientError:
                 raise
             except Exception as e:
@@ -445,6 +469,7 @@ class SlotRunner:
         conflicts = 0
         while True:
             self.tm.begin()
+            self._reusable = None
             parent = self._load(parent_oid)
             callback = self._load(cb_oid)
             try:
