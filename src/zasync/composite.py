@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from zasync.failure import Failure
-from zasync.interfaces import CALLBACKS, COMPLETED, NEW
+from zasync.interfaces import COMPLETED, NEW
 from zasync.job import Job, check_callable, now
 
 
@@ -57,16 +57,18 @@ class CompositeJob(Job):
 
     def _queue_member(self, member: Job) -> None:
         member._parent = self
-        member.addCallback(Job(_advance, self))
+        member.addCallback(Job(_advance, self, member))
         self._queue.put(member)
 
-    def _advance(self) -> None:
+    def _advance(self, finished: Job) -> None:
         # Written by every member's advance, so that two advances running
         # at once conflict and the second sees the first's effect.
         self._advanced += 1
         if self.parallel:
-            # A member whose callbacks run (this advance among them) is done.
-            if all(member._status in (CALLBACKS, COMPLETED) for member in self.jobs):
+            # ``finished`` is completed in this same transaction (its advance
+            # is its last callback); the others must be completed already,
+            # so every member of a completed composite is completed too.
+            if all(m._status == COMPLETED or m is finished for m in self.jobs):
                 self._complete()
             return
         for member in self.jobs:
@@ -104,9 +106,9 @@ def _composite_marker(*args):  # pragma: no cover - never called
     raise RuntimeError("a composite job is launched by the worker, not called")
 
 
-def _advance(composite: CompositeJob, member_result: Any) -> None:
+def _advance(composite: CompositeJob, member: Job, member_result: Any) -> None:
     """The callback every member of a composite gets."""
-    composite._advance()
+    composite._advance(member)
 
 
 def serial(*jobs: Any, postprocess: Any = None) -> CompositeJob:
