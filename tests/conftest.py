@@ -55,3 +55,95 @@ def pg_uri() -> Iterator[str]:
         yield uri
     finally:
         drop_postgres_database(uri)
+
+
+# --- core engine ---
+# A FileStorage database in tmp_path (``zasync_db``, from the zasync.testing
+# plugin), a connection on the thread's default transaction manager (as an
+# application uses it), dispatchers that are stopped after the test, and a
+# recorder of zasync events.
+
+pytest_plugins = ["zasync.testing"]
+
+
+@pytest.fixture(autouse=True)
+def _jobfuncs_state() -> Iterator[None]:
+    """Clear the registries of tests/jobfuncs.py around each test, and open
+    every gate at the end so no worker thread stays blocked."""
+    import jobfuncs
+
+    jobfuncs.reset()
+    yield
+    jobfuncs.reset()
+
+
+@pytest.fixture
+def conn(zasync_db) -> Iterator[object]:
+    """A connection to ``zasync_db`` on the default transaction manager."""
+    import transaction
+
+    connection = zasync_db.open()
+    yield connection
+    transaction.abort()
+    connection.close()
+
+
+@pytest.fixture
+def queue(conn) -> object:
+    """The default queue, loaded in ``conn``."""
+    return conn.root()["zasync"][""]
+
+
+@pytest.fixture
+def start_dispatcher(zasync_db) -> Iterator[object]:
+    """``start_dispatcher(db=None, **settings)``: start a Dispatcher (on
+    ``zasync_db`` by default, polling every 0.2 s unless told otherwise);
+    every one still running is stopped after the test."""
+    import jobfuncs
+    from zasync.dispatcher import Dispatcher
+
+    started: list[Dispatcher] = []
+
+    def start(db=None, **settings) -> Dispatcher:
+        settings.setdefault("poll_interval", 0.2)
+        settings.setdefault("threads", 2)
+        dispatcher = Dispatcher(db if db is not None else zasync_db, **settings)
+        dispatcher.start()
+        started.append(dispatcher)
+        return dispatcher
+
+    yield start
+    jobfuncs.open_all_gates()
+    for dispatcher in started:
+        if not dispatcher.dead:
+            dispatcher.stop(10)
+
+
+@pytest.fixture
+def zasync_events() -> Iterator[list]:
+    """The zasync events notified during the test, in order, as
+    (event class name, job oid, result or failure)."""
+    import threading
+
+    import zope.event
+
+    from zasync.interfaces import JobEvent, JobFailed, JobSucceeded
+
+    seen: list = []
+    lock = threading.Lock()
+
+    def subscriber(event) -> None:
+        if not isinstance(event, JobEvent):
+            return
+        if isinstance(event, JobSucceeded):
+            payload = event.result
+        elif isinstance(event, JobFailed):
+            payload = event.failure
+        else:
+            payload = None
+        with lock:
+            seen.append((type(event).__name__, event.job._p_oid, payload))
+
+    zope.event.subscribers.append(subscriber)
+    yield seen
+    zope.event.subscribers.remove(subscriber)

@@ -1,0 +1,362 @@
+"""Callables that tests queue as jobs.
+
+Jobs are stored by reference (module and qualified name), so everything a
+test queues lives here, at module level. State shared with the test thread
+is kept in module-level registries keyed by a name the test chooses
+(``gate(name)``), which ``reset()`` clears between tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import persistent
+import transaction
+from persistent.list import PersistentList
+from ZODB.POSException import ConflictError
+
+from zasync import local
+
+# -- registries shared with the test thread ----------------------------------
+
+_lock = threading.Lock()
+_gates: dict[str, threading.Event] = {}
+#: calls per key, counted in the worker thread (a retried call counts again)
+calls: defaultdict[str, int] = defaultdict(int)
+#: (key, thread name) per call, in call order
+trace: list[tuple[str, str]] = []
+_flags: set[str] = set()
+
+
+def gate(name: str) -> threading.Event:
+    """The event named ``name`` (made on first use)."""
+    with _lock:
+        event = _gates.get(name)
+        if event is None:
+            event = _gates[name] = threading.Event()
+        return event
+
+
+def open_all_gates() -> None:
+    with _lock:
+        events = list(_gates.values())
+    for event in events:
+        event.set()
+
+
+def reset() -> None:
+    open_all_gates()
+    with _lock:
+        _gates.clear()
+        calls.clear()
+        trace.clear()
+        _flags.clear()
+
+
+def _count(key: str) -> int:
+    with _lock:
+        calls[key] += 1
+        trace.append((key, threading.current_thread().name))
+        return calls[key]
+
+
+def first_time(flag: str) -> bool:
+    """True the first time it is asked about ``flag``."""
+    with _lock:
+        if flag in _flags:
+            return False
+        _flags.add(flag)
+        return True
+
+
+# -- plain functions -------------------------------------------------------------
+
+
+def add(a, b):
+    return a + b
+
+
+def identity(value):
+    return value
+
+
+def noop():
+    return None
+
+
+def boom(message="FooBared"):
+    raise RuntimeError(message)
+
+
+def count(key, result=None):
+    """Count a call under ``key``; return ``result``."""
+    _count(key)
+    return result
+
+
+def thread_name(*args):
+    """The name of the thread that runs the job (args are ignored)."""
+    return threading.current_thread().name
+
+
+def record(key, value):
+    """A callback: count under ``key`` and return what it was given."""
+    _count(key)
+    return value
+
+
+def describe(result):
+    """A callback: what kind of result the job had."""
+    from zasync import Failure
+
+    if isinstance(result, Failure):
+        return ("failure", result.type_name, result.getErrorMessage())
+    return ("value", result)
+
+
+def on_success(result):
+    return ("success", result)
+
+
+def on_failure(failure):
+    return ("failure", failure.getErrorMessage())
+
+
+def wait_for(name, timeout=20.0, result=None):
+    """Block until the gate ``name`` opens (or ``timeout``); return
+    ``result``."""
+    _count(name)
+    if not gate(name).wait(timeout):
+        raise RuntimeError(f"gate {name!r} did not open within {timeout} s")
+    return result
+
+
+def signal_and_wait(started, release, timeout=20.0):
+    """Open gate ``started``, then wait for gate ``release``."""
+    _count(started)
+    gate(started).set()
+    if not gate(release).wait(timeout):
+        raise RuntimeError(f"gate {release!r} did not open within {timeout} s")
+    return "released"
+
+
+def wait_unless_retried(name, timeout=20.0):
+    """On the job's first attempt, open gate ``name + '-started'`` and wait
+    for gate ``name``; on later attempts return at once. Returns the
+    attempt number."""
+    attempt = local.getJob().attempts
+    _count(name)
+    if attempt == 1:
+        gate(name + "-started").set()
+        gate(name).wait(timeout)
+    return attempt
+
+
+def meet(mine, other, timeout=10.0):
+    """Open gate ``mine`` and wait for gate ``other``: returns True only if
+    the two jobs ran at the same time."""
+    gate(mine).set()
+    return gate(other).wait(timeout)
+
+
+def interval(key, seconds=0.01):
+    """Count, hold the thread a moment so overlapping jobs would overlap,
+    return (start, end) on the monotonic clock."""
+    start = time.monotonic()
+    _count(key)
+    time.sleep(seconds)  # the job's own work; nothing waits on it
+    return (start, time.monotonic())
+
+
+def raise_system_exit(code=3):
+    raise SystemExit(code)
+
+
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt()
+
+
+def raise_conflict_once(flag, result="done"):
+    """Raise ConflictError the first time, then return ``result``."""
+    _count(flag)
+    if first_time(flag):
+        raise ConflictError("a conflict raised by the job itself")
+    return result
+
+
+def raise_conflict_always(key):
+    _count(key)
+    raise ConflictError("always conflicting")
+
+
+def fail_times(key, times, result="finally"):
+    """Raise ValueError for the first ``times`` calls under ``key``."""
+    n = _count(key)
+    if n <= times:
+        raise ValueError(f"failure {n} of {times}")
+    return result
+
+
+def return_lock():
+    """Return something that cannot be pickled."""
+    return threading.Lock()
+
+
+def raise_unpicklable():
+    raise UnpicklableError("cannot be stored", threading.Lock())
+
+
+def raise_unpicklable_after_write(counter):
+    counter.value += 1
+    raise UnpicklableError("wrote, then raised", threading.Lock())
+
+
+def current_job_info():
+    """What zasync.local says about the running job."""
+    job = local.getJob()
+    return (job.id, job.callable_name, local.getDispatcher().uuid)
+
+
+def annotate(key, release):
+    """Set live annotations and progress, then wait for gate ``release``;
+    return what getLiveAnnotation reads back."""
+    local.setLiveAnnotation("stage", "half-way")
+    local.progress(5, 10, "five of ten")
+    gate(key + "-annotated").set()
+    gate(release).wait(20)
+    local.progress(10, 10, "done")
+    return local.getLiveAnnotation("stage"), local.getLiveAnnotation(
+        "missing", default="dflt"
+    )
+
+
+def local_outside_error():
+    """Return the error zasync.local raises in a thread that runs no job,
+    asked from inside a job."""
+    box = {}
+
+    def ask():
+        try:
+            local.getJob()
+        except Exception as e:
+            box["error"] = type(e).__name__
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    thread.join()
+    return box["error"]
+
+
+def write_then_raise(counter):
+    counter.value += 1
+    counter.log.append("written")
+    raise RuntimeError("after a write")
+
+
+def write_then_return(counter, value):
+    counter.value += value
+    counter.log.append(value)
+    return counter.value
+
+
+def write_with_commit_conflict(counter, key):
+    """Write ``counter``; the first time, make another connection commit a
+    change to it before this job's transaction commits, so that the commit
+    raises ConflictError. Returns the value this attempt wrote."""
+    _count(key)
+    counter.value += 1
+    counter.log.append(key)
+    if first_time(key):
+        db = counter._p_jar.db()
+        tm = transaction.TransactionManager(explicit=True)
+        conn = db.open(transaction_manager=tm)
+        try:
+            with tm:
+                other = conn.get(counter._p_oid)
+                other.value += 100
+        finally:
+            conn.close()
+    return counter.value
+
+
+def write_in_composite(counter, value):
+    counter.log.append(value)
+    return value
+
+
+# -- classes ------------------------------------------------------------------------
+
+
+class UnpicklableError(Exception):
+    """An exception that cannot be pickled (it holds a lock)."""
+
+    def __init__(self, message, lock):
+        super().__init__(message)
+        self.lock = lock
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles but cannot be unpickled (``__init__`` takes two args)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+class Point:
+    """A module-level class: a job may call it."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __hash__(self):
+        return hash((self.x, self.y))
+
+
+class Multiplier:
+    """Instances are callable and picklable: stored by value."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, value):
+        return value * self.factor
+
+
+class Counter(persistent.Persistent):
+    """A persistent object: jobs call its methods and write it."""
+
+    value = 0
+
+    def __init__(self):
+        self.log = PersistentList()
+
+    def increment(self, by=1):
+        self.value += by
+        return self.value
+
+    def fail_after_increment(self):
+        self.value += 1
+        raise RuntimeError("incremented, then failed")
+
+
+class Holder:
+    """A non-persistent, picklable object whose method can be a job."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+class NotPicklableHolder:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def get(self):
+        return 1
