@@ -306,8 +306,12 @@ class Job(persistent.Persistent):
             )
         if e is None:
             e = AbortedError(f"{self.callable_name} was failed before it started")
-        if self._status == PENDING and self._queue is not None:
-            self._queue.remove(self)
+        queue = self._queue
+        if self._status == PENDING and queue is not None:
+            queue.remove(self)
+            # Kept, so that a worker of that queue runs the callbacks (and
+            # late callbacks), each in a transaction of its own.
+            self._queue = queue
         self._finish(Failure(e), now())
         if self._status == CALLBACKS:
             if self._queue is not None:
