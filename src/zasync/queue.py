@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import heapq
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -337,14 +338,18 @@ def _new_shard() -> OOBTree:
 
 
 _shard_local = threading.local()
+_shard_turns = itertools.count()
 
 
 def _shard_index(count: int) -> int:
     # Each producer thread keeps to one shard: producers in different
-    # threads and processes write different trees.
+    # threads and processes write different trees. The threads of a process
+    # take the shards in turn (a hash of their ids made neighbours share a
+    # shard, and conflict, about a third of the time); the process id
+    # offsets the turns of different processes.
     index = getattr(_shard_local, "index", None)
     if index is None:
-        index = _shard_local.index = hash((os.getpid(), threading.get_ident()))
+        index = _shard_local.index = os.getpid() + next(_shard_turns)
     return index % count
 
 
@@ -371,6 +376,9 @@ class Queues(persistent.Persistent):
             raise TypeError(f"queues[{name!r}] must be a zasync.queue.Queue")
         queue.name = name
         self._queues[name] = queue
+        if queue._p_jar is None and self._p_jar is not None:
+            # So that jobs can be put in it before the transaction commits.
+            self._p_jar.add(queue)
 
     def __delitem__(self, name: str) -> None:
         queue = self._queues[name]
@@ -429,6 +437,8 @@ def _install(root, names) -> Queues:
     queues = root.get(KEY)
     if queues is None:
         queues = root[KEY] = Queues()
+        if root._p_jar is not None:
+            root._p_jar.add(queues)  # usable before the caller commits
     for name in names:
         if name not in queues:
             queues[name] = Queue(name)

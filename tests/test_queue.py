@@ -1,0 +1,316 @@
+"""zasync.queue: install(), Queues, Queue.put/pull/remove/len/iteration,
+quotas, and producers in several threads at once."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+import transaction
+from ZODB.POSException import ConflictError
+
+import jobfuncs
+import zasync
+from dbviews import other_connection
+from zasync.interfaces import (
+    KEY,
+    NEW,
+    PENDING,
+    BadStatusError,
+    ConfigurationError,
+)
+from zasync.job import Job
+from zasync.queue import Queue, Queues
+
+UTC = datetime.UTC
+
+
+def now():
+    return datetime.datetime.now(UTC)
+
+
+# -- install ------------------------------------------------------------------
+
+
+def test_install_on_a_db_is_idempotent(zasync_db):
+    first = zasync.install(zasync_db)
+    again = zasync.install(zasync_db, queues=("", "mail"))
+    assert first._p_oid == again._p_oid
+    with other_connection(zasync_db) as (conn, _tm):
+        queues = conn.root()[KEY]
+        assert isinstance(queues, Queues)
+        assert sorted(queues) == ["", "mail"]
+        assert isinstance(queues[""], Queue) and queues["mail"].name == "mail"
+
+
+def test_install_on_a_connection_joins_its_transaction(tmp_path):
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+
+    db = ZODB.DB(FileStorage(str(tmp_path / "Data.fs")))
+    try:
+        conn = db.open()
+        queues = zasync.install(conn, queues=("a",))
+        assert "a" in queues and "" not in queues
+        transaction.abort()
+        assert KEY not in conn.root()
+        queues = zasync.install(conn)
+        job = queues[""].put(jobfuncs.noop)  # before the install commits
+        transaction.commit()
+        assert job.status == PENDING
+        zasync.install(conn)  # nothing to do, nothing written
+        assert not conn._registered_objects
+        transaction.abort()
+        with other_connection(db) as (other, _tm):
+            assert list(other.root()[KEY]) == [""]
+            assert len(other.root()[KEY][""]) == 1
+        conn.close()
+    finally:
+        db.close()
+
+
+def test_install_refuses_a_string_for_queue_names(zasync_db):
+    with pytest.raises(TypeError, match=r"a sequence of names, e.g. \('mail',\)"):
+        zasync.install(zasync_db, queues="mail")
+
+
+def test_queues_mapping(conn):
+    queues = conn.root()[KEY]
+    assert list(queues) == [""] and len(queues) == 1
+    queues["other"] = Queue()
+    assert queues["other"].name == "other"
+    assert queues.get("missing") is None
+    with pytest.raises(TypeError, match="must be a zasync.queue.Queue"):
+        queues["bad"] = object()
+    queues["other"].put(jobfuncs.noop)
+    with pytest.raises(ValueError, match="still has 1 pending jobs"):
+        del queues["other"]
+
+
+# -- put ----------------------------------------------------------------------
+
+
+def test_put_returns_the_pending_job_with_begin_after_now(queue):
+    before = now()
+    job = queue.put(Job(jobfuncs.add, 1, 2))
+    assert isinstance(job, Job)
+    assert job.status == PENDING
+    assert before <= job.begin_after <= now()
+    assert job.begin_by is None
+    assert len(queue) == 1
+
+
+def test_put_wraps_a_callable_in_a_job(queue):
+    job = queue.put(jobfuncs.noop)
+    assert isinstance(job, Job) and job.callable is jobfuncs.noop
+
+
+def test_put_refuses_a_lambda(queue):
+    with pytest.raises(TypeError, match="lambda"):
+        queue.put(lambda: 1)
+    assert len(queue) == 0
+
+
+def test_put_joins_the_callers_transaction_abort_means_no_job(conn, queue):
+    queue.put(jobfuncs.noop)
+    assert len(queue) == 1
+    transaction.abort()
+    assert len(queue) == 0
+    with other_connection(conn.db()) as (other, _tm):
+        assert len(other.root()[KEY][""]) == 0
+
+
+def test_put_does_not_commit_and_commit_makes_it_visible(conn, queue):
+    job = queue.put(jobfuncs.noop)
+    with other_connection(conn.db()) as (other, _tm):
+        assert len(other.root()[KEY][""]) == 0
+    transaction.commit()
+    with other_connection(conn.db()) as (other, _tm):
+        pending = list(other.root()[KEY][""])
+        assert [j._p_oid for j in pending] == [job._p_oid]
+
+
+def test_put_refuses_a_job_that_is_not_new(queue):
+    job = queue.put(jobfuncs.noop)
+    with pytest.raises(BadStatusError, match="only a new job can be put in queue ''"):
+        queue.put(job)
+
+
+def test_put_refuses_a_naive_begin_after_saying_what_to_use(queue):
+    with pytest.raises(ValueError, match=r"is naive: give it a timezone, for example"):
+        queue.put(jobfuncs.noop, begin_after=datetime.datetime.now())
+    with pytest.raises(TypeError, match="timezone-aware datetime"):
+        queue.put(jobfuncs.noop, begin_after="tomorrow")
+    assert len(queue) == 0
+
+
+def test_put_checks_begin_by(queue):
+    with pytest.raises(TypeError, match=r"datetime.timedelta"):
+        queue.put(jobfuncs.noop, begin_by=5)
+    with pytest.raises(ValueError, match="must be positive"):
+        queue.put(jobfuncs.noop, begin_by=datetime.timedelta(0))
+    job = queue.put(jobfuncs.noop, begin_by=datetime.timedelta(minutes=1))
+    assert job.begin_by == datetime.timedelta(minutes=1)
+
+
+def test_begin_after_in_another_timezone(queue):
+    tz = datetime.timezone(datetime.timedelta(hours=5))
+    when = datetime.datetime.now(tz) + datetime.timedelta(hours=1)
+    job = queue.put(jobfuncs.noop, begin_after=when)
+    assert job.begin_after == when
+
+
+def test_a_queue_outside_a_database_says_where_to_get_one():
+    with pytest.raises(ConfigurationError, match=r"zasync.install\(db\)"):
+        Queue("loose").put(jobfuncs.noop)
+
+
+# -- order, pull, remove ------------------------------------------------------
+
+
+def test_iteration_is_run_order(queue):
+    later = queue.put(jobfuncs.noop, begin_after=now() + datetime.timedelta(hours=1))
+    first = queue.put(jobfuncs.noop)
+    second = queue.put(jobfuncs.noop)
+    earlier = queue.put(jobfuncs.noop, begin_after=now() - datetime.timedelta(hours=1))
+    urgent = Job(jobfuncs.noop)
+    urgent.priority = 5
+    urgent = queue.put(urgent, begin_after=now() + datetime.timedelta(minutes=5))
+    assert list(queue) == [urgent, earlier, first, second, later]
+    assert len(queue) == 5
+
+
+def test_same_due_time_keeps_put_order(queue):
+    when = now()
+    jobs = [queue.put(jobfuncs.noop, begin_after=when) for _ in range(20)]
+    assert list(queue) == jobs
+
+
+def test_pull_takes_the_first_or_the_given_index(queue):
+    jobs = [queue.put(Job(jobfuncs.identity, i)) for i in range(4)]
+    assert queue.pull() is jobs[0]
+    assert jobs[0].status == NEW
+    assert queue.pull(-1) is jobs[3]
+    assert queue.pull(1) is jobs[2]
+    assert list(queue) == [jobs[1]]
+    assert len(queue) == 1
+    with pytest.raises(IndexError, match="no job at index 5"):
+        queue.pull(5)
+
+
+def test_pull_from_an_empty_queue(queue):
+    with pytest.raises(IndexError):
+        queue.pull()
+
+
+def test_remove_makes_the_job_new_again_and_it_can_be_put_again(queue):
+    job = queue.put(jobfuncs.noop)
+    queue.remove(job)
+    assert job.status == NEW and job.queue is None
+    assert len(queue) == 0 and list(queue) == []
+    assert queue.put(job) is job
+    assert list(queue) == [job]
+
+
+def test_remove_refuses_a_job_that_is_not_pending_here(conn, queue):
+    with pytest.raises(BadStatusError, match="is not pending in queue ''"):
+        queue.remove(Job(jobfuncs.noop))
+    other = conn.root()[KEY]["other"] = Queue()
+    job = other.put(jobfuncs.noop)
+    with pytest.raises(BadStatusError):
+        queue.remove(job)
+
+
+def test_len_counts_pending_only_and_survives_commit(conn, queue):
+    for _ in range(3):
+        queue.put(jobfuncs.noop)
+    transaction.commit()
+    queue.pull()
+    transaction.commit()
+    with other_connection(conn.db()) as (other, _tm):
+        assert len(other.root()[KEY][""]) == 2
+
+
+# -- quotas -------------------------------------------------------------------
+
+
+def test_quota_create_with_default_size_one(queue):
+    quota = queue.quotas.create("db")
+    assert quota.size == 1 and quota.name == "db"
+    assert "db" in queue.quotas and queue.quotas["db"] is quota
+    assert list(queue.quotas) == ["db"]
+    assert queue.quotas.create("net", size=3).size == 3
+    assert repr(quota) == "<zasync.Quota 'db' 0/1>"
+
+
+def test_quota_create_refuses_bad_input(queue):
+    queue.quotas.create("db")
+    with pytest.raises(ValueError, match="exists already"):
+        queue.quotas.create("db")
+    for size in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigurationError, match="must be a whole number >= 1"):
+            queue.quotas.create(f"bad{size}", size=size)
+    with pytest.raises(ConfigurationError, match="non-empty string"):
+        queue.quotas.create("")
+
+
+def test_put_refuses_a_quota_the_queue_lacks_saying_how_to_make_it(queue):
+    job = Job(jobfuncs.noop)
+    job.quota_names = ("nope",)
+    with pytest.raises(ValueError, match=r"queue.quotas.create\('nope', size=1\)"):
+        queue.put(job)
+    queue.quotas.create("yes")
+    assert queue.put(Job(jobfuncs.noop), quota_names=("yes",)).quota_names == ("yes",)
+
+
+# -- producers in several threads ---------------------------------------------
+
+
+def test_concurrent_producers_rarely_conflict_and_lose_nothing(zasync_db):
+    """Eight threads commit jobs one by one into the same queue; the sharded
+    layout must keep them (nearly) free of conflicts."""
+    producers, per_producer = 8, 25
+    conflicts = []
+    oids: list[bytes] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(producers)
+
+    def produce(n):
+        tm = transaction.TransactionManager(explicit=True)
+        conn = zasync_db.open(transaction_manager=tm)
+        barrier.wait()
+        try:
+            for i in range(per_producer):
+                while True:
+                    tm.begin()
+                    job = conn.root()[KEY][""].put(Job(jobfuncs.identity, (n, i)))
+                    try:
+                        tm.commit()
+                        break
+                    except ConflictError:
+                        tm.abort()
+                        with lock:
+                            conflicts.append((n, i))
+                with lock:
+                    oids.append(job._p_oid)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    total = producers * per_producer
+    assert len(oids) == len(set(oids)) == total
+    with other_connection(zasync_db) as (conn, _tm):
+        queue = conn.root()[KEY][""]
+        assert len(queue) == total
+        assert sorted(job._p_oid for job in queue) == sorted(oids)
+        assert sorted(job.args[0] for job in queue) == sorted(
+            (n, i) for n in range(producers) for i in range(per_producer)
+        )
+    # Each thread of a process has a shard of its own: none should conflict
+    # (a hash of the thread ids used to pair neighbours: ~8 % conflicted).
+    assert len(conflicts) <= total * 0.02, conflicts
