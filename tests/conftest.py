@@ -147,3 +147,66 @@ def zasync_events() -> Iterator[list]:
     zope.event.subscribers.append(subscriber)
     yield seen
     zope.event.subscribers.remove(subscriber)
+
+
+# --- storages for the conformance suite ---
+
+
+@pytest.fixture(
+    params=[
+        "file",
+        pytest.param("zeo", marks=pytest.mark.zeo),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+def storage_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URI of an empty database on each kind of storage in turn: a
+    FileStorage in ``tmp_path``, a ZEO server, a fresh PostgreSQL database
+    (RelStorage)."""
+    if request.param == "zeo":
+        return request.getfixturevalue("zeo_server").uri
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_uri")
+    return f"file://{tmp_path / 'Data.fs'}"
+
+
+@pytest.fixture
+def storage_db(storage_uri: str) -> Iterator[object]:
+    """A ZODB.DB opened with ``zasync.storage.open_db`` on each kind of
+    storage in turn (see ``storage_uri``), with zasync installed."""
+    from zasync.queue import install
+    from zasync.storage import open_db
+
+    db = open_db(storage_uri)
+    try:
+        install(db)
+        yield db
+    finally:
+        db.close()
+
+
+# --- worker processes ---
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[object]:
+    """A factory of ``zasync worker`` subprocesses
+    (:class:`tests.processes.WorkerProcess`, not started): ``workers(uri,
+    name, threads=2, args=[...])``. Every one still running after the test
+    is killed."""
+    from tests.processes import WorkerProcess
+
+    made: list[WorkerProcess] = []
+
+    def make(uri: str, name: str = "", **kw) -> WorkerProcess:
+        worker = WorkerProcess(
+            uri, tmp_path / "workers", name or f"w{len(made) + 1}", **kw
+        )
+        made.append(worker)
+        return worker
+
+    try:
+        yield make
+    finally:
+        for worker in made:
+            worker.kill()
