@@ -191,6 +191,7 @@ class Dispatcher:
             self._threads.append(thread)
             self._idle.add(index)
             thread.start()
+        self._wake.set()  # jobs may be waiting already: look at once
         self._loop_thread = threading.Thread(
             target=self._loop, name=f"zasync-{self.uuid[:8]}-loop", daemon=True
         )
@@ -386,8 +387,10 @@ class Dispatcher:
         served = self._served_queues(queues)
         if not idle or not any(len(q) for q in served):
             next_due = _next_due(served)
-            self._renew_lease_if_busy()
+            renew = self._lease_running_out()
             self._tm.abort()
+            if renew:
+                self._renew_lease()
             return next_due
         record = self._record_in(self._conn)
         slots = [(record.slots[i], self._runners[i].batch_limit) for i in idle]
@@ -425,17 +428,21 @@ class Dispatcher:
             heartbeat.lease_until = clock + self.lease_seconds
             heartbeat.last_seen = clock
 
-    def _renew_lease_if_busy(self) -> None:
+    def _lease_running_out(self) -> bool:
+        """True when this worker runs jobs and the lease on them needs
+        renewing (read in the current transaction)."""
         with self._lock:
             busy = bool(self._busy)
         if not busy:
-            return
+            return False
         record = self._record_in(self._conn)
-        if record.heartbeat.lease_until - time.time() < self.lease_seconds * 2 / 3:
-            self._tm.abort()
-            for attempt in self._tm.attempts(5):
-                with attempt:
-                    self._extend_lease(self._record_in(self._conn))
+        return record.heartbeat.lease_until - time.time() < self.lease_seconds * 2 / 3
+
+    def _renew_lease(self) -> None:
+        """Extend the lease, in a transaction of its own."""
+        for attempt in self._tm.attempts(5):
+            with attempt:
+                self._extend_lease(self._record_in(self._conn))
 
     def _heartbeat(self) -> None:
         for attempt in self._tm.attempts(5):

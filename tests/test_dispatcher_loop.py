@@ -1,0 +1,60 @@
+"""The dispatcher's own loop, in this process on a FileStorage: start-up,
+lease renewal while busy."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import transaction
+from tests import mp_jobs
+
+import zasync
+from zasync.dispatcher import Dispatcher
+from zasync.interfaces import KEY
+from zasync.testing import wait_for_result
+
+
+def _put(db, job):
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    conn.root()[KEY][""].put(job)
+    tm.commit()
+    return job, tm, conn
+
+
+def test_a_new_dispatcher_takes_waiting_jobs_at_once(zasync_db, tmp_path):
+    job, tm, conn = _put(zasync_db, zasync.Job(mp_jobs.work, str(tmp_path / "s")))
+    started = time.time()
+    dispatcher = Dispatcher(zasync_db, threads=1, poll_interval=5).start()
+    try:
+        wait_for_result(job, 10)
+        # Not at the first poll, 5 s later.
+        assert job.active_start.timestamp() - started < 1
+    finally:
+        dispatcher.stop(10)
+        tm.abort()
+        conn.close()
+
+
+def test_the_lease_is_renewed_quietly_while_every_thread_is_busy(
+    zasync_db, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="zasync")
+    job, tm, conn = _put(
+        zasync_db, zasync.Job(mp_jobs.work, str(tmp_path / "s"), 1.0, "done")
+    )
+    dispatcher = Dispatcher(
+        zasync_db, threads=1, lease_seconds=0.3, poll_interval=0.05
+    ).start()
+    try:
+        assert wait_for_result(job, 10) == "done"
+        record = conn.root()[KEY].workers[dispatcher.uuid]
+        # Renewed while the job ran, not only when it was claimed.
+        assert record.heartbeat.lease_until > job.active_start.timestamp() + 0.6
+    finally:
+        dispatcher.stop(10)
+        tm.abort()
+        conn.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
