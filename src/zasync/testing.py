@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from transaction.interfaces import NoTransaction
+
 from zasync.interfaces import ACTIVE, CALLBACKS, COMPLETED, ZasyncError
 from zasync.interfaces import TimeoutError as ZasyncTimeoutError
 
@@ -22,7 +24,15 @@ def _refresh(job) -> None:
             f"the transaction that queued {job!r} has uncommitted changes: call "
             f"transaction.commit() before waiting for the job"
         )
-    jar.transaction_manager.begin()
+    tm = jar.transaction_manager
+    if getattr(tm, "explicit", False):
+        # An explicit manager refuses begin() inside a transaction; there
+        # is nothing to lose (checked above).
+        try:
+            tm.abort()
+        except NoTransaction:
+            pass
+    tm.begin()
 
 
 def _wait(job, statuses, seconds: float, what: str) -> None:
