@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="lease on running jobs: a dead worker's jobs are rescued after it",
     )
     worker.add_argument(
+        "--maintenance-interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often dead workers' jobs are looked for and finished "
+        "jobs pruned (default 5)",
+    )
+    worker.add_argument(
         "--retention-days",
         type=_positive_float,
         default=7.0,
@@ -251,6 +259,7 @@ def cmd_worker(args, parser) -> int:
         poll_interval=args.poll_interval,
         heartbeat_interval=args.heartbeat,
         lease_seconds=args.lease,
+        maintenance_interval=args.maintenance_interval,
         retention=datetime.timedelta(days=args.retention_days),
     )
     stopping = threading.Event()
