@@ -313,7 +313,11 @@ class SlotRunner:
         the caller aborts and tries again."""
         savepoint = self._savepoint(first=first)
         self._reusable = None
+        # A rollback to the savepoint undoes the counts of earlier tries:
+        # they are kept here and written again after each rollback.
+        attempts, errors = job._attempts, job._errors
         while True:
+            job._attempts = attempts
             job._start(started)
             context = local._enter(job, self)
             try:
@@ -334,11 +338,14 @@ class SlotRunner:
                 if savepoint is None:
                     raise
                 savepoint.rollback()
-                job._errors += 1
+                attempts += 1
+                job._attempts = attempts
+                job._errors = errors  # the policy sees the earlier errors
                 decision = make_policy(job).job_error(failure)
+                errors += 1
+                job._errors = errors
                 if decision.retry and decision.delay <= 0:
                     continue
-                job._attempts += 1  # the rollback undid the count of this try
                 if decision.retry:
                     release_quotas(job)
                     when = now() + datetime.timedelta(seconds=decision.delay)
