@@ -53,6 +53,7 @@ def reset() -> None:
         calls.clear()
         trace.clear()
         _flags.clear()
+        delivered.clear()
 
 
 def _count(key: str) -> int:
@@ -142,16 +143,14 @@ def signal_and_wait(started, release, timeout=20.0):
     return "released"
 
 
-def wait_unless_retried(name, timeout=20.0):
-    """On the job's first attempt, open gate ``name + '-started'`` and wait
-    for gate ``name``; on later attempts return at once. Returns the
-    attempt number."""
-    attempt = local.getJob().attempts
-    _count(name)
-    if attempt == 1:
+def wait_first_time(name, timeout=20.0):
+    """The first call opens gate ``name + '-started'`` and waits for gate
+    ``name``; later calls return at once. Returns the call's number."""
+    call = _count(name)
+    if call == 1:
         gate(name + "-started").set()
         gate(name).wait(timeout)
-    return attempt
+    return call
 
 
 def meet(mine, other, timeout=10.0):
@@ -199,7 +198,7 @@ def fail_times(key, times, result="finally"):
     return result
 
 
-def return_lock():
+def return_lock(*args):
     """Return something that cannot be pickled."""
     return threading.Lock()
 
@@ -360,3 +359,46 @@ class NotPicklableHolder:
 
     def get(self):
         return 1
+
+
+# -- a resource without savepoints (as some mail or SQL data managers) ----------
+
+#: keys delivered by committed transactions, in order
+delivered: list[str] = []
+
+
+class NoSavepointDataManager:
+    """A transaction resource that cannot take savepoints: it "delivers"
+    its key when the transaction commits."""
+
+    def __init__(self, key, tm):
+        self.key = key
+        self.transaction_manager = tm
+
+    def abort(self, txn):
+        pass
+
+    def tpc_begin(self, txn):
+        pass
+
+    def commit(self, txn):
+        pass
+
+    def tpc_vote(self, txn):
+        pass
+
+    def tpc_finish(self, txn):
+        with _lock:
+            delivered.append(self.key)
+
+    def tpc_abort(self, txn):
+        pass
+
+    def sortKey(self):  # noqa: N802 - transaction API
+        return f"~jobfuncs-{self.key}"
+
+
+def deliver(key):
+    """Join a resource without savepoints to the job's transaction."""
+    transaction.get().join(NoSavepointDataManager(key, transaction.manager))
+    return f"queued {key}"

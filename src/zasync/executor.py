@@ -56,6 +56,28 @@ class _CommitFirst(Exception):
     """A savepoint is impossible: commit the jobs before this one first."""
 
 
+class _NotStorable(Exception):
+    """The job's result (or an object it changed) could not be pickled.
+
+    The failed savepoint doomed the whole transaction: it is aborted, the
+    other jobs of the batch run again alone, and this job's ``failure`` is
+    recorded in a transaction of its own (the job does not run again).
+    """
+
+    def __init__(self, oid: int, failure: Failure):
+        super().__init__(failure.getErrorMessage())
+        self.oid = oid
+        self.failure = failure
+
+
+def _savepoints_supported(txn) -> bool:
+    # A savepoint() that fails dooms the whole transaction, so a resource
+    # that cannot take savepoints (a mail or SQL data manager joined by a
+    # job) must be found before trying; transaction has no public API for
+    # the joined resources.
+    return all(hasattr(rm, "savepoint") for rm in getattr(txn, "_resources", ()))
+
+
 def _oid_int(job: Job) -> int:
     return int.from_bytes(job._p_oid, "big")
 
@@ -132,6 +154,13 @@ class SlotRunner:
                         break
                 self._settle_all(outcomes, slot)
                 self.tm.commit()
+            except _NotStorable as e:
+                self.tm.abort()
+                outcomes = []
+                for oid in chunk:
+                    outcomes.extend(self._run_alone(oid))
+                outcomes.extend(self._record_failure(e.oid, e.failure, 0))
+                chunk.append(e.oid)
             except TransientError as e:
                 self.tm.abort()
                 log.info(
@@ -186,6 +215,9 @@ class SlotRunner:
                 self._settle_all(outcomes, slot)
                 self.tm.commit()
                 return outcomes
+            except _NotStorable as e:
+                self.tm.abort()
+                return self._record_failure(oid, e.failure, conflicts)
             except TransientError as e:
                 failure = Failure(e)
                 self.tm.abort()
@@ -297,15 +329,12 @@ class SlotRunner:
         if reuse is not None:
             # Nothing changed since the previous job's closing savepoint.
             return reuse
-        try:
-            return self.tm.savepoint(optimistic=False)
-        except TypeError as e:
-            if "unsupported" not in str(e).lower():
-                raise
+        if not _savepoints_supported(self.tm.get()):
             # A resource in this transaction cannot take savepoints.
             if first:
                 return None
-            raise _CommitFirst() from None
+            raise _CommitFirst()
+        return self.tm.savepoint(optimistic=False)
 
     def _execute(self, job: Job, started: datetime.datetime, *, first: bool) -> str:
         """Call the job inside the current transaction; leave it finished
@@ -369,7 +398,7 @@ class SlotRunner:
         if context.live:
             job.annotations.update(context.live)
         job._finish(result, now())
-        if savepoint is not None:
+        if savepoint is not None and _savepoints_supported(self.tm.get()):
             try:
                 # Pickles the result now, while it can still be undone; the
                 # next job in this transaction starts from this savepoint.
@@ -377,19 +406,17 @@ class SlotRunner:
             except TransientError:
                 raise
             except Exception as e:
-                savepoint.rollback()
-                job._start(started)
-                job._finish(
-                    Failure(
-                        ValueError(
-                            f"the result of {job.callable_name} "
-                            f"({type(result).__name__}) could not be stored: "
-                            f"{type(e).__name__}: {e}; return picklable values"
-                        )
-                    ),
-                    now(),
+                # The failed savepoint doomed the transaction: no repair in
+                # it is possible (see _NotStorable).
+                failure = Failure(
+                    ValueError(
+                        f"the result of {job.callable_name} "
+                        f"({type(result).__name__}) or an object it changed "
+                        f"could not be stored: {type(e).__name__}: {e}; "
+                        f"return picklable values"
+                    )
                 )
-                self._log_failure(job, job._result)
+                raise _NotStorable(_oid_int(job), failure) from e
         return "done"
 
     def _log_failure(self, job: Job, failure: Failure) -> None:
@@ -442,11 +469,16 @@ class SlotRunner:
     def _run_callbacks(self, oid: int) -> None:
         """Run the pending callbacks of job ``oid``, each in a transaction
         of its own; the last one also completes the job."""
+        tried: set[int] = set()
         while True:
             self.tm.begin()
             job = self._load(oid)
             pending = job._pending_callbacks()
             if not pending:
+                if job._status == COMPLETED:
+                    # Completed with its last callback, in that transaction.
+                    self.tm.abort()
+                    return
                 self._complete_after_callbacks(job)
                 self.tm.commit()
                 self._notify_finished([job])
@@ -454,10 +486,18 @@ class SlotRunner:
             callback = pending[0]
             cb_oid = self._callback_oid(callback)
             self.tm.abort()
-            last = len(pending) == 1
-            self._run_callback(oid, cb_oid, last=last)
-            if last:
+            if cb_oid in tried:
+                log.error(
+                    "callback %s of job %s could not be completed; leaving it",
+                    callback.id,
+                    job.id,
+                    extra=_extra(job, "callbacks"),
+                )
                 return
+            tried.add(cb_oid)
+            # The last callback may have callbacks of its own: then the job
+            # completes in this loop, after them.
+            self._run_callback(oid, cb_oid, last=len(pending) == 1)
 
     def _callback_oid(self, callback: Job) -> int:
         if callback._p_oid is None:
@@ -482,9 +522,19 @@ class SlotRunner:
             try:
                 callback._conflicts += conflicts
                 self._execute(callback, now(), first=True)
-                if last and callback._status == COMPLETED:
+                # A callback added meanwhile (it conflicted with this
+                # transaction, which then ran again) makes this one not last.
+                if (
+                    last
+                    and callback._status == COMPLETED
+                    and not parent._pending_callbacks()
+                ):
                     self._complete_after_callbacks(parent)
                 self.tm.commit()
+                break
+            except _NotStorable as e:
+                self.tm.abort()
+                self._record_callback_failure(cb_oid, e.failure)
                 break
             except TransientError as e:
                 failure = Failure(e)

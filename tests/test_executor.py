@@ -1,0 +1,337 @@
+"""Running jobs in a dispatcher's threads (zasync.executor), on a
+FileStorage database: one transaction per job's work, result and status;
+exceptions, conflicts, results that cannot be stored, SystemExit, resources
+without savepoints, begin_by, and callbacks."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+import pytest
+import transaction
+
+import jobfuncs
+from dbviews import as_of, oids_written_by, tids_of
+from zasync.interfaces import (
+    ACTIVE,
+    ASSIGNED,
+    CALLBACKS,
+    COMPLETED,
+    PENDING,
+    AbortedError,
+)
+from zasync.interfaces import TimeoutError as ZasyncTimeoutError
+from zasync.job import Job
+from zasync.testing import wait_for_result
+
+UTC = datetime.UTC
+
+
+def now():
+    return datetime.datetime.now(UTC)
+
+
+def commit():
+    transaction.commit()
+
+
+def test_runs_jobs_of_every_kind_of_callable(queue, start_dispatcher):
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    jobs = [
+        queue.put(Job(jobfuncs.add, 1, 2)),
+        queue.put(Job(jobfuncs.Point, 1, 2)),
+        queue.put(Job(jobfuncs.Multiplier(4), 5)),
+        queue.put(Job(counter.increment, 7)),
+    ]
+    commit()
+    start_dispatcher()
+    assert [wait_for_result(job, 10) for job in jobs] == [
+        3,
+        jobfuncs.Point(1, 2),
+        20,
+        7,
+    ]
+    assert counter.value == 7
+    for job in jobs:
+        assert job.status == COMPLETED and not job.failed
+        assert job.active_start <= job.active_end
+        assert job.attempts == 1
+
+
+def test_writes_result_and_status_commit_in_one_transaction(
+    zasync_db, queue, start_dispatcher
+):
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    job = queue.put(Job(jobfuncs.write_then_return, counter, 5))
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job) == 5
+    *_, before, write = tids_of(zasync_db, counter._p_oid)
+    written = oids_written_by(zasync_db, write)
+    assert {job._p_oid, counter._p_oid, counter.log._p_oid} <= written
+    assert as_of(zasync_db, write, job._p_oid, lambda j: (j.status, j.result)) == (
+        COMPLETED,
+        5,
+    )
+    assert as_of(zasync_db, write, counter._p_oid, lambda c: c.value) == 5
+    # Just before that transaction the job was not finished and nothing of
+    # its work was visible.
+    job_before = tids_of(zasync_db, job._p_oid)[-2]
+    assert as_of(zasync_db, job_before, job._p_oid, lambda j: j.status) in (
+        ACTIVE,
+        ASSIGNED,
+        PENDING,
+    )
+    assert as_of(zasync_db, before, counter._p_oid, lambda c: c.value) == 0
+
+
+@pytest.mark.parametrize(
+    "func", [jobfuncs.write_then_raise, jobfuncs.raise_unpicklable_after_write]
+)
+def test_an_exception_aborts_the_writes_and_stores_a_failure(
+    queue, start_dispatcher, func
+):
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    job = queue.put(Job(func, counter))
+    after = queue.put(Job(jobfuncs.write_then_return, counter, 1))
+    commit()
+    start_dispatcher(threads=1)
+    failure = wait_for_result(job)
+    assert job.failed and failure.getErrorMessage() in (
+        "after a write",
+        "wrote, then raised",
+    )
+    assert "Traceback" in failure.getTraceback()
+    assert wait_for_result(after) == 1
+    assert counter.value == 1
+    assert list(counter.log) == [1]
+
+
+def test_method_of_a_persistent_object_that_raises_leaves_it_unchanged(
+    queue, start_dispatcher
+):
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    job = queue.put(Job(counter.fail_after_increment))
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job).check(RuntimeError)
+    assert counter.value == 0
+
+
+def test_a_job_whose_commit_conflicts_is_retried_and_writes_once(
+    queue, start_dispatcher
+):
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    job = queue.put(Job(jobfuncs.write_with_commit_conflict, counter, "w"))
+    commit()
+    start_dispatcher(threads=1)
+    assert wait_for_result(job) == 101
+    assert jobfuncs.calls["w"] == 2  # ran again after the conflict
+    assert counter.value == 101  # the other commit's 100, this job's 1
+    assert list(counter.log) == ["w"]  # the job's writes appear once
+    assert not job.failed
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_unpicklable_result_becomes_a_failure(queue, start_dispatcher, threads):
+    """Alone or in a batch with other jobs: the job fails with a message
+    that says what to do, once, and the other jobs commit."""
+    before = queue.put(Job(jobfuncs.count, "before", 1))
+    bad = queue.put(Job(jobfuncs.return_lock))
+    good = queue.put(Job(jobfuncs.count, "after", 2))
+    commit()
+    dispatcher = start_dispatcher(threads=threads)
+    for runner in dispatcher._runners:
+        runner.batch_limit = 3  # the three jobs in one batch
+    failure = wait_for_result(bad)
+    assert bad.failed
+    assert "could not be stored" in failure.getErrorMessage()
+    assert "return picklable values" in failure.getErrorMessage()
+    assert bad.attempts == 1
+    assert wait_for_result(before) == 1
+    assert wait_for_result(good) == 2
+
+
+@pytest.mark.parametrize(
+    "func, kind",
+    [
+        (jobfuncs.raise_system_exit, SystemExit),
+        (jobfuncs.raise_keyboard_interrupt, KeyboardInterrupt),
+    ],
+)
+def test_system_exit_or_keyboard_interrupt_is_a_logged_failure(
+    queue, start_dispatcher, caplog, func, kind
+):
+    dispatcher = start_dispatcher(threads=1)
+    with caplog.at_level(logging.ERROR, logger="zasync"):
+        job = queue.put(Job(func))
+        commit()
+        assert wait_for_result(job).check(kind) is kind
+    assert any(kind.__name__ in r.getMessage() for r in caplog.records)
+    # The same (only) thread goes on running jobs.
+    after = queue.put(Job(jobfuncs.thread_name))
+    commit()
+    assert wait_for_result(after) == dispatcher._threads[0].name
+    assert all(thread.is_alive() for thread in dispatcher._threads)
+
+
+def test_jobs_using_a_resource_without_savepoints(queue, start_dispatcher):
+    """A job may join a data manager that cannot take savepoints (mail, some
+    SQL bridges): it still commits, once, with its result."""
+    jobs = [queue.put(Job(jobfuncs.deliver, f"m{i}")) for i in range(3)]
+    jobs.append(queue.put(Job(jobfuncs.add, 1, 2)))
+    commit()
+    dispatcher = start_dispatcher(threads=1)
+    dispatcher._runners[0].batch_limit = 4
+    assert [wait_for_result(job) for job in jobs] == [
+        "queued m0",
+        "queued m1",
+        "queued m2",
+        3,
+    ]
+    assert sorted(jobfuncs.delivered) == ["m0", "m1", "m2"]
+
+
+# -- begin_by -------------------------------------------------------------------------
+
+
+def test_begin_by_fails_a_job_that_could_not_start_in_time(queue, start_dispatcher):
+    late = queue.put(
+        Job(jobfuncs.count, "late"),
+        begin_after=now() - datetime.timedelta(seconds=10),
+        begin_by=datetime.timedelta(seconds=1),
+    )
+    in_time = queue.put(
+        Job(jobfuncs.count, "in-time", "ran"),
+        begin_by=datetime.timedelta(minutes=5),
+    )
+    commit()
+    start_dispatcher()
+    failure = wait_for_result(late)
+    assert failure.check(ZasyncTimeoutError) is ZasyncTimeoutError
+    assert "begin_by deadline" in failure.getErrorMessage()
+    assert "late" not in jobfuncs.calls
+    assert wait_for_result(in_time) == "ran"
+
+
+def test_begin_by_fails_a_job_held_back_by_a_quota(queue, start_dispatcher):
+    import time
+
+    queue.quotas.create("one")
+    holder = queue.put(Job(jobfuncs.signal_and_wait, "held", "release"))
+    holder.quota_names = ("one",)
+    waiting = Job(jobfuncs.count, "waiting")
+    waiting.quota_names = ("one",)
+    waiting = queue.put(waiting, begin_by=datetime.timedelta(seconds=0.2))
+    commit()
+    start_dispatcher()
+    assert jobfuncs.gate("held").wait(10)
+    deadline = waiting.begin_after + waiting.begin_by
+    while now() <= deadline:  # the clock, not the worker, is waited for
+        time.sleep(0.01)
+    jobfuncs.gate("release").set()
+    assert wait_for_result(holder) == "released"
+    assert wait_for_result(waiting).check(ZasyncTimeoutError)
+    assert "waiting" not in jobfuncs.calls
+
+
+# -- callbacks --------------------------------------------------------------------
+
+
+def test_callbacks_run_in_the_worker_after_the_job_each_in_its_own_transaction(
+    zasync_db, queue, start_dispatcher
+):
+    job = queue.put(Job(jobfuncs.add, 1, 2))
+    first = job.addCallback(jobfuncs.thread_name)
+    second = job.addCallback(jobfuncs.describe)
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job) == 3
+    assert first.result.startswith("zasync-")
+    assert second.result == ("value", 3)
+    assert first.active_start >= job.active_end
+    assert second.active_start >= first.active_end
+
+    def tid_of_status(oid, status):
+        for tid in tids_of(zasync_db, oid):
+            if as_of(zasync_db, tid, oid, lambda j: j.status) == status:
+                return tid
+        raise AssertionError(f"never {status}")
+
+    result_tid = tid_of_status(job._p_oid, CALLBACKS)
+    first_tid = tid_of_status(first._p_oid, COMPLETED)
+    second_tid = tid_of_status(second._p_oid, COMPLETED)
+    assert result_tid < first_tid < second_tid
+
+
+def test_callbacks_get_the_failure(queue, start_dispatcher):
+    job = queue.put(Job(jobfuncs.boom))
+    either = job.addCallbacks(success=jobfuncs.on_success, failure=jobfuncs.on_failure)
+    plain = job.addCallback(jobfuncs.describe)
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job).check(RuntimeError)
+    assert either.result == ("failure", "FooBared")
+    assert plain.result == ("failure", "builtins.RuntimeError", "FooBared")
+
+
+def test_a_failing_callback_does_not_stop_the_next(queue, start_dispatcher):
+    job = queue.put(Job(jobfuncs.add, 1, 1))
+    bad = job.addCallback(jobfuncs.boom)
+    good = job.addCallback(jobfuncs.describe)
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job) == 2
+    assert bad.failed and good.result == ("value", 2)
+
+
+def test_a_callback_with_an_unpicklable_result_fails_and_the_job_completes(
+    queue, start_dispatcher
+):
+    job = queue.put(Job(jobfuncs.add, 1, 1))
+    bad = job.addCallback(jobfuncs.return_lock)
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job) == 2
+    assert "could not be stored" in bad.result.getErrorMessage()
+
+
+def test_a_callback_added_to_a_completed_job_still_runs(queue, start_dispatcher):
+    start_dispatcher()
+    job = queue.put(Job(jobfuncs.add, 2, 2))
+    commit()
+    assert wait_for_result(job) == 4
+    late = job.addCallback(jobfuncs.thread_name)
+    commit()
+    assert wait_for_result(late).startswith("zasync-")
+    assert wait_for_result(job) == 4
+    assert job.status == COMPLETED
+
+
+def test_a_callback_of_a_callback_runs_and_the_job_completes(
+    queue, start_dispatcher, zasync_events
+):
+    job = queue.put(Job(jobfuncs.add, 1, 2))
+    inner = job.addCallback(jobfuncs.describe)
+    innermost = inner.addCallback(jobfuncs.identity)
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job, 10) == 3
+    assert inner.result == ("value", 3)
+    assert innermost.result == ("value", 3)
+    assert innermost.status == inner.status == COMPLETED
+
+
+def test_a_job_failed_before_it_ran_is_not_run(queue, start_dispatcher):
+    job = queue.put(Job(jobfuncs.count, "never"))
+    commit()
+    job.fail()
+    commit()
+    start_dispatcher()
+    other = queue.put(Job(jobfuncs.noop))
+    commit()
+    wait_for_result(other)
+    assert wait_for_result(job).check(AbortedError)
+    assert "never" not in jobfuncs.calls
+    assert job.status == COMPLETED
