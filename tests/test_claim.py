@@ -1,0 +1,289 @@
+"""zasync.claim.claim driven directly, in a transaction on a FileStorage
+database: run order, quotas, slots; property-based with hypothesis."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+
+import pytest
+import transaction
+import ZODB
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ZODB.FileStorage import FileStorage
+
+import jobfuncs
+import zasync
+import zasync.queue
+from zasync.claim import claim
+from zasync.interfaces import ACTIVE, ASSIGNED, COMPLETED, KEY, PENDING
+from zasync.job import Job
+from zasync.queue import Queue
+from zasync.recovery import release_quotas
+from zasync.workers import Slot
+
+UTC = datetime.UTC
+BASE = datetime.datetime(2030, 1, 1, tzinfo=UTC)
+QUOTA_NAMES = ("a", "b", "c")
+
+
+def us(when: datetime.datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    database = ZODB.DB(FileStorage(str(tmp_path_factory.mktemp("claim") / "Data.fs")))
+    zasync.install(database)
+    yield database
+    database.close()
+
+
+_names = itertools.count()
+
+
+class Scratch:
+    """A fresh queue in a transaction that is aborted at the end."""
+
+    def __init__(self, db):
+        self.tm = transaction.TransactionManager(explicit=True)
+        self.conn = db.open(transaction_manager=self.tm)
+        self.tm.begin()
+        self.queue = Queue()
+        self.conn.root()[KEY][f"q{next(_names)}"] = self.queue
+
+    def put(self, *, priority=0, offset=0.0, quotas=(), shard=None) -> Job:
+        """Put a job; ``shard`` picks the shard, as if another producer
+        thread (which keeps to a shard of its own) put it."""
+        job = Job(jobfuncs.noop)
+        job.priority = priority
+        job.quota_names = tuple(quotas)
+        if shard is not None:
+            zasync.queue._shard_local.index = shard
+        try:
+            return self.queue.put(
+                job, begin_after=BASE + datetime.timedelta(seconds=offset)
+            )
+        finally:
+            if shard is not None:
+                del zasync.queue._shard_local.index
+
+    def close(self):
+        self.tm.abort()
+        self.conn.close()
+
+
+@pytest.fixture
+def scratch(db):
+    s = Scratch(db)
+    yield s
+    s.close()
+
+
+def run_claim(queues, *capacities, at=0.0, worker="w"):
+    slots = [(Slot(i), capacity) for i, capacity in enumerate(capacities)]
+    when = BASE + datetime.timedelta(seconds=at)
+    taken = claim(queues, slots=slots, worker=worker, now_us=us(when), start_time=when)
+    return taken, [slot for slot, _ in slots]
+
+
+def flat(taken):
+    return [job for index in sorted(taken) for job in taken[index]]
+
+
+# -- examples -----------------------------------------------------------------
+
+
+def test_takes_due_jobs_in_run_order_up_to_capacity(scratch):
+    later = scratch.put(offset=5, shard=1)
+    first = scratch.put(offset=-2, shard=2)
+    second = scratch.put(offset=-1, shard=1)
+    third = scratch.put(offset=0, shard=0)
+    urgent = scratch.put(offset=-1, priority=3, shard=2)
+    taken, _ = run_claim([scratch.queue], 3)
+    assert taken[0] == [urgent, first, second]
+    assert list(scratch.queue) == [third, later]
+    assert len(scratch.queue) == 2
+
+
+def test_a_job_not_due_yet_waits(scratch):
+    job = scratch.put(offset=10)
+    assert run_claim([scratch.queue], 5)[0] == {}
+    assert run_claim([scratch.queue], 5, at=10)[0] == {0: [job]}
+
+
+def test_first_job_of_a_slot_is_active_the_rest_assigned(scratch):
+    jobs = [scratch.put(offset=-i) for i in range(5, 0, -1)]
+    taken, slots = run_claim([scratch.queue], 2, 3, worker="me")
+    assert sorted(len(v) for v in taken.values()) == [2, 3]
+    for index, claimed in taken.items():
+        assert claimed[0].status == ACTIVE
+        assert claimed[0].active_start == BASE
+        assert all(job.status == ASSIGNED for job in claimed[1:])
+        for job in claimed:
+            assert job._worker == "me" and job._slot == index
+            assert slots[index].active[int.from_bytes(job._p_oid, "big")] is job
+    assert sorted(flat(taken), key=jobs.index) == jobs
+
+
+def test_several_queues_served_in_the_order_given(scratch, db):
+    other = Queue()
+    scratch.conn.root()[KEY]["other-" + str(next(_names))] = other
+    mine = scratch.put(offset=-1)
+    theirs = other.put(Job(jobfuncs.noop), begin_after=BASE)
+    taken, _ = run_claim([other, scratch.queue], 1, 1)
+    assert flat(taken) == [theirs, mine]
+
+
+def test_quota_full_blocks_later_jobs_of_that_quota_only(scratch):
+    scratch.queue.quotas.create("a", size=1)
+    a1 = scratch.put(offset=-3, quotas=["a"])
+    a2 = scratch.put(offset=-2, quotas=["a"])
+    free = scratch.put(offset=-1)
+    taken, _ = run_claim([scratch.queue], 5)
+    assert flat(taken) == [a1, free]
+    assert len(scratch.queue.quotas["a"]) == 1
+    assert run_claim([scratch.queue], 5)[0] == {}
+    release_quotas(a1)
+    assert flat(run_claim([scratch.queue], 5)[0]) == [a2]
+
+
+def test_a_job_blocked_on_one_quota_blocks_its_other_quotas(scratch):
+    scratch.queue.quotas.create("a", size=1)
+    scratch.queue.quotas.create("b", size=5)
+    holder = scratch.put(offset=-4, quotas=["a"])
+    both = scratch.put(offset=-3, quotas=["a", "b"])
+    only_b = scratch.put(offset=-2, quotas=["b"])
+    assert flat(run_claim([scratch.queue], 5)[0]) == [holder]
+    release_quotas(holder)
+    assert flat(run_claim([scratch.queue], 5)[0]) == [both, only_b]
+    assert len(scratch.queue.quotas["b"]) == 2
+
+
+def test_a_quota_removed_from_the_queue_no_longer_limits(scratch):
+    scratch.queue.quotas.create("gone")
+    jobs = [scratch.put(offset=-i, quotas=["gone"]) for i in (3, 2, 1)]
+    scratch.queue.quotas.remove("gone")
+    assert flat(run_claim([scratch.queue], 5)[0]) == jobs
+
+
+def test_jobs_not_pending_are_skipped(scratch):
+    job = scratch.put(offset=-1)
+    job._status = COMPLETED  # e.g. put right by recovery meanwhile
+    ok = scratch.put(offset=0)
+    assert flat(run_claim([scratch.queue], 5)[0]) == [ok]
+
+
+# -- properties ---------------------------------------------------------------
+
+job_specs = st.lists(
+    st.tuples(
+        st.integers(-2, 2),  # priority
+        st.integers(-5, 5),  # begin_after offset, seconds
+        st.lists(st.sampled_from(QUOTA_NAMES), max_size=2, unique=True),
+        st.integers(0, 7),  # shard (the producer thread)
+    ),
+    min_size=1,
+    max_size=25,
+)
+rounds = st.lists(
+    st.tuples(
+        st.lists(st.integers(1, 4), min_size=1, max_size=3),  # slot capacities
+        st.integers(0, 3),  # seconds the clock moves before the claim
+        st.floats(0, 1),  # share of running jobs that finish after it
+        st.integers(0, 3),  # jobs put before the claim (from the spares)
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    sizes=st.fixed_dictionaries({name: st.integers(1, 3) for name in QUOTA_NAMES}),
+    initial=job_specs,
+    spares=job_specs,
+    plan=rounds,
+)
+def test_claims_keep_run_order_and_never_exceed_a_quota(
+    db, sizes, initial, spares, plan
+):
+    s = Scratch(db)
+    try:
+        _check_claims(s, sizes, initial, list(spares), plan)
+    finally:
+        s.close()
+
+
+def _check_claims(s, sizes, initial, spares, plan):
+    queue = s.queue
+    for name, size in sizes.items():
+        queue.quotas.create(name, size=size)
+    jobs = [s.put(priority=p, offset=o, quotas=q, shard=n) for p, o, q, n in initial]
+    claimed_at: dict[bytes, int] = {}  # oid -> claim round
+    running: list[Job] = []
+    clock = -5
+    for round_no, (capacities, step, finish_share, new) in enumerate(plan):
+        for _ in range(new):
+            if spares:
+                p, o, q, n = spares.pop()
+                jobs.append(s.put(priority=p, offset=clock + o, quotas=q, shard=n))
+        clock += step
+        now_us = us(BASE + datetime.timedelta(seconds=clock))
+        pending_before = [j for j in jobs if j.status == PENDING]
+        room = {name: sizes[name] - len(queue.quotas[name]) for name in sizes}
+        taken, slots = run_claim([queue], *capacities, at=clock)
+        got = flat(taken)
+        in_order = sorted(got, key=lambda j: (-j.priority, us(j.begin_after), j._p_oid))
+
+        # Slots: within capacity, first ACTIVE, rest ASSIGNED.
+        for index, claimed in taken.items():
+            assert len(claimed) <= capacities[index]
+            assert claimed[0].status == ACTIVE
+            assert all(j.status == ASSIGNED for j in claimed[1:])
+        assert len(got) <= sum(capacities)
+        # Each job once, only when due, out of the queue.
+        for job in got:
+            assert job._p_oid not in claimed_at
+            claimed_at[job._p_oid] = round_no
+            assert us(job.begin_after) <= now_us
+            assert job._key is None
+        assert len(queue) == len([j for j in jobs if j.status == PENDING])
+        # Quotas: never past their size; they count exactly the running jobs.
+        running.extend(got)
+        for name, size in sizes.items():
+            holders = [j for j in running if name in j.quota_names]
+            assert len(queue.quotas[name]) == len(holders) <= size
+        # Run order: a due job is passed over only when it waits for a quota,
+        # and then no later job that shares one of its quotas overtakes it.
+        got_oids = {j._p_oid for j in got}
+        due = [j for j in pending_before if us(j.begin_after) <= now_us]
+        due.sort(key=lambda j: (-j.priority, us(j.begin_after), j._p_oid))
+        for later in got:
+            for earlier in due:
+                if earlier is later:
+                    break
+                if earlier._p_oid in got_oids:
+                    continue
+                assert earlier.quota_names, (earlier, later)
+                assert not set(earlier.quota_names) & set(later.quota_names)
+        # Enough capacity: every due job without quotas is taken; the first
+        # due job is taken when its quotas have room.
+        if len(due) <= sum(capacities):
+            assert all(j._p_oid in got_oids for j in due if not j.quota_names)
+        if due and all(room[name] > 0 for name in due[0].quota_names):
+            assert due[0]._p_oid in got_oids
+        # Within a claim, each slot's jobs come in run order.
+        for claimed in taken.values():
+            assert claimed == [j for j in in_order if j in claimed]
+        # Some running jobs finish, freeing their quotas.
+        finished = running[: int(len(running) * finish_share)]
+        for job in finished:
+            release_quotas(job)
+            job._status = COMPLETED
+        running = running[len(finished) :]
