@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
-from zasync.queue import SENTINEL, Queue
+from zasync.queue import HEAD, SENTINEL, Queue
 from zasync.workers import Slot
 
 _AFTER_ANY_DUE = 2**63  # sorts after every due time in a priority rank
@@ -20,10 +20,9 @@ _AFTER_ANY_DUE = 2**63  # sorts after every due time in a priority rank
 
 def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
     """(key, job) of the due jobs of one shard, in key order."""
-    low = None
+    low = HEAD
     while True:
-        keys = shard.keys(min=low) if low is not None else shard.keys()
-        first = next(iter(keys), SENTINEL)
+        first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
         if first == SENTINEL:
             return
         rank = first[0]

@@ -9,8 +9,11 @@ Layout, chosen so that concurrent producers and workers do not conflict:
   key order is run order, and a job queued later never overtakes one queued
   earlier with the same due time;
 - each shard keeps a sentinel key after every possible job key, so no
-  bucket is ever emptied by a worker while a producer adds to it (an empty
-  bucket is the one case BTree conflict resolution refuses);
+  bucket is ever emptied by a worker while a producer adds to it (BTree
+  conflict resolution refuses an emptied bucket), and a head key before
+  them all, so a worker taking the front job does not delete the first key
+  of the shard's first bucket (refused too: "Delete of first key"), which
+  made every claim conflict with a producer adding to a short queue;
 - the number of pending jobs is a ``BTrees.Length``, which resolves
   concurrent changes, and whose object id workers watch to wake up.
 """
@@ -46,6 +49,8 @@ UTC = datetime.UTC
 DEFAULT_SHARDS = 8
 #: sorts after every job key in a shard (see the module docstring)
 SENTINEL = (2**62, 2**62, 2**62)
+#: sorts before every job key in a shard (see the module docstring)
+HEAD = (-(2**62), -(2**62), -(2**62))
 _FRONT = 0  # the due time of a job put back at the front of its queue
 
 
@@ -304,7 +309,8 @@ class Queue(persistent.Persistent):
             for key, job in shard.items(max=max_key) if max_key else shard.items():
                 if key == SENTINEL:
                     return
-                yield key, job, shard
+                if key != HEAD:
+                    yield key, job, shard
 
         return heapq.merge(*(items(s) for s in self._shards), key=lambda t: t[0])
 
@@ -322,7 +328,7 @@ class Queue(persistent.Persistent):
         """The earliest due time (epoch seconds) of a pending job, or None."""
         best = None
         for shard in self._shards:
-            for key in shard.keys():
+            for key in shard.keys(min=HEAD, excludemin=True):
                 if key != SENTINEL:
                     due = key[1] / 1_000_000
                     if best is None or due < best:
@@ -333,6 +339,7 @@ class Queue(persistent.Persistent):
 
 def _new_shard() -> OOBTree:
     shard = OOBTree()
+    shard[HEAD] = None
     shard[SENTINEL] = None
     return shard
 
