@@ -143,7 +143,7 @@ def signal_and_wait(started, release, timeout=20.0):
     return "released"
 
 
-def wait_first_time(name, timeout=20.0):
+def wait_first_time(name, *args, timeout=20.0):
     """The first call opens gate ``name + '-started'`` and waits for gate
     ``name``; later calls return at once. Returns the call's number."""
     call = _count(name)

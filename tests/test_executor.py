@@ -193,7 +193,7 @@ def test_jobs_using_a_resource_without_savepoints(queue, start_dispatcher):
     assert sorted(jobfuncs.delivered) == ["m0", "m1", "m2"]
 
 
-# -- begin_by -------------------------------------------------------------------------
+# -- begin_by -----------------------------------------------------------------
 
 
 def test_begin_by_fails_a_job_that_could_not_start_in_time(queue, start_dispatcher):
@@ -236,7 +236,7 @@ def test_begin_by_fails_a_job_held_back_by_a_quota(queue, start_dispatcher):
     assert "waiting" not in jobfuncs.calls
 
 
-# -- callbacks --------------------------------------------------------------------
+# -- callbacks ----------------------------------------------------------------
 
 
 def test_callbacks_run_in_the_worker_after_the_job_each_in_its_own_transaction(

@@ -1,0 +1,99 @@
+"""Stopping a dispatcher with jobs unfinished, and recovering them when a
+dispatcher starts again under the same UUID (zasync.recovery), on a
+FileStorage database with real threads."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import transaction
+
+import jobfuncs
+from dbviews import read
+from zasync.interfaces import ACTIVE, COMPLETED, PENDING, AbortedError
+from zasync.job import Job
+from zasync.retry import NeverRetry
+from zasync.testing import wait_for_result
+
+
+def commit():
+    transaction.commit()
+
+
+def test_stop_waits_for_running_jobs(zasync_db, queue, start_dispatcher):
+    dispatcher = start_dispatcher(threads=1)
+    job = queue.put(Job(jobfuncs.signal_and_wait, "started", "go"))
+    commit()
+    assert jobfuncs.gate("started").wait(10)
+    threading.Timer(0.1, jobfuncs.gate("go").set).start()
+    assert dispatcher.stop(10) is True
+    assert read(zasync_db, job._p_oid, lambda j: j.status) == COMPLETED
+
+
+def test_stop_leaves_unfinished_jobs_that_a_restart_recovers(
+    zasync_db, queue, start_dispatcher
+):
+    name = str(uuid.uuid4())
+    first = start_dispatcher(uuid=name, threads=1)
+    stuck = queue.put(Job(jobfuncs.wait_first_time, "stuck"))
+    commit()
+    assert jobfuncs.gate("stuck-started").wait(10)
+    waiting = queue.put(Job(jobfuncs.add, 1, 2))
+    commit()
+    assert first.stop(0.2) is False  # the job still runs
+    assert read(zasync_db, stuck._p_oid, lambda j: j.status) == ACTIVE
+    assert read(zasync_db, waiting._p_oid, lambda j: j.status) == PENDING
+
+    start_dispatcher(uuid=name, threads=1)
+    assert wait_for_result(stuck) == 2  # the second call
+    assert wait_for_result(waiting) == 3
+    # The abandoned thread finishes its call: it must not overwrite the
+    # completed job.
+    jobfuncs.gate("stuck").set()
+    first._threads[0].join(10)
+    assert not first._threads[0].is_alive()
+    assert read(zasync_db, stuck._p_oid, lambda j: (j.status, j.result)) == (
+        COMPLETED,
+        2,
+    )
+
+
+def test_an_interrupted_job_with_never_retry_fails_on_restart(queue, start_dispatcher):
+    name = str(uuid.uuid4())
+    first = start_dispatcher(uuid=name, threads=1)
+    job = Job(jobfuncs.wait_first_time, "once")
+    job.retry_policy_factory = NeverRetry
+    job = queue.put(job)
+    commit()
+    assert jobfuncs.gate("once-started").wait(10)
+    assert first.stop(0.1) is False
+    start_dispatcher(uuid=name, threads=1)
+    failure = wait_for_result(job)
+    assert failure.check(AbortedError) is AbortedError
+    assert "interrupted" in failure.getErrorMessage()
+    assert jobfuncs.calls["once"] == 1
+
+
+def test_an_interrupted_callback_runs_after_restart(queue, start_dispatcher):
+    name = str(uuid.uuid4())
+    first = start_dispatcher(uuid=name, threads=1)
+    job = queue.put(Job(jobfuncs.add, 1, 1))
+    callback = job.addCallback(Job(jobfuncs.wait_first_time, "cb"))
+    commit()
+    assert jobfuncs.gate("cb-started").wait(10)
+    assert first.stop(0.1) is False
+    start_dispatcher(uuid=name, threads=1)
+    assert wait_for_result(job) == 2
+    assert callback.result == 2  # its second call
+    jobfuncs.gate("cb").set()
+    first._threads[0].join(10)
+
+
+def test_clean_stop_then_restart_runs_what_was_left(queue, start_dispatcher):
+    name = str(uuid.uuid4())
+    start_dispatcher(uuid=name).stop(5)
+    job = queue.put(Job(jobfuncs.add, 2, 3))
+    commit()
+    start_dispatcher(uuid=name)
+    assert wait_for_result(job) == 5
