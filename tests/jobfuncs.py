@@ -402,3 +402,8 @@ def deliver(key):
     """Join a resource without savepoints to the job's transaction."""
     transaction.get().join(NoSavepointDataManager(key, transaction.manager))
     return f"queued {key}"
+
+
+def count_jobs(jobs):
+    """A callback of a composite: how many jobs it had."""
+    return len(jobs)

@@ -100,6 +100,9 @@ class CompositeJob(Job):
             runner._slot(runner.conn)._add_done(
                 self, int(self.active_end.timestamp() * 1e6)
             )
+            # Completed in a member's callback transaction: the runner
+            # notifies JobSucceeded/JobFailed for it after that commit.
+            runner._finished_here.append(self)
 
 
 def _composite_marker(*args):  # pragma: no cover - never called

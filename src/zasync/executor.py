@@ -110,6 +110,9 @@ class SlotRunner:
         self._side = None
         self.batch_limit = 1
         self._reusable = None  # a savepoint the next job may start from
+        #: jobs completed as a side effect of the current transaction (a
+        #: composite completed by its last member's callback)
+        self._finished_here: list[Job] = []
 
     # -- connections ------------------------------------------------------
 
@@ -302,11 +305,15 @@ class SlotRunner:
         if launch is not None:
             self._reusable = None
             job._start(started)
+            if zope.event.subscribers:
+                zope.event.notify(JobStarted(job))
             launch()
             if _oid_int(job) in slot.active:
                 del slot.active[_oid_int(job)]
             release_quotas(job)
-            outcomes.append((job, "launched"))
+            # An empty composite is complete at once.
+            done = job._status == COMPLETED
+            outcomes.append((job, "done" if done else "launched"))
             return
         kind = self._execute(job, started, first=first)
         if kind == "rescheduled":
@@ -514,9 +521,11 @@ class SlotRunner:
 
     def _run_callback(self, parent_oid: int, cb_oid: int, *, last: bool) -> None:
         conflicts = 0
+        committed = False
         while True:
             self.tm.begin()
             self._reusable = None
+            self._finished_here = []
             parent = self._load(parent_oid)
             callback = self._load(cb_oid)
             try:
@@ -531,6 +540,7 @@ class SlotRunner:
                 ):
                     self._complete_after_callbacks(parent)
                 self.tm.commit()
+                committed = True
                 break
             except _NotStorable as e:
                 self.tm.abort()
@@ -558,7 +568,9 @@ class SlotRunner:
         self.tm.begin()
         callback = self._load(cb_oid)
         self.tm.abort()
-        self._notify_finished([callback])
+        finished = self._finished_here if committed else []
+        self._finished_here = []
+        self._notify_finished([callback, *finished])
         if callback._status == CALLBACKS:
             self._run_callbacks(cb_oid)
 
