@@ -227,7 +227,9 @@ class SlotRunner:
                 conflicts += 1
                 self.tm.begin()
                 job = self._load(oid)
-                job._conflicts += conflicts
+                # The policy sees the conflicts before this one (as it sees
+                # errors): max_conflicts=2 retries twice.
+                job._conflicts += conflicts - 1
                 decision = make_policy(job).commit_error(failure)
                 self.tm.abort()
                 if decision.retry:
@@ -552,7 +554,7 @@ class SlotRunner:
                 conflicts += 1
                 self.tm.begin()
                 callback = self._load(cb_oid)
-                callback._conflicts += conflicts
+                callback._conflicts += conflicts - 1  # as in _run_alone
                 decision = make_policy(callback).commit_error(failure)
                 self.tm.abort()
                 if decision.retry:
