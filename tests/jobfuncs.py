@@ -407,3 +407,13 @@ def deliver(key):
 def count_jobs(jobs):
     """A callback of a composite: how many jobs it had."""
     return len(jobs)
+
+
+def read_live_of(other, name, timeout=10.0):
+    """Wait for the live annotation ``name`` of the job ``other``."""
+    return local.getLiveAnnotation(name, timeout=timeout, job=other)
+
+
+def annotate_other(other):
+    """Try to set a live annotation of a job that is not this one."""
+    local.setLiveAnnotation("x", 1, job=other)
