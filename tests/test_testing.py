@@ -1,29 +1,77 @@
-"""zasync.testing: waiting for jobs from any kind of transaction manager."""
+"""zasync.testing: wait_for_result, wait_for_start and the pytest fixtures
+(zasync_db, dispatcher), used the way an application's tests use them."""
 
 from __future__ import annotations
 
+import pytest
 import transaction
-from tests import mp_jobs
 
-import zasync
+import jobfuncs
+from dbviews import other_connection
 from zasync.dispatcher import Dispatcher
-from zasync.interfaces import KEY
+from zasync.interfaces import ACTIVE, KEY, ZasyncError
+from zasync.interfaces import TimeoutError as ZasyncTimeoutError
+from zasync.job import Job
 from zasync.testing import wait_for_result, wait_for_start
 
 
-def test_waiting_works_with_an_explicit_transaction_manager(zasync_db, tmp_path):
+def test_the_fixtures_give_a_database_and_a_running_dispatcher(zasync_db, dispatcher):
+    assert isinstance(dispatcher, Dispatcher) and not dispatcher.dead
+    assert dispatcher.db is zasync_db
+    conn = zasync_db.open()
+    try:
+        job = conn.root()[KEY][""].put(Job(jobfuncs.add, 20, 22))
+        transaction.commit()
+        assert wait_for_result(job) == 42
+    finally:
+        transaction.abort()
+        conn.close()
+
+
+def test_wait_for_start_returns_once_the_job_runs(queue, start_dispatcher):
+    job = queue.put(Job(jobfuncs.wait_for, "hold"))
+    transaction.commit()
+    start_dispatcher()
+    wait_for_start(job, 10)
+    assert job.status == ACTIVE
+    jobfuncs.gate("hold").set()
+    wait_for_result(job)
+
+
+def test_wait_for_result_times_out_without_a_dispatcher(queue):
+    job = queue.put(Job(jobfuncs.noop))
+    transaction.commit()
+    with pytest.raises(ZasyncTimeoutError, match="is a dispatcher running"):
+        wait_for_result(job, 0.2)
+    with pytest.raises(ZasyncTimeoutError, match="did not start within 0.1 s"):
+        wait_for_start(job, 0.1)
+
+
+def test_wait_for_result_refuses_uncommitted_work(queue):
+    job = queue.put(Job(jobfuncs.noop))
+    with pytest.raises(ZasyncError, match=r"call transaction.commit\(\) before"):
+        wait_for_result(job, 1)
+
+
+def test_wait_for_result_refuses_a_job_not_in_a_database():
+    with pytest.raises(ZasyncError, match="put it in a queue and commit first"):
+        wait_for_result(Job(jobfuncs.noop), 1)
+
+
+def test_wait_for_result_with_an_explicit_transaction_manager(
+    zasync_db, start_dispatcher
+):
+    start_dispatcher()
+    with other_connection(zasync_db) as (conn, tm):
+        job = conn.root()[KEY][""].put(Job(jobfuncs.add, 1, 1))
+        tm.commit()
+        assert wait_for_result(job) == 2
     tm = transaction.TransactionManager(explicit=True)
     conn = zasync_db.open(transaction_manager=tm)
-    dispatcher = Dispatcher(zasync_db, threads=1).start()
     try:
-        with tm:
-            job = conn.root()[KEY][""].put(
-                zasync.Job(mp_jobs.add, str(tmp_path / "s"), 1, 2)
-            )
-        wait_for_start(job, 10)
-        assert wait_for_result(job, 10) == 3
-        assert wait_for_result(job, 10) == 3  # again, inside a transaction
+        tm.begin()
+        job = conn.root()[KEY][""].put(Job(jobfuncs.add, 2, 2))
+        tm.commit()
+        assert wait_for_result(job) == 4
     finally:
-        dispatcher.stop(10)
-        tm.abort()
         conn.close()
