@@ -1,0 +1,141 @@
+"""``python -m benchmarks [--quick] [--only W1,W2] [--setups a,b]``.
+
+Runs the workloads of ../shared/BENCH.md (W1-W5; W6 waits for the Plone
+integration) and the storages alone, prints a table with the targets, and
+writes the JSON records and the plots to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import (
+    machine,
+    plots,
+    results,
+    storage_alone,
+    w1_throughput,
+    w2_latency,
+    w3_idle,
+    w4_recovery,
+    w5_contention,
+)
+from benchmarks.context import Context, Params
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+WORKLOADS = {
+    "storage": storage_alone.run,
+    "W1": w1_throughput.run,
+    "W2": w2_latency.run,
+    "W3": w3_idle.run,
+    "W4": w4_recovery.run,
+    "W5": w5_contention.run,
+}
+W6_NOTE = "not yet measured (needs the Plone integration)"
+
+EPILOG = """\
+examples:
+  python -m benchmarks --quick                 # about 3 minutes
+  python -m benchmarks                         # the full definitions, ~25 minutes
+  python -m benchmarks --only W1 --setups b,e  # W1 on ZEO with 1 and 4 workers
+  python -m benchmarks --only storage,W2 --runs 5
+
+workloads: storage (the storages alone), W1-W5 (W6: not yet)
+setups: a FileStorage, b ZEO 1 worker, c ZEO 2 workers, d RelStorage,
+        e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own)
+"""
+
+
+def _names(text: str, valid, flag: str, parser) -> set[str]:
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = names - set(valid)
+    if unknown:
+        parser.error(
+            f"{flag}: unknown {', '.join(sorted(unknown))}; use {', '.join(valid)}"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.split("\n\n")[1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a reduced run (< 3 min)")
+    parser.add_argument("--only", metavar="NAMES", help="comma-separated workloads")
+    parser.add_argument("--setups", metavar="LETTERS", help="comma-separated setups")
+    parser.add_argument("--runs", type=int, metavar="N", help="runs per figure (3)")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, metavar="DIR", help="default: %(default)s"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch files")
+    parser.add_argument("--no-plots", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    only = (
+        _names(args.only, [*WORKLOADS, "W6"], "--only", parser) if args.only else None
+    )
+    setups = _names(args.setups, "abcde", "--setups", parser) if args.setups else None
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs: use 1 or more")
+    params = Params.for_mode(args.quick, args.runs)
+    mode = "quick" if args.quick else "full"
+    ctx = Context(params, setups=setups, keep=args.keep)
+    began = time.monotonic()
+    info = machine.describe()
+    print(f"zasync benchmarks ({mode}) on {machine.summary(info)}", file=sys.stderr)
+    try:
+        for name, run in WORKLOADS.items():
+            if only is not None and name not in only:
+                continue
+            print(f"{name}...", file=sys.stderr, flush=True)
+            clock = time.monotonic()
+            with ctx.setup(name, "*"):
+                run(ctx)
+            print(f"{name}: {time.monotonic() - clock:.0f} s", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: reporting what was measured", file=sys.stderr)
+    finally:
+        ctx.close()
+    if only is None or "W6" in only:
+        ctx.results.note("W6", "Plone 6 on ZEO", W6_NOTE)
+    elapsed = time.monotonic() - began
+    rows = results.table(ctx.results.figures)
+    print()
+    print(results.render_text(rows))
+    print()
+    print(f"{mode} run: {elapsed:.0f} s; each figure the median of {params.runs} runs")
+    args.out.mkdir(parents=True, exist_ok=True)
+    prefix = "quick-" if args.quick else ""
+    meta = {
+        "run_id": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": mode,
+        "seconds": round(elapsed, 1),
+        "params": params.__dict__,
+        "machine": info,
+        "w5_conflicts": ctx.results.extra.get("w5_conflicts"),
+    }
+    json_path = args.out / f"{prefix}results.json"
+    ctx.results.write_json(json_path, meta=meta)
+    (args.out / f"{prefix}table.md").write_text(results.render_markdown(rows) + "\n")
+    written = [json_path]
+    if not args.no_plots:
+        problem = plots.available()
+        if problem:
+            print(problem, file=sys.stderr)
+        else:
+            written += plots.write(ctx.results, args.out, prefix)
+    for path in written:
+        print(f"wrote {path}")
+    return 0

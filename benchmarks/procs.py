@@ -1,0 +1,220 @@
+"""Worker and producer processes, started and stopped by the harness.
+
+Workers are either the real command, ``python -m zasync worker``, or
+``python -m benchmarks.worker``, which opens the database and then waits for
+``go`` on its standard input before it starts its dispatcher, so that
+several workers start together and the time of their start is known.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.jobs import ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ProcessFailed(RuntimeError):
+    """A helper process exited early or did not say it was ready."""
+
+
+def bench_env(stamps: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV] = str(stamps)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+class Proc:
+    """A child process whose standard output says when it is ready."""
+
+    def __init__(self, name: str, argv: list[str], *, stamps: Path, log: Path):
+        self.name = name
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=ROOT,
+            env=bench_env(stamps),
+            start_new_session=True,  # a Ctrl-C of the harness is not theirs
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def read_line(self, timeout: float = 60.0) -> str:
+        """The next line of the child's standard output."""
+        deadline = time.monotonic() + timeout
+        out = self.popen.stdout
+        buffer = b""
+        while not buffer.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProcessFailed(
+                    f"{self.name}: no answer in {timeout:g} s{self.tail()}"
+                )
+            ready, _, _ = select.select([out], [], [], remaining)
+            if ready:
+                byte = os.read(out.fileno(), 1)
+                if not byte:
+                    self.popen.wait(5)
+                    raise ProcessFailed(
+                        f"{self.name} exited with code {self.popen.returncode}"
+                        f"{self.tail()}"
+                    )
+                buffer += byte
+        return buffer.decode().strip()
+
+    def send(self, line: str) -> None:
+        self.popen.stdin.write(line.encode() + b"\n")
+        self.popen.stdin.flush()
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the process so far, all threads: from the scheduler's
+        nanosecond counts where the kernel has them, else from the clock
+        ticks of /proc/PID/stat (10 ms steps). Threads that ended are
+        counted by the ticks only, so use this on long-lived processes."""
+        total = 0
+        try:
+            for task in os.scandir(f"/proc/{self.pid}/task"):
+                with open(f"{task.path}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            return total / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+
+    def tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return ": " + " | ".join(lines[-6:]) if lines else ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.wait()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        code = self.popen.wait(timeout)
+        for stream in (self.popen.stdin, self.popen.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._log.close()
+        return code
+
+
+def cli_worker(
+    uri: str,
+    *,
+    stamps: Path,
+    log: Path,
+    name: str = "worker",
+    threads: int = 4,
+    uuid_file: Path | None = None,
+) -> Proc:
+    """``python -m zasync worker``, returned once its dispatcher runs."""
+    argv = [
+        sys.executable,
+        "-m",
+        "zasync",
+        "--log-level",
+        "WARNING",
+        "worker",
+        "--db",
+        uri,
+        "--threads",
+        str(threads),
+        "--import",
+        "benchmarks.jobs",
+    ]
+    if uuid_file is not None:
+        argv += ["--uuid-file", str(uuid_file)]
+    proc = Proc(name, argv, stamps=stamps, log=log)
+    line = proc.read_line()
+    if not line.startswith("zasync worker"):
+        proc.kill()
+        raise ProcessFailed(f"{name} said {line!r}{proc.tail()}")
+    return proc
+
+
+def gated_workers(
+    uri: str, count: int, *, stamps: Path, logs: Path, threads: int = 4
+) -> list[Proc]:
+    """``count`` benchmarks.worker processes, each with its database open
+    and waiting for :func:`go`."""
+    procs = []
+    try:
+        for index in range(count):
+            argv = [
+                sys.executable,
+                "-m",
+                "benchmarks.worker",
+                "--db",
+                uri,
+                "--threads",
+                str(threads),
+            ]
+            procs.append(
+                Proc(
+                    f"worker {index + 1}",
+                    argv,
+                    stamps=stamps,
+                    log=logs / f"worker-{index + 1}.log",
+                )
+            )
+        for proc in procs:
+            if proc.read_line() != "ready":
+                raise ProcessFailed(f"{proc.name} did not get ready{proc.tail()}")
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    return procs
+
+
+def go(procs: list[Proc]) -> float:
+    """Release gated processes together; returns the time of the release."""
+    started = time.time()
+    for proc in procs:
+        proc.send("go")
+    return started
+
+
+def stop_all(procs: list[Proc], timeout: float = 20.0) -> None:
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.stop(timeout)

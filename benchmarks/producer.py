@@ -1,0 +1,83 @@
+"""A producer process: queues ``add`` jobs, one per transaction.
+
+``python -m benchmarks.producer --db URI --out FILE --count N --tag A``
+opens the database, prints ``ready``, waits for a line on its standard
+input, then queues ``add(A, i)`` for i in 0..N-1, each in its own committed
+transaction: every ``--interval`` seconds (W2), or as fast as it can (W5,
+no interval). A ConflictError at commit is counted, and the job queued
+again in a new transaction. Writes to FILE a JSON object: ``commits``, the
+time each commit returned (``time.time()``, by i), ``conflicts`` and
+``kinds`` (how many conflicts each error type and object class had).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import transaction
+from ZODB.POSException import ConflictError
+
+from benchmarks.jobs import add
+
+
+def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
+    import zasync
+
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    commits: list[float] = []
+    conflicts = 0
+    kinds: dict[str, int] = {}
+    began = time.time()
+    try:
+        for i in range(count):
+            if interval:
+                delay = began + i * interval - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            while True:
+                tm.begin()
+                conn.root()[zasync.KEY][""].put(zasync.Job(add, tag, i))
+                try:
+                    tm.commit()
+                except ConflictError as e:
+                    tm.abort()
+                    conflicts += 1
+                    what = f"{type(e).__name__} on {e.get_class_name()}"
+                    kinds[what] = kinds.get(what, 0) + 1
+                    continue
+                commits.append(time.time())
+                break
+    finally:
+        conn.close()
+    return {"began": began, "commits": commits, "conflicts": conflicts, "kinds": kinds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.producer")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--tag", type=int, default=0)
+    parser.add_argument("--interval", type=float, default=None)
+    args = parser.parse_args(argv)
+
+    from zasync.storage import open_db
+
+    db = open_db(args.db)
+    print("ready", flush=True)
+    if not sys.stdin.readline():
+        return 1
+    result = produce(db, count=args.count, tag=args.tag, interval=args.interval)
+    db.close()
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

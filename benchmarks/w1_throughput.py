@@ -1,0 +1,119 @@
+"""W1 throughput: queue the jobs first (batches of 100 per transaction),
+then start the workers and time from their start until the last job is
+COMPLETED. Also the storage's growth per job, for queueing and for running,
+and (file-based storages) the transactions the workers committed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from benchmarks import procs
+from benchmarks.context import Context, Watcher, enqueue, open_installed
+from benchmarks.setups import store_for
+from benchmarks.stamps import StampReader
+
+#: letter -> (label, storage kind, worker processes)
+SETUPS = {
+    "a": ("a FileStorage, 1 process", "file", 1),
+    "b": ("b ZEO, 1 worker", "zeo", 1),
+    "c": ("c ZEO, 2 workers", "zeo", 2),
+    "d": ("d RelStorage, 1 worker", "relstorage", 1),
+    "e": ("e ZEO, 4 workers", "zeo", 4),
+}
+
+
+def run(ctx: Context) -> None:
+    p = ctx.params
+    for letter, (label, kind, workers) in SETUPS.items():
+        if not ctx.wants(letter):
+            continue
+        with ctx.setup("W1", label):
+            for index in range(p.runs):
+                once = _inproc if kind == "file" else _processes
+                figures = once(ctx, kind, workers)
+                for metric, unit, value in figures:
+                    ctx.results.add("W1", label, metric, unit, value)
+                ctx.progress(
+                    f"W1 {label} run {index + 1}/{p.runs}: {figures[0][2]:,.0f} jobs/s"
+                )
+            ctx.results.extra.setdefault("w1", {})[letter] = ctx.results.figure(
+                "W1", label, "throughput", "jobs/s"
+            ).samples
+
+
+def _figures(jobs, seconds, enq, ran, txns, first):
+    figures = [
+        ("throughput", "jobs/s", jobs / seconds),
+        ("start to first job started", "s", first),
+        ("growth per queued job", "bytes", enq / jobs),
+        ("growth per executed job", "bytes", ran / jobs),
+    ]
+    if txns is not None:
+        figures.append(("worker transactions per 1,000 jobs", "", txns * 1000 / jobs))
+    return figures
+
+
+def _inproc(ctx: Context, kind: str, workers: int):
+    """Setup (a): the worker runs in the process that holds the FileStorage."""
+    jobs = ctx.params.w1_jobs
+    work = ctx.scratch("w1-file")
+    with store_for("file", work) as store:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.inproc", "w1", "--db", store.uri]
+            + ["--jobs", str(jobs)],
+            cwd=procs.ROOT,
+            env=procs.bench_env(work / "stamps"),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if out.returncode:
+            raise RuntimeError(f"benchmarks.inproc failed: {out.stderr[-2000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        if result["done"] < jobs:
+            raise RuntimeError(f"only {result['done']} of {jobs} jobs finished")
+        txns = store.transactions_since(result["enqueue_end"])
+    first = min(s.time for s in StampReader(work / "stamps").all())
+    return _figures(
+        jobs,
+        result["seconds"],
+        result["enqueue_bytes"],
+        result["run_bytes"],
+        txns,
+        first - result["started"],
+    )
+
+
+def _processes(ctx: Context, kind: str, workers: int):
+    p = ctx.params
+    work = ctx.scratch(f"w1-{kind}-{workers}")
+    stamps = StampReader(work / "stamps")
+    with store_for(kind, work / "server") as store:
+        db = open_installed(store.uri)
+        watcher = Watcher(db)
+        try:
+            size0 = store.size()
+            enqueue(db, p.w1_jobs, batch=p.w1_batch)
+            size1 = store.size()
+            position = store.end() if store.data_path else None
+            group = procs.gated_workers(
+                store.uri, workers, stamps=work / "stamps", logs=work / "logs"
+            )
+            try:
+                started = procs.go(group)
+                ended = watcher.wait_completed(
+                    stamps, p.w1_jobs, timeout=900, workers=group
+                )
+                size2 = store.size()
+            finally:
+                procs.stop_all(group)
+            txns = store.transactions_since(position) if position else None
+        finally:
+            watcher.close()
+            db.close()
+    first = min(s.time for s in stamps.all())
+    return _figures(
+        p.w1_jobs, ended - started, size1 - size0, size2 - size1, txns, first - started
+    )

@@ -1,0 +1,111 @@
+"""W2 latency: with the workers idle and running, a producer queues one job
+every 20 ms, each in its own committed transaction; latency is the job's
+start stamp minus the time the producer's commit returned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from benchmarks import procs
+from benchmarks.context import Context, Watcher, open_installed, percentile
+from benchmarks.setups import store_for
+from benchmarks.stamps import StampReader, first_starts
+from benchmarks.w1_throughput import SETUPS
+
+LETTERS = "abcd"
+
+
+def run(ctx: Context) -> None:
+    p = ctx.params
+    for letter in LETTERS:
+        label, kind, workers = SETUPS[letter]
+        if not ctx.wants(letter):
+            continue
+        with ctx.setup("W2", label):
+            pooled: list[float] = []
+            for index in range(p.runs):
+                once = _inproc if kind == "file" else _processes
+                commits, starts = once(ctx, kind, workers)
+                latencies = _latencies(commits, starts)
+                pooled.extend(latencies)
+                for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
+                    ctx.results.add("W2", label, name, "ms", percentile(latencies, q))
+                ctx.progress(
+                    f"W2 {label} run {index + 1}/{p.runs}: p50 "
+                    f"{percentile(latencies, 50):.2f} ms, p99 "
+                    f"{percentile(latencies, 99):.2f} ms"
+                )
+            ctx.results.extra.setdefault("w2", {})[label] = pooled
+
+
+def _latencies(commits: list[float], starts: dict) -> list[float]:
+    missing = [i for i in range(len(commits)) if (0, i) not in starts]
+    if missing:
+        raise RuntimeError(f"{len(missing)} jobs never started (first: {missing[0]})")
+    return [(starts[(0, i)] - t) * 1000 for i, t in enumerate(commits)]
+
+
+def _inproc(ctx: Context, kind: str, workers: int):
+    p = ctx.params
+    work = ctx.scratch("w2-file")
+    with store_for("file", work) as store:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.inproc", "w2", "--db", store.uri]
+            + ["--jobs", str(p.w2_jobs), "--interval", str(p.w2_interval)],
+            cwd=procs.ROOT,
+            env=procs.bench_env(work / "stamps"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if out.returncode:
+            raise RuntimeError(f"benchmarks.inproc failed: {out.stderr[-2000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["commits"], first_starts(StampReader(work / "stamps").all())
+
+
+def _processes(ctx: Context, kind: str, workers: int):
+    p = ctx.params
+    work = ctx.scratch(f"w2-{kind}-{workers}")
+    stamps = StampReader(work / "stamps")
+    with store_for(kind, work / "server") as store:
+        db = open_installed(store.uri)
+        watcher = Watcher(db)
+        group = []
+        try:
+            for index in range(workers):
+                group.append(
+                    procs.cli_worker(
+                        store.uri,
+                        stamps=work / "stamps",
+                        log=work / "logs" / f"worker-{index + 1}.log",
+                        name=f"worker {index + 1}",
+                    )
+                )
+            time.sleep(1.0)  # idle and running
+            out = work / "producer.json"
+            producer = procs.Proc(
+                "producer",
+                [sys.executable, "-m", "benchmarks.producer", "--db", store.uri]
+                + ["--out", str(out), "--count", str(p.w2_jobs)]
+                + ["--interval", str(p.w2_interval)],
+                stamps=work / "stamps",
+                log=work / "logs" / "producer.log",
+            )
+            try:
+                if producer.read_line() != "ready":
+                    raise procs.ProcessFailed(f"producer not ready{producer.tail()}")
+                producer.send("go")
+                producer.read_line(timeout=p.w2_jobs * p.w2_interval + 120)
+            finally:
+                producer.stop()
+            watcher.wait_completed(stamps, p.w2_jobs, timeout=60, workers=group)
+        finally:
+            procs.stop_all(group)
+            watcher.close()
+            db.close()
+    commits = json.loads(out.read_text())["commits"]
+    return commits, first_starts(stamps.all())
