@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from zasync import local
+from zasync.retry import RetryPolicy
 
 
 def _stamp(path: str, tag: str = "") -> None:
@@ -86,6 +87,12 @@ def error_type(failure) -> str:
 def total(*jobs) -> int:
     """A composite's postprocess: the sum of its jobs' results."""
     return sum(job.result for job in jobs)
+
+
+class NoConflictRetries(RetryPolicy):
+    """Gives up on the first ConflictError (or disconnection) at commit."""
+
+    max_conflicts = 0
 
 
 # -- reading the stamp file -------------------------------------------------

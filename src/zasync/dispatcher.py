@@ -325,6 +325,7 @@ class Dispatcher:
                         runner.tm.abort()
                     except Exception:
                         log.debug("abort failed", exc_info=True)
+                    self._put_back(runner)
                 with self._lock:
                     self._busy.pop(runner.index, None)
                     if not self._stopping.is_set():
@@ -333,6 +334,42 @@ class Dispatcher:
                 self._wake.set()
         finally:
             runner.close()
+
+    def _put_back(self, runner: SlotRunner) -> None:
+        """Requeue (or fail, per their policies) the jobs a failed batch left
+        in the thread's slot, as recovery would after a crash: this live
+        worker renews its lease, so nobody else would ever rescue them.
+        Tries again until it works (the storage may be away) or the
+        dispatcher stops; then they are left to recovery."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                for attempt in runner.tm.attempts(5):
+                    with attempt:
+                        outcomes = recover_slot(
+                            runner._slot(runner.conn),
+                            why="its worker thread failed running it",
+                        )
+            except Exception as e:
+                log.warning(
+                    "could not put back the jobs of worker thread %d yet (%s: %s); "
+                    "trying again in %.1f s",
+                    runner.index,
+                    type(e).__name__,
+                    e,
+                    delay,
+                )
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            for job, outcome in outcomes:
+                log.warning(
+                    "job %s put back after its worker thread failed: %s",
+                    job.id,
+                    outcome,
+                    extra={"action": "recover", "job_id": job.id},
+                )
+            return
 
     def _job_finished(self) -> None:
         with completed:
@@ -364,6 +401,20 @@ class Dispatcher:
                 if clock >= next_maintenance:
                     maintenance.run(self)
                     next_maintenance = clock + self.maintenance_interval
+            except TransientError as e:
+                # A conflict, or the storage is away (ZEO's ClientDisconnected):
+                # one line, not a traceback each round until it is back.
+                log.warning(
+                    "dispatcher %s: %s: %s; going on",
+                    self.uuid,
+                    type(e).__name__,
+                    e,
+                )
+                try:
+                    self._tm.abort()
+                except Exception:
+                    log.debug("abort failed", exc_info=True)
+                self._stopping.wait(0.5)
             except Exception:
                 log.exception("dispatcher %s loop error; going on", self.uuid)
                 try:
