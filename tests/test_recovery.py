@@ -97,3 +97,26 @@ def test_clean_stop_then_restart_runs_what_was_left(queue, start_dispatcher):
     commit()
     start_dispatcher(uuid=name)
     assert wait_for_result(job) == 5
+
+
+def test_a_thread_left_running_by_stop_runs_nothing_more(queue, start_dispatcher):
+    """stop(timeout) cannot kill a thread stuck in a job. When that job
+    returns, the thread must not go on with the rest of its batch: a restart
+    under the same UUID recovered it and runs it in the same slot."""
+    name = str(uuid.uuid4())
+    first = start_dispatcher(uuid=name, threads=1)
+    first._runners[0].batch_limit = 2  # the next claim takes both jobs
+    a = queue.put(Job(jobfuncs.wait_first_time, "a"))
+    b = queue.put(Job(jobfuncs.wait_first_time, "b"))
+    commit()
+    assert jobfuncs.gate("a-started").wait(10)
+    assert first.stop(0.1) is False
+    start_dispatcher(uuid=name, threads=1)
+    assert wait_for_result(a) == 2
+    assert jobfuncs.gate("b-started").wait(10)  # the new thread runs b
+    jobfuncs.gate("a").set()  # the abandoned thread gets its job back
+    first._threads[0].join(10)
+    assert not first._threads[0].is_alive()
+    jobfuncs.gate("b").set()
+    assert wait_for_result(b) == 1
+    assert jobfuncs.calls["b"] == 1

@@ -139,6 +139,8 @@ class SlotRunner:
         total_start = time.monotonic()
         count = len(pending)
         while pending:
+            if self._abandoned(pending):
+                return
             started = time.monotonic()
             chunk: list[int] = []
             outcomes: list[tuple[Job, str]] = []
@@ -147,6 +149,8 @@ class SlotRunner:
             try:
                 slot = self._slot(self.conn)
                 for oid in pending:
+                    if chunk and self.dispatcher.dead:
+                        break  # commit what ran; leave the rest (_abandoned)
                     job = self._load(oid)
                     try:
                         self._run_in_slot(job, slot, outcomes, first=not chunk)
@@ -189,6 +193,21 @@ class SlotRunner:
         elapsed = time.monotonic() - total_start
         self._adapt(count, elapsed)
 
+    def _abandoned(self, oids: list[int]) -> bool:
+        """True when stop() gave up waiting for this thread: the jobs it
+        still holds are recovered (maybe by a new dispatcher under the same
+        UUID, which runs them in a slot of the same index), so it must not
+        start them."""
+        if not self.dispatcher.dead:
+            return False
+        log.warning(
+            "worker thread %d of stopped dispatcher %s leaves %d job(s) to recovery",
+            self.index,
+            self.dispatcher.uuid,
+            len(oids),
+        )
+        return True
+
     def _adapt(self, count: int, elapsed: float) -> None:
         # Claim as many jobs as this thread can run in about one batch
         # period: short jobs are batched, long ones are claimed one by one so
@@ -207,6 +226,8 @@ class SlotRunner:
         """Run one job in transactions of its own until it is settled."""
         conflicts = 0
         while True:
+            if self._abandoned([oid]):
+                return []
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
             self._reusable = None
@@ -480,6 +501,8 @@ class SlotRunner:
         of its own; the last one also completes the job."""
         tried: set[int] = set()
         while True:
+            if self._abandoned([oid]):
+                return
             self.tm.begin()
             job = self._load(oid)
             pending = job._pending_callbacks()
