@@ -1,7 +1,7 @@
 """zasync.dispatcher.Dispatcher serving a FileStorage database with real
 threads: life cycle and get(), wake-ups on commit, claims of several jobs
 per transaction, quotas across workers, begin_after, and producers in
-several threads while it consumes. (tests/test_dispatcher.py covers the
+several threads while it consumes. (tests/test_dispatcher_loop.py covers the
 loop's start-up and lease renewal.)"""
 
 from __future__ import annotations
