@@ -23,6 +23,27 @@ from ZODB.POSException import ConflictError
 from benchmarks.jobs import add
 
 
+def _class_of(conn, tm, error: ConflictError) -> str:
+    """The class of the object a conflict names (a ReadConflictError from
+    the ZEO server names only its oid)."""
+    if not error.oid:
+        return "?"
+    tm.begin()
+    try:
+        import zasync
+
+        obj = conn.get(error.oid)
+        name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        for queue in conn.root()[zasync.KEY].values():
+            if any(shard._p_oid == error.oid for shard in queue._shards):
+                name += " (a shard of the queue)"
+        return name
+    except Exception:
+        return "?"
+    finally:
+        tm.abort()
+
+
 def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
     import zasync
 
@@ -46,7 +67,7 @@ def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
                 except ConflictError as e:
                     tm.abort()
                     conflicts += 1
-                    what = f"{type(e).__name__} on {e.get_class_name()}"
+                    what = f"{type(e).__name__} on {_class_of(conn, tm, e)}"
                     kinds[what] = kinds.get(what, 0) + 1
                     continue
                 commits.append(time.time())
