@@ -221,6 +221,9 @@ def test_jobs_run_only_while_each_of_their_quotas_has_room(queue, start_dispatch
         wait_for_result(job, 20)
     assert _overlaps(twos + both) <= 2
     assert _overlaps(both) <= 1
+    # Releasing a quota in the job's transaction merges with claims taking
+    # it: no job runs again for a conflict on the quota (up to 7 runs each).
+    assert set(jobfuncs.calls.values()) == {1}
     assert len(queue.quotas["two"]) == len(queue.quotas["one"]) == 0
 
 

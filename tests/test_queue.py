@@ -3,6 +3,7 @@ quotas, and producers in several threads at once."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 
@@ -262,6 +263,74 @@ def test_put_refuses_a_quota_the_queue_lacks_saying_how_to_make_it(queue):
         queue.put(job)
     queue.quotas.create("yes")
     assert queue.put(Job(jobfuncs.noop), quota_names=("yes",)).quota_names == ("yes",)
+
+
+def _quota_commits(db, *changes):
+    """Apply each change to the quota 'q' in a connection of its own, all
+    from the same starting state, committing in order; return the errors."""
+    errors = []
+    with contextlib.ExitStack() as stack:
+        views = [stack.enter_context(other_connection(db)) for _ in changes]
+        quotas = [conn.root()[KEY][""].quotas["q"] for conn, _tm in views]
+        for quota in quotas:
+            len(quota)  # load every view before any commit
+        for (_conn, tm), quota, change in zip(views, quotas, changes, strict=True):
+            change(quota)
+            try:
+                tm.commit()
+            except ConflictError as e:
+                tm.abort()
+                errors.append(e)
+    return errors
+
+
+@pytest.fixture
+def quota_q(zasync_db):
+    with other_connection(zasync_db) as (conn, tm):
+        quota = conn.root()[KEY][""].quotas.create("q", size=2)
+        quota._add(b"held")
+        tm.commit()
+    return lambda: read_quota(zasync_db)
+
+
+def read_quota(db):
+    with other_connection(db) as (conn, _tm):
+        quota = conn.root()[KEY][""].quotas["q"]
+        return sorted(quota._active), quota.size
+
+
+def test_a_release_merges_with_a_claim(zasync_db, quota_q):
+    errors = _quota_commits(
+        zasync_db, lambda q: q._add(b"new"), lambda q: q._discard(b"held")
+    )
+    assert errors == []
+    assert quota_q() == ([b"new"], 2)
+
+
+def test_two_claims_merge_only_within_the_size(zasync_db, quota_q):
+    errors = _quota_commits(
+        zasync_db, lambda q: q._add(b"one"), lambda q: q._add(b"two")
+    )
+    assert len(errors) == 1  # three holders would exceed size 2
+    assert quota_q() == ([b"held", b"one"], 2)
+    _quota_commits(zasync_db, lambda q: q._discard(b"one"))
+    _quota_commits(zasync_db, lambda q: q._discard(b"held"))
+    errors = _quota_commits(zasync_db, lambda q: q._add(b"a"), lambda q: q._add(b"b"))
+    assert errors == []
+    assert quota_q() == ([b"a", b"b"], 2)
+
+
+def test_a_size_change_merges_with_a_release_not_with_another_size(zasync_db, quota_q):
+    def resize(size):
+        def change(quota):
+            quota.size = size
+
+        return change
+
+    assert _quota_commits(zasync_db, resize(5), lambda q: q._discard(b"held")) == []
+    assert quota_q() == ([], 5)
+    assert len(_quota_commits(zasync_db, resize(3), resize(4))) == 1
+    assert quota_q() == ([], 3)
 
 
 # -- producers in several threads ---------------------------------------------

@@ -93,9 +93,11 @@ class Quota(persistent.Persistent):
     """At most ``size`` jobs naming this quota run at once, across all
     workers. Jobs of a full quota wait, in order.
 
-    Deliberately without conflict resolution: two workers that claim for the
-    same quota at once conflict, and one of them claims again, so the size
-    is never exceeded.
+    Concurrent changes are merged only when that cannot exceed the size: a
+    job releasing the quota (in its own transaction) merges with a claim
+    taking it, so the job does not run again for a conflict on this
+    bookkeeping; two claims that would together pass the size conflict, and
+    one of them claims again.
     """
 
     name: str = ""
@@ -122,6 +124,28 @@ class Quota(persistent.Persistent):
 
     def __repr__(self) -> str:
         return f"<zasync.Quota {self.name!r} {len(self._active)}/{self.size}>"
+
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:
+        from ZODB.POSException import ConflictError
+
+        merged = dict(committed)
+        for name in ("name", "size"):
+            mine, theirs = new.get(name), committed.get(name)
+            if mine != theirs:
+                if theirs != old.get(name) and mine != old.get(name):
+                    raise ConflictError(f"quota {name} changed twice")
+                merged[name] = mine if theirs == old.get(name) else theirs
+        before = old.get("_active", ())
+        ours, theirs = new.get("_active", ()), committed.get("_active", ())
+        added = [oid for oid in ours if oid not in before]
+        removed = {oid for oid in before if oid not in ours}
+        active = [oid for oid in theirs if oid not in removed]
+        active += [oid for oid in added if oid not in active]
+        size = merged.get("size", type(self).size)
+        if added and len(active) > size and any(o not in before for o in theirs):
+            raise ConflictError("two claims would exceed the quota together")
+        merged["_active"] = tuple(active)
+        return merged
 
 
 def _check_size(name: str, size: Any) -> int:
