@@ -71,12 +71,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: commands that run for a while and say what they do; the others log only
+#: warnings, so that their output (and a one-line error) stands alone
+LONG_RUNNING = ("worker", "demo")
+
+
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         default=os.environ.get("ZASYNC_DB"),
         metavar="URI",
         help="the database (default: $ZASYNC_DB)",
+    )
+    # Also accepted after the command; SUPPRESS keeps one given before it.
+    parser.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=LOG_LEVELS,
+        help=argparse.SUPPRESS,
     )
 
 
@@ -88,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "--log-level",
+        default=None,
+        choices=LOG_LEVELS,
+        help="default: INFO for worker and demo, WARNING for the others",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -208,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.db is None:
         parser.error(f"{args.command}: --db is required (or set ZASYNC_DB)")
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(
+            logging,
+            args.log_level or ("INFO" if args.command in LONG_RUNNING else "WARNING"),
+        ),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     from zasync.storage import StorageError
@@ -224,8 +243,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _open(args):
-    from zasync.storage import open_db
+    from zasync.storage import StorageError, open_db, parse_uri
 
+    spec = parse_uri(args.db)
+    if (
+        spec.kind == "file"
+        and args.command not in LONG_RUNNING
+        and not os.path.exists(spec.path)
+    ):
+        # Opening would create an empty database where a typo pointed.
+        raise StorageError(
+            f"cannot open {spec.display}: no such file; check the path (a "
+            f"worker creates the database on its first start)",
+            uri=spec.display,
+        )
     return open_db(args.db)
 
 
