@@ -117,6 +117,10 @@ def start_dispatcher(zasync_db) -> Iterator[object]:
     for dispatcher in started:
         if not dispatcher.dead:
             dispatcher.stop(10)
+        # Threads a stop(timeout) gave up on finish before the database
+        # closes.
+        for thread in dispatcher._threads:
+            thread.join(10)
 
 
 @pytest.fixture
