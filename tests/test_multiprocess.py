@@ -224,6 +224,50 @@ def test_producer_processes_rarely_conflict(zeo_server, client, workers, stamps)
     assert rate < 0.05
 
 
+PRODUCER_WITH_A_LOCAL_FUNCTION = """
+import sys
+from zasync.interfaces import KEY
+from zasync.job import Job
+from zasync.storage import open_db
+
+def defined_here():
+    return 1
+
+db = open_db(sys.argv[1])
+with db.transaction() as conn:
+    job = conn.root()[KEY][""].put(Job(defined_here))
+print(job.id)
+"""
+
+
+def test_a_job_the_workers_cannot_import_fails_and_blocks_nothing(
+    zeo_server, client, workers
+):
+    worker = workers(zeo_server.uri).start()
+    produced = subprocess.run(
+        [sys.executable, "-c", PRODUCER_WITH_A_LOCAL_FUNCTION, zeo_server.uri],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=True,
+    )
+    bad = produced.stdout.strip()
+    good, _ = client.put(3)
+    client.wait_completed([bad, *good], 20)
+    states = client.jobs([bad, *good])
+    failure = states[bad][1]
+    assert failure.check(ImportError)
+    assert "__main__.defined_here cannot be imported in the worker" in str(
+        failure.getErrorMessage()
+    )
+    assert [states[i][1] for i in good] == [0, 1, 2]
+    client.tm.begin()
+    assert find_job(client.conn, bad).callable_name == "__main__.defined_here"
+    client.tm.abort()
+    assert "loop error" not in worker.log()
+
+
 # -- crashes -----------------------------------------------------------------
 
 

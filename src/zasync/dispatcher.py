@@ -24,6 +24,7 @@ import transaction
 from transaction.interfaces import TransientError
 
 from zasync import maintenance
+from zasync.broken import replace_unimportable
 from zasync.claim import claim
 from zasync.executor import SlotRunner, close_connection
 from zasync.interfaces import KEY, ConfigurationError, WorkerError
@@ -451,6 +452,9 @@ class Dispatcher:
             taken = claim(
                 served, slots=slots, worker=self.uuid, now_us=now_us, start_time=now_dt
             )
+            for jobs in taken.values():
+                for job in jobs:
+                    self._check_importable(job)
             with self._lock:
                 busy = bool(self._busy)
             if taken or busy:
@@ -471,6 +475,18 @@ class Dispatcher:
                 self._busy[index] = time.time()
             self._inboxes[index].put(oids)
         return next_due
+
+    def _check_importable(self, job) -> None:
+        # A callable this process cannot import would make the claim
+        # unstorable, and stop this worker from claiming anything.
+        name = replace_unimportable(job)
+        if name is not None:
+            log.error(
+                "job %s calls %s, which this worker cannot import: it will fail",
+                job.id,
+                name,
+                extra={"action": "claim", "job_id": job.id, "callable": name},
+            )
 
     def _extend_lease(self, record) -> None:
         heartbeat = record.heartbeat
