@@ -399,7 +399,7 @@ def test_sigterm_lets_the_running_job_finish(zeo_server, client, workers, stamps
     assert worker.wait(20) == 0, worker.log()
     assert client.completed([job_id])
     log = worker.log()
-    assert "stopping: waiting up to 20 s for running jobs" in log
+    assert "SIGTERM received: stopping; waiting up to 20 s for running jobs" in log
     assert "stopped" in log.splitlines()[-1]
     assert_clean(worker)
 
@@ -412,8 +412,10 @@ def test_a_job_outliving_the_stop_timeout_is_recovered_after_restart(
     (job_id,), _ = client.put(1, 3)
     wait_until(lambda: started_by(worker, stamps), 20)
     worker.signal(signal.SIGTERM)
-    assert worker.wait(20) != 0
-    assert "will be recovered" in worker.log()
+    assert worker.wait(20) == 1
+    log = worker.log()
+    assert "waiting up to 0.5 s" in log
+    assert "exiting with code 1: jobs still running after --stop-timeout 0.5 s" in log
     ((status, _, _),) = client.jobs([job_id]).values()
     assert status == ACTIVE
     worker.start()

@@ -314,10 +314,23 @@ def cmd_worker(args, parser) -> int:
     )
     while not stopping.wait(1.0):
         pass
-    log.info("stopping: waiting up to %.0f s for running jobs", args.stop_timeout)
+    log.info(
+        "%s received: stopping; waiting up to %g s for running jobs",
+        signal.Signals(interrupts[0]).name,
+        args.stop_timeout,
+    )
     clean = dispatcher.stop(args.stop_timeout)
     db.close()
-    return EXIT_OK if clean else EXIT_ERROR
+    if not clean:
+        log.warning(
+            "exiting with code %d: jobs still running after --stop-timeout %g s "
+            "are left to recovery (this worker's next start, or another worker "
+            "when the lease ends)",
+            EXIT_ERROR,
+            args.stop_timeout,
+        )
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def cmd_status(args, parser) -> int:
