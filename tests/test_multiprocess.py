@@ -28,7 +28,7 @@ from ZEO.Exceptions import ClientDisconnected
 from zasync.admin import find_job
 from zasync.interfaces import ACTIVE, COMPLETED, KEY
 from zasync.job import Job
-from zasync.queue import install
+from zasync.queue import Queue, install
 from zasync.storage import open_db
 
 pytestmark = pytest.mark.zeo
@@ -50,7 +50,13 @@ class Client:
         self.stamps = str(stamps)
 
     def put(
-        self, count: int, seconds: float = 0.0, *, per_commit: int = 1, policy=None
+        self,
+        count: int,
+        seconds: float = 0.0,
+        *,
+        per_commit: int = 1,
+        policy=None,
+        queue: str = "",
     ):
         """Queue ``count`` jobs that sleep ``seconds``; return their ids and
         the time each commit returned."""
@@ -59,9 +65,9 @@ class Client:
             batch = min(per_commit, count - len(ids))
             for attempt in self.tm.attempts(10):
                 with attempt:
-                    queue = self.conn.root()[KEY][""]
+                    into = self.conn.root()[KEY][queue]
                     jobs = [
-                        queue.put(
+                        into.put(
                             Job(mp_jobs.work, self.stamps, seconds, i),
                             retry_policy_factory=policy,
                         )
@@ -426,19 +432,19 @@ def test_a_job_outliving_the_stop_timeout_is_recovered_after_restart(
 # -- wake-ups and idle cost --------------------------------------------------
 
 
-def _latencies(client: Client, count: int = 20) -> list[float]:
+def _latencies(client: Client, count: int = 20, queue: str = "") -> list[float]:
     latencies = []
     for _ in range(count):
-        (job_id,), (committed,) = client.put(1)
+        (job_id,), (committed,) = client.put(1, queue=queue)
         client.wait_completed([job_id], 10)
         ((_, _, started),) = client.jobs([job_id]).values()
         latencies.append(started.timestamp() - committed)
     return latencies
 
 
-def _check_wakeups(client: Client, label: str) -> None:
-    _latencies(client, 2)  # warm up
-    latencies = _latencies(client)
+def _check_wakeups(client: Client, label: str, queue: str = "") -> None:
+    _latencies(client, 2, queue)  # warm up
+    latencies = _latencies(client, 20, queue)
     median = statistics.median(latencies)
     print(
         f"\n{label} wake-up latency over {len(latencies)} jobs: median "
@@ -451,6 +457,10 @@ def _check_wakeups(client: Client, label: str) -> None:
 def test_a_worker_on_zeo_wakes_on_the_commit(zeo_server, client, workers):
     worker = workers(zeo_server.uri, args=["--poll-interval", "1"]).start()
     _check_wakeups(client, "ZEO")
+    # A queue added after the worker started is watched too.
+    with client.tm:
+        client.conn.root()[KEY]["later"] = Queue()
+    _check_wakeups(client, "ZEO, a queue added later,", queue="later")
     assert_clean(worker)
 
 

@@ -123,6 +123,8 @@ class Dispatcher:
         self._loop_thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self._record_oid = None
+        self._watched: set = set()
+        self._watched_count = -1
         self._live_written = False
         self.activated: float | None = None
         self.jobs_run = 0
@@ -211,8 +213,7 @@ class Dispatcher:
         LISTEN/NOTIFY); otherwise poll every ``poll_interval``."""
         from zasync import wakeup
 
-        self._watched = {queue._length._p_oid for queue in queues.values()}
-        self._watched.add(queues._queues._p_oid)
+        self._watch(queues)
         notifying = wakeup.find_notifying(self.db.storage)
         self._notifying = notifying
         self._listener = None
@@ -233,6 +234,15 @@ class Dispatcher:
                 self.uuid,
                 self.poll_interval,
             )
+
+    def _watch(self, queues) -> None:
+        """Watch the job counters of the queues there are now, and the
+        container of queues (a queue added wakes the loop, which calls this
+        again)."""
+        watched = {queue._length._p_oid for queue in queues.values()}
+        watched.add(queues._queues._p_oid)
+        self._watched = watched
+        self._watched_count = len(queues)
 
     def _on_invalidation(self, oids) -> None:
         if oids is None or not self._watched.isdisjoint(oids):
@@ -436,6 +446,8 @@ class Dispatcher:
             idle = sorted(self._idle)
         self._tm.begin()
         queues = self._conn.root()[KEY]
+        if len(queues) != self._watched_count:
+            self._watch(queues)
         served = self._served_queues(queues)
         if not idle or not any(len(q) for q in served):
             next_due = _next_due(served)
