@@ -31,10 +31,9 @@ def load_or_create(path: str) -> str:
         with open(path, encoding="ascii") as f:
             text = f.read()
     except FileNotFoundError:
-        value = str(uuid.uuid4())
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "x", encoding="ascii") as f:
-            f.write(value + "\n")
+        value = _create(path)
+        if value is None:  # another process made it first: use theirs
+            return load_or_create(path)
         return value
     except UnicodeDecodeError:
         text = ""
@@ -49,6 +48,32 @@ def load_or_create(path: str) -> str:
         f"the worker UUID file {path} does not hold a UUID: delete it to have "
         f"a new one made, or write one UUID in it"
     )
+
+
+def _create(path: str) -> str | None:
+    """Write a new UUID to ``path`` whole, or return None if the file exists
+    already. The UUID is written to a file of this process first and linked
+    into place, so that a worker starting at the same moment never reads a
+    half-written file."""
+    value = str(uuid.uuid4())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    draft = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(draft, "x", encoding="ascii") as f:
+        f.write(value + "\n")
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return None
+    except OSError:
+        # A filesystem without hard links: write in place (not atomic).
+        try:
+            with open(path, "x", encoding="ascii") as f:
+                f.write(value + "\n")
+        except FileExistsError:
+            return None
+    finally:
+        os.unlink(draft)
+    return value
 
 
 def worker_uuid(path: str | None = None, environ=os.environ) -> str:
