@@ -62,12 +62,14 @@ def clean_handlers():
 
     funcs.results = []
     gsm = getGlobalSiteManager()
-    before = set(gsm.registeredHandlers())
+
+    def handlers():
+        return {(r.factory, r.required, r.name) for r in gsm.registeredHandlers()}
+
+    before = handlers()
     yield
-    for registration in set(gsm.registeredHandlers()) - before:
-        gsm.unregisterHandler(
-            registration.factory, registration.required, registration.name
-        )
+    for factory, required, name in handlers() - before:
+        gsm.unregisterHandler(factory, required, name)
     transaction.abort()
 
 

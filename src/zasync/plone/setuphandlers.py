@@ -58,10 +58,10 @@ def post_uninstall(setup_tool: Any) -> None:
 _WATCHED = {settings.record_name("queues"), settings.record_name("quotas")}
 
 
-def registry_changed(record: Any, event: Any) -> None:
+def registry_changed(settings_proxy: Any, event: Any) -> None:
     """A ``zasync.plone.queues`` or ``.quotas`` record changed: create the
     queues and quotas it names, in the same transaction."""
-    if getattr(record, "__name__", None) not in _WATCHED:
+    if getattr(event.record, "__name__", None) not in _WATCHED:
         return
     from zope.component.hooks import getSite
 
