@@ -78,6 +78,12 @@ def test_seed_user_documentation(functional, clean_handlers):
     run_markdown(DOCS / "seed.md", {"layer": functional})
 
 
+def test_plone_user_documentation(functional, clean_handlers):
+    """docs/plone.md: basic use, batches, security, callbacks and events,
+    delays, configuration, deployment."""
+    run_markdown(DOCS / "plone.md", {"layer": functional})
+
+
 def test_markdown_outside_pycon_is_ignored():
     text = "intro\n```python\n>>> 1\n2\n```\n```pycon\n>>> 1 + 1\n2\n\n```\n"
     test = doctest.DocTestParser().get_doctest(doctest_source(text), {}, "t", "t.md", 0)
