@@ -49,7 +49,7 @@ def notify_finished(origin: Any, job: Any, result: Any) -> Any:
 
     notified = False
     try:
-        with plone_environment(_connection(), origin, as_user=False):
+        with plone_environment(_connection(), origin=origin, as_user=False):
             notified = True
             notify(event)
     except PloneJobError as e:

@@ -36,7 +36,7 @@ def make_request() -> HTTPRequest:
     return request
 
 
-def wrap_in_request(app: Any, request: HTTPRequest) -> Any:
+def wrap_in_request(app: Any, *, request: HTTPRequest) -> Any:
     """``app`` wrapped so that ``REQUEST`` can be acquired from it."""
     return app.__of__(RequestContainer(REQUEST=request))
 
@@ -54,7 +54,7 @@ def check_public_url(url: str) -> tuple[str, str, int | None, list[str]]:
     return parts.scheme, parts.hostname, parts.port, segments
 
 
-def publish_site_at(request: HTTPRequest, app: Any, site: Any, url: str) -> None:
+def publish_site_at(request: HTTPRequest, *, app: Any, site: Any, url: str) -> None:
     """Set up ``request`` so that ``site.absolute_url() == url`` (virtual
     hosting, as ``/VirtualHostBase/<scheme>/<host:port>/<site path>/
     VirtualHostRoot/<url path>``). The request's PARENTS become
@@ -67,7 +67,7 @@ def publish_site_at(request: HTTPRequest, app: Any, site: Any, url: str) -> None
     request["ACTUAL_URL"] = request["URL"] = url.rstrip("/")
 
 
-def publish_site(request: HTTPRequest, app: Any, site: Any) -> None:
+def publish_site(request: HTTPRequest, *, app: Any, site: Any) -> None:
     """Set up ``request`` for the site without virtual hosting."""
     request["PARENTS"] = [site, app]
     request["ACTUAL_URL"] = request["URL"] = site.absolute_url()

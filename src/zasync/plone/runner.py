@@ -136,7 +136,7 @@ def _site_url(site: Any) -> str | None:
     return url if url.startswith(("http://", "https://")) else None
 
 
-def _find(app: Any, path: tuple, error: type[Exception], what: str) -> Any:
+def _find(app: Any, path: tuple, *, error: type[Exception], what: str) -> Any:
     obj = app.unrestrictedTraverse(path, None)
     # Acquisition could find a namesake further up: insist on the path.
     if obj is None or tuple(obj.getPhysicalPath()) != tuple(path):
@@ -154,7 +154,7 @@ def _main_connection(conn: Any, database: str) -> Any:
 
 
 @contextlib.contextmanager
-def plone_environment(conn: Any, origin: JobOrigin, *, as_user: bool = True):
+def plone_environment(conn: Any, *, origin: JobOrigin, as_user: bool = True):
     """Within the block: the origin's site is the current site, a request
     to it is the current request, the origin's user (anonymous unless
     ``as_user``) the current user; yields the context. ``conn`` is a
@@ -174,21 +174,30 @@ def plone_environment(conn: Any, origin: JobOrigin, *, as_user: bool = True):
                 f"the database {origin.database!r} holds no Zope application, "
                 f"so the site {'/'.join(origin.site_path)} of this job is gone"
             )
-        app = requests.wrap_in_request(app, request)
-        site = _find(app, origin.site_path, SiteNotFoundError, "the Plone site")
+        app = requests.wrap_in_request(app, request=request)
+        site = _find(
+            app, origin.site_path, error=SiteNotFoundError, what="the Plone site"
+        )
         setSite(site)
         setRequest(request)
         url = settings.public_url() or origin.site_url
         if url:
-            requests.publish_site_at(request, app, site, url)
+            requests.publish_site_at(request, app=app, site=site, url=url)
         else:
-            requests.publish_site(request, app, site)
+            requests.publish_site(request, app=app, site=site)
         notify(BeforeTraverseEvent(site, request))
         if as_user:
-            login_again(app, origin.user_folder_path, origin.user_id, request)
+            login_again(
+                app,
+                user_folder_path=origin.user_folder_path,
+                user_id=origin.user_id,
+                request=request,
+            )
         else:
             newSecurityManager(request, nobody)
-        yield _find(app, origin.context_path, ContextNotFoundError, "the context")
+        yield _find(
+            app, origin.context_path, error=ContextNotFoundError, what="the context"
+        )
     finally:
         request.close()
         setSecurityManager(old_security)
@@ -213,7 +222,7 @@ def run_as_user(origin: JobOrigin, func: Any, /, *args: Any, **kwargs: Any) -> A
     ``origin`` (see :func:`plone_environment`) and return its result."""
     from Products.CMFCore.indexing import processQueue
 
-    with plone_environment(_connection(), origin) as context:
+    with plone_environment(_connection(), origin=origin) as context:
         result = func(context, *args, **kwargs)
         # Index now, while the site and the user are set, as a web request
         # would at its commit (the worker commits after we leave).

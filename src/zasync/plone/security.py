@@ -44,7 +44,11 @@ def capture_user() -> tuple[tuple[str, ...] | None, str | None]:
 
 
 def login_again(
-    app: Any, user_folder_path: tuple[str, ...] | None, user_id: str | None, request
+    app: Any,
+    *,
+    user_folder_path: tuple[str, ...] | None,
+    user_id: str | None,
+    request: Any,
 ) -> Any:
     """Make the user found again the current user of this thread; return
     it. Raises UserNotFoundError naming the user or the user folder when

@@ -53,7 +53,7 @@ def public_url() -> str | None:
 
 
 def apply(
-    root: Any, queues: Iterable[str], quotas: Mapping[str, int]
+    root: Any, *, queues: Iterable[str], quotas: Mapping[str, int]
 ) -> tuple[list[str], list[str]]:
     """Make the Queues in ``root`` (a database root) hold the named queues,
     each with the quotas of the given sizes, in the caller's transaction.
@@ -101,4 +101,4 @@ def apply_registry(site: Any) -> tuple[list[str], list[str]]:
     from zasync.plone.location import queues_connection
 
     conn = queues_connection(site._p_jar)
-    return apply(conn.root(), configured_queues(), configured_quotas())
+    return apply(conn.root(), queues=configured_queues(), quotas=configured_quotas())

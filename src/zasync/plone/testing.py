@@ -43,7 +43,7 @@ TEST_FOLDER_ID = "test-folder"
 WORKFLOW = "simple_publication_workflow"
 
 
-def start_dispatcher(db: Any, uuid: str | None = None, threads: int = 1, **kw: Any):
+def start_dispatcher(db: Any, *, uuid: str | None = None, threads: int = 1, **kw: Any):
     """A started Dispatcher on ``db`` with test-friendly settings (a short
     poll interval); stop it with ``dispatcher.stop(10)``."""
     from zasync.dispatcher import Dispatcher

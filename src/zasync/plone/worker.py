@@ -81,13 +81,15 @@ class WorkerSettings:
             )
         self.uuid_file = path
         self.uuid = identity.worker_uuid(path, environ)
-        self.threads = _number(environ, "ZASYNC_THREADS", DEFAULT_THREADS, int)
+        self.threads = _number(
+            environ, "ZASYNC_THREADS", default=DEFAULT_THREADS, kind=int
+        )
         self.stop_timeout = _number(
-            environ, "ZASYNC_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT, float
+            environ, "ZASYNC_STOP_TIMEOUT", default=DEFAULT_STOP_TIMEOUT, kind=float
         )
 
 
-def _number(environ, name: str, default, kind):
+def _number(environ, name: str, *, default, kind):
     raw = environ.get(name)
     if raw in (None, ""):
         return default
