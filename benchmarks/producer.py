@@ -7,7 +7,8 @@ transaction: every ``--interval`` seconds (W2), or as fast as it can (W5,
 no interval). A ConflictError at commit is counted, and the job queued
 again in a new transaction. Writes to FILE a JSON object: ``commits``, the
 time each commit returned (``time.time()``, by i), ``conflicts`` and
-``kinds`` (how many conflicts each error type and object class had).
+``kinds`` (how many conflicts each error type and object class had) and
+``shard``, the index of the queue shard its jobs went to.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
     commits: list[float] = []
     conflicts = 0
     kinds: dict[str, int] = {}
+    shard = None
     began = time.time()
     try:
         for i in range(count):
@@ -61,7 +63,10 @@ def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
                     time.sleep(delay)
             while True:
                 tm.begin()
-                conn.root()[zasync.KEY][""].put(zasync.Job(add, tag, i))
+                queue = conn.root()[zasync.KEY][""]
+                job = queue.put(zasync.Job(add, tag, i))
+                if shard is None:
+                    shard = queue._shards.index(queue._shard_of(job))
                 try:
                     tm.commit()
                 except ConflictError as e:
@@ -72,9 +77,16 @@ def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
                     continue
                 commits.append(time.time())
                 break
+        result = {
+            "began": began,
+            "commits": commits,
+            "conflicts": conflicts,
+            "kinds": kinds,
+            "shard": shard,
+        }
     finally:
         conn.close()
-    return {"began": began, "commits": commits, "conflicts": conflicts, "kinds": kinds}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,14 +82,17 @@ def _once(ctx: Context):
             db.close()
     conflicts = 0
     kinds = ctx.results.extra.setdefault("w5_conflicts", {})
+    shards = []
     for tag in range(1, p.w5_producers + 1):
         out = json.loads((work / f"producer-{tag}.json").read_text())
         conflicts += out["conflicts"]
+        shards.append(out["shard"])
         for what, count in out["kinds"].items():
             kinds[what] = kinds.get(what, 0) + count
     expected = {
         (tag, i) for tag in range(1, p.w5_producers + 1) for i in range(p.w5_jobs)
     }
+    ctx.progress(f"W5: the producers wrote shards {shards}")
     return [
         ("ConflictErrors per 1,000 producer commits", "", conflicts * 1000 / total),
         ("time until all COMPLETED", "s", ended - started),
