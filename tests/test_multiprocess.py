@@ -479,6 +479,28 @@ def test_a_worker_on_postgresql_wakes_on_the_commit(pg_uri, workers, stamps):
         client.close()
 
 
+@pytest.mark.postgres
+def test_a_worker_on_postgresql_from_a_zconfig_file_wakes_on_the_commit(
+    pg_uri, workers, stamps, tmp_path
+):
+    # As zope.conf opens RelStorage: a <relstorage> section, not a URI.
+    from zasync.storage import parse_uri
+
+    conf = tmp_path / "zodb.conf"
+    conf.write_text(
+        "%import relstorage\n<zodb>\n  <relstorage>\n    keep-history false\n"
+        f"    <postgresql>\n      dsn {parse_uri(pg_uri).dsn}\n"
+        "    </postgresql>\n  </relstorage>\n</zodb>\n"
+    )
+    client = Client(str(conf), stamps)
+    try:
+        worker = workers(str(conf), args=["--poll-interval", "1"]).start()
+        _check_wakeups(client, "RelStorage from ZConfig")
+        assert_clean(worker)
+    finally:
+        client.close()
+
+
 @pytest.mark.slow
 def test_an_idle_worker_writes_almost_nothing(zeo_server, client, workers):
     from ZODB.FileStorage import FileIterator

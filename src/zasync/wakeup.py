@@ -124,12 +124,31 @@ def register_dsn(db, dsn: str) -> None:
 
 
 def dsn_of(db) -> str | None:
-    return _dsns.get(db)
+    """The libpq DSN of ``db`` when it is RelStorage on PostgreSQL: the one
+    open_db registered, or else its adapter's (a database opened from a
+    ZConfig file, as zope.conf does); None for other storages."""
+    try:
+        dsn = _dsns[db]
+    except KeyError:
+        dsn = _dsns[db] = _adapter_dsn(db.storage) or ""
+    except TypeError:  # not weakly referenceable
+        return None
+    return dsn or None
+
+
+def _adapter_dsn(storage: Any) -> str | None:
+    from zasync.storage import _base_storage
+
+    adapter = getattr(_base_storage(storage), "_adapter", None)
+    if not type(adapter).__module__.startswith("relstorage.adapters.postgresql"):
+        return None
+    dsn = getattr(adapter, "_dsn", None)
+    return dsn if isinstance(dsn, str) and dsn else None
 
 
 def notify_postgres(db) -> None:
     """Send a NOTIFY for ``db``'s listeners (after a commit that queued)."""
-    dsn = _dsns.get(db)
+    dsn = dsn_of(db)
     if dsn is None:
         return
     try:
