@@ -275,3 +275,13 @@ def test_the_log_level_goes_before_or_after_the_command(tmp_path):
         result = zasync(*args, "--db", path)
         assert result.returncode == EXIT_STORAGE  # parsed; no such file
         assert "no such file" in result.stderr
+
+
+def test_a_filestorage_in_use_by_a_worker_is_named_locked(tmp_path, workers):
+    path = str(tmp_path / "Data.fs")
+    workers(path).start()
+    result = zasync("status", "--db", path)
+    assert result.returncode == EXIT_STORAGE
+    (line,) = result.stderr.splitlines()
+    assert "the FileStorage is locked" in line
+    assert "share the database through a ZEO server" in line
