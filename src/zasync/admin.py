@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from zasync.failure import Failure
@@ -99,18 +99,19 @@ def iter_done(queues, *, since_us: int | None = None) -> Iterator[tuple[int, Job
     """(end time in microseconds, job) of finished jobs, newest first."""
     import heapq
 
-    trees = [
-        slot.done
-        for record in queues.workers.values()
-        for slot in record.slots
-        if len(slot.done)
-    ]
+    trees = [slot.done for record in queues.workers.values() for slot in record.slots]
 
     def newest_first(tree):
-        keys = tree.keys(min=since_us) if since_us is not None else tree.keys()
-        for index in range(len(keys) - 1, -1, -1):
-            key = keys[index]
-            yield -key, tree[key]
+        # maxKey() walks down from the newest end, loading only the buckets
+        # it reads: the first page does not load the whole tree.
+        lowest = since_us if since_us is not None else -(2**63)
+        try:
+            key = tree.maxKey()
+            while key >= lowest:
+                yield -key, tree[key]
+                key = tree.maxKey(key - 1)
+        except ValueError:  # no key left
+            return
 
     for negative, job in heapq.merge(
         *(newest_first(t) for t in trees), key=lambda t: t[0]
@@ -125,9 +126,11 @@ def list_jobs(
     queue_names: tuple[str, ...] = (),
     limit: int = 50,
     callable_contains: str | None = None,
+    match: Callable[[Job], bool] | None = None,
 ) -> list[Job]:
     """Jobs matching the filters: active first, then pending and scheduled
-    in run order, then finished ones newest first."""
+    in run order, then finished ones newest first. ``match``, when given,
+    must also return true for each job listed (applied last)."""
     unknown = set(status) - set(FILTERS)
     if unknown:
         raise ValueError(
@@ -142,9 +145,12 @@ def list_jobs(
             return False
         if callable_contains and callable_contains not in job.callable_name:
             return False
-        return kind(job, clock) in wanted or (
-            "active" in wanted and job._status == CALLBACKS
-        )
+        if not (
+            kind(job, clock) in wanted
+            or ("active" in wanted and job._status == CALLBACKS)
+        ):
+            return False
+        return match is None or match(job)
 
     sources = []
     if "active" in wanted:
@@ -187,6 +193,7 @@ def retry(job: Job, *, begin_after: datetime.datetime | None = None) -> Job:
     job._result = None
     job.active_start = job.active_end = None
     job._conflicts = job._errors = job._interruptions = 0
+    job._worker = job._slot = None
     job._status = "new-status"
     job.begin_after = None
     queue.put(job, begin_after=begin_after)
@@ -219,14 +226,23 @@ def _forget_done(job: Job) -> bool:
     return False
 
 
-def prune(queues, *, older_than: datetime.timedelta, limit: int | None = None) -> int:
-    """Remove finished jobs that ended more than ``older_than`` ago; return
-    how many (at most ``limit``)."""
+def prune(
+    queues,
+    *,
+    older_than: datetime.timedelta,
+    limit: int | None = None,
+    match: Callable[[Job], bool] | None = None,
+) -> int:
+    """Remove finished jobs that ended more than ``older_than`` ago (and,
+    when ``match`` is given, for which it returns true); return how many
+    (at most ``limit``)."""
     cutoff = int((time.time() - older_than.total_seconds()) * 1_000_000)
     removed = 0
     for record in queues.workers.values():
         for slot in record.slots:
             keys = list(slot.done.keys(max=cutoff, excludemax=True))
+            if match is not None:
+                keys = [key for key in keys if match(slot.done[key])]
             if limit is not None:
                 keys = keys[: limit - removed]
             for key in keys:
@@ -277,14 +293,25 @@ def _short(value: Any, width: int = 200) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def summary(queues, *, heartbeat_interval: float = 60.0) -> dict[str, Any]:
-    """Counts per queue and status, quotas, workers, and throughput."""
+def summary(
+    queues,
+    *,
+    heartbeat_interval: float = 60.0,
+    windows: tuple[int, ...] = (1, 5, 15),
+    match: Callable[[Job], bool] | None = None,
+) -> dict[str, Any]:
+    """Counts per queue and status, quotas, workers, and throughput over
+    the last ``windows`` minutes (in total and per queue). With ``match``,
+    the counts and throughput count only the jobs it returns true for."""
     clock = time.time()
     data: dict[str, Any] = {"queues": {}, "workers": [], "throughput": {}}
     for name, queue in queues.items():
         counts = dict.fromkeys(FILTERS, 0)
         for job in queue:
-            counts[kind(job, clock)] += 1
+            if match is None or match(job):
+                # A job waiting for its callbacks (a cancelled one) counts
+                # as active, as list_jobs shows it.
+                counts[kind(job, clock).replace("callbacks", "active")] += 1
         data["queues"][name] = {
             "counts": counts,
             "quotas": {
@@ -296,6 +323,8 @@ def summary(queues, *, heartbeat_interval: float = 60.0) -> dict[str, Any]:
         alive = record.is_alive(clock, heartbeat_interval)
         running = [job for _slot, job in record.iter_active()]
         for job in running:
+            if match is not None and not match(job):
+                continue
             if job._queue is not None and job._queue.name in data["queues"]:
                 data["queues"][job._queue.name]["counts"]["active"] += 1
         data["workers"].append(
@@ -309,14 +338,25 @@ def summary(queues, *, heartbeat_interval: float = 60.0) -> dict[str, Any]:
                 "running": [job.id for job in running],
             }
         )
-    for minutes in (1, 5, 15):
-        since = int((clock - minutes * 60) * 1_000_000)
-        done = failed = 0
-        for _key, job in iter_done(queues, since_us=since):
-            done += 1
-            failed += isinstance(job._result, Failure)
-        data["throughput"][f"{minutes}m"] = {
-            "completed": done - failed,
-            "failed": failed,
-        }
+    # One pass over the longest window, newest first, counts them all.
+    windows = tuple(sorted(windows))
+    tallies = {
+        minutes: {"completed": 0, "failed": 0, "queues": {}} for minutes in windows
+    }
+    if windows:
+        cutoffs = [(int((clock - m * 60) * 1_000_000), tallies[m]) for m in windows]
+        for key, job in iter_done(queues, since_us=cutoffs[-1][0]):
+            if match is not None and not match(job):
+                continue
+            outcome = "failed" if isinstance(job._result, Failure) else "completed"
+            name = job._queue.name if job._queue is not None else None
+            for cutoff, tally in cutoffs:
+                if key >= cutoff:
+                    tally[outcome] += 1
+                    per_queue = tally["queues"].setdefault(
+                        name, {"completed": 0, "failed": 0}
+                    )
+                    per_queue[outcome] += 1
+    for minutes in windows:
+        data["throughput"][f"{minutes}m"] = tallies[minutes]
     return data
