@@ -1,0 +1,368 @@
+"""The "Asynchronous jobs" control panel: ``@@async-jobs`` on the site.
+
+URLs (all under ``zasync: View jobs``; the actions under ``zasync: Manage
+jobs``, POST only, with plone.protect's authenticator):
+
+- ``@@async-jobs``: the overview; ``?status=failed`` (or another status of
+  ``zasync.admin.FILTERS``) a job list, with the filters ``queue``,
+  ``callable``, ``user``, ``path`` and paging ``b_start``, ``b_size``;
+- ``@@async-jobs/<id>``: one job; ``?confirm=retry`` (``cancel``,
+  ``remove``) asks to confirm an action, which POSTs ``action`` back;
+- ``@@async-jobs?confirm=prune&older_than=<hours>``: asks to confirm
+  clearing finished jobs; POST ``action=prune`` to ``@@async-jobs``;
+- ``.../parts``: the parts of either page that change (figures, progress,
+  state), which the page's script fetches to refresh itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+from functools import cached_property
+from typing import Any
+from urllib.parse import urlencode
+
+from AccessControl import Unauthorized, getSecurityManager
+from plone.protect import CheckAuthenticator
+from plone.protect.authenticator import createToken
+from Products.Five.browser import BrowserView
+from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
+from Products.statusmessages.interfaces import IStatusMessage
+from zExceptions import BadRequest, NotFound
+from zope.component import getUtility
+from zope.interface import implementer
+from zope.publisher.interfaces import IPublishTraverse
+
+from zasync import admin
+from zasync.interfaces import BadStatusError
+from zasync.plone.browser import jobs
+from zasync.plone.interfaces import IAsyncService
+
+VIEW_JOBS = "zasync: View jobs"
+MANAGE_JOBS = "zasync: Manage jobs"
+
+#: what a job page can ask to confirm, and what it says
+JOB_ACTIONS = {
+    "retry": "Retry",
+    "cancel": "Cancel job",
+    "remove": "Remove",
+}
+#: the ages "clear finished jobs" offers, in hours
+PRUNE_AGES = ((0, "all finished jobs"), (1, "1 hour"), (24, "1 day"))
+PRUNE_AGES += ((24 * 7, "7 days"), (24 * 30, "30 days"))
+#: how often the page refreshes itself, in milliseconds (``?refresh=``)
+REFRESH_MS = 2000
+
+
+def scope_for(site: Any) -> jobs.Scope:
+    """The jobs the current user sees in ``site``: its own, or every job of
+    the database for a user with ``zasync: View jobs`` on the application."""
+    app = site.getPhysicalRoot()
+    return jobs.Scope(
+        site_path=tuple(site.getPhysicalPath()),
+        database=site._p_jar.db().database_name,
+        everything=bool(getSecurityManager().checkPermission(VIEW_JOBS, app)),
+    )
+
+
+def queues_for(site: Any) -> Any:
+    return getUtility(IAsyncService).getQueues(site)
+
+
+def format_time(iso: str | None) -> str:
+    """``2025-01-31 12:00:05 UTC`` for an ISO time, '' for None."""
+    if not iso:
+        return ""
+    when = datetime.datetime.fromisoformat(iso).astimezone(datetime.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@implementer(IPublishTraverse)
+class JobsControlPanel(BrowserView):
+    """The overview, the job lists, a job's page and the actions."""
+
+    index = ViewPageTemplateFile("templates/jobs.pt")
+    job_template = ViewPageTemplateFile("templates/job.pt")
+    parts_template = ViewPageTemplateFile("templates/parts.pt")
+
+    job_id: str | None = None
+    parts_only = False
+
+    # -- traversal and dispatch ------------------------------------------------
+
+    def publishTraverse(self, request, name):  # noqa: N802 - Zope API
+        if name == "parts" and not self.parts_only:
+            self.parts_only = True
+        elif self.job_id is None and not self.parts_only:
+            self.job_id = name
+        else:
+            raise NotFound(name)
+        return self
+
+    def __call__(self):
+        self.request.set("disable_border", True)
+        if self.request.method == "POST":
+            return self.act()
+        if self.request.method not in ("GET", "HEAD"):
+            raise BadRequest("use GET to read and POST to act")
+        if self.job_id is not None:
+            self.job  # noqa: B018 - 404 for an unknown job, before rendering
+        if self.parts_only:
+            self.request.response.setHeader("Cache-Control", "no-store")
+            return self.parts_template()
+        if self.job_id is not None:
+            return self.job_template()
+        return self.index()
+
+    # -- who, what, where --------------------------------------------------------
+
+    @cached_property
+    def scope(self) -> jobs.Scope:
+        return scope_for(self.context)
+
+    @cached_property
+    def queues(self) -> Any:
+        return queues_for(self.context)
+
+    @cached_property
+    def can_manage(self) -> bool:
+        return bool(getSecurityManager().checkPermission(MANAGE_JOBS, self.context))
+
+    @cached_property
+    def base_url(self) -> str:
+        return f"{self.context.absolute_url()}/@@async-jobs"
+
+    def url(self, job_id: str | None = None, **query: Any) -> str:
+        """A URL of the control panel (keeping a ``refresh`` asked for)."""
+        url = self.base_url if job_id is None else f"{self.base_url}/{job_id}"
+        if "refresh" in self.request.form:
+            query.setdefault("refresh", self.refresh_ms)
+        query = {k: v for k, v in query.items() if v not in (None, "")}
+        return f"{url}?{urlencode(query)}" if query else url
+
+    @cached_property
+    def parts_url(self) -> str:
+        url = self.base_url if self.job_id is None else f"{self.base_url}/{self.job_id}"
+        query = {
+            k: v
+            for k, v in self.request.form.items()
+            if k in ("status", "b_start", "b_size", *jobs.FILTERS)
+        }
+        return f"{url}/parts" + (f"?{urlencode(query)}" if query else "")
+
+    @cached_property
+    def refresh_ms(self) -> int:
+        try:
+            value = int(self.request.form.get("refresh", REFRESH_MS))
+        except (TypeError, ValueError):
+            value = REFRESH_MS
+        return max(250, min(value, 60_000))
+
+    @cached_property
+    def authenticator(self) -> str:
+        return createToken()
+
+    def context_url(self, path: str | None) -> str | None:
+        if not path:
+            return None
+        return self.request.physicalPathToURL(path.split("/"))
+
+    format_time = staticmethod(format_time)
+
+    # -- the overview ------------------------------------------------------------
+
+    @cached_property
+    def overview(self) -> dict:
+        return jobs.overview(self.queues, scope=self.scope)
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        return admin.FILTERS
+
+    @cached_property
+    def prune_ages(self) -> tuple:
+        return PRUNE_AGES
+
+    @cached_property
+    def confirm(self) -> str | None:
+        """The action the page asks to confirm, if any (and allowed)."""
+        wanted = self.request.form.get("confirm")
+        if not self.can_manage:
+            return None
+        if self.job_id is None:
+            return "prune" if wanted == "prune" else None
+        return wanted if wanted in self.job_actions else None
+
+    @cached_property
+    def prune_hours(self) -> float:
+        return _hours(self.request.form.get("older_than"))
+
+    def prune_label(self, hours: float) -> str:
+        for value, label in PRUNE_AGES:
+            if value == hours:
+                return label if hours == 0 else f"older than {label}"
+        return f"older than {hours:g} hours"
+
+    # -- the lists -------------------------------------------------------------
+
+    @cached_property
+    def status(self) -> str | None:
+        status = self.request.form.get("status")
+        return status if status in admin.FILTERS else None
+
+    @cached_property
+    def job_filter(self) -> jobs.JobFilter:
+        form = dict(self.request.form)
+        form["status"] = (self.status,) if self.status else ()
+        return jobs.JobFilter.from_form(form)
+
+    @cached_property
+    def b_size(self) -> int:
+        return _int(
+            self.request.form.get("b_size"), jobs.PAGE_SIZES[0], 1, jobs.MAX_PAGE_SIZE
+        )
+
+    @cached_property
+    def b_start(self) -> int:
+        return _int(self.request.form.get("b_start"), 0, 0, 10**9)
+
+    @cached_property
+    def page(self) -> tuple[list, bool]:
+        found, more = jobs.list_page(
+            self.queues,
+            scope=self.scope,
+            job_filter=self.job_filter,
+            start=self.b_start,
+            size=self.b_size,
+        )
+        return [jobs.describe(job) for job in found], more
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.page[0]
+
+    def page_url(self, b_start: int) -> str:
+        return self.url(
+            **self.job_filter.query(), b_start=b_start or None, b_size=self.b_size
+        )
+
+    @property
+    def newer_url(self) -> str | None:
+        if self.b_start <= 0:
+            return None
+        return self.page_url(max(0, self.b_start - self.b_size))
+
+    @property
+    def older_url(self) -> str | None:
+        return self.page_url(self.b_start + self.b_size) if self.page[1] else None
+
+    page_sizes = jobs.PAGE_SIZES
+
+    @property
+    def queue_names(self) -> list[str]:
+        return sorted(self.queues.keys())
+
+    def queue_label(self, name: str | None) -> str:
+        if name is None:
+            return "–"
+        return name or "(default)"
+
+    # -- one job ---------------------------------------------------------------
+
+    @cached_property
+    def job(self) -> Any:
+        try:
+            return jobs.find_job(self.queues, self.job_id, scope=self.scope)
+        except admin.JobNotFoundError:
+            raise NotFound(f"no job {self.job_id} in this site") from None
+
+    @cached_property
+    def info(self) -> dict:
+        return jobs.describe(self.job, full=True)
+
+    @property
+    def job_actions(self) -> dict[str, str]:
+        """The actions that apply to this job now (for a user who may act)."""
+        kind = self.info["kind"]
+        actions = {}
+        if kind == "failed":
+            actions["retry"] = JOB_ACTIONS["retry"]
+        if kind in ("pending", "scheduled"):
+            actions["cancel"] = JOB_ACTIONS["cancel"]
+        if kind in ("completed", "failed"):
+            actions["remove"] = JOB_ACTIONS["remove"]
+        return actions
+
+    # -- actions ---------------------------------------------------------------
+
+    def act(self) -> str:
+        """Do what a confirmed form asks, then show the page again with a
+        message saying what happened."""
+        CheckAuthenticator(self.request)
+        if not self.can_manage:
+            raise Unauthorized(
+                "acting on jobs needs the permission zasync: Manage jobs"
+            )
+        action = self.request.form.get("action")
+        messages = IStatusMessage(self.request)
+        if self.job_id is None:
+            if action != "prune":
+                raise BadRequest(f"unknown action {action!r}: use prune")
+            hours = _hours(self.request.form.get("older_than"))
+            removed = jobs.prune(
+                self.queues,
+                scope=self.scope,
+                older_than=datetime.timedelta(hours=hours),
+            )
+            more = " (the most one request clears: clear again for more)"
+            messages.add(
+                f"Removed {removed} finished job{'s' if removed != 1 else ''} "
+                f"({self.prune_label(hours)})"
+                + (more if removed >= jobs.PRUNE_LIMIT else "")
+                + ".",
+                type="info",
+            )
+            return self._redirect(self.url())
+        if action not in JOB_ACTIONS:
+            raise BadRequest(f"unknown action {action!r}: use {', '.join(JOB_ACTIONS)}")
+        job = self.job
+        name = jobs.function_name(job)
+        try:
+            if action == "retry":
+                admin.retry(job)
+                text = f"Job {job.id} ({name}) is queued again."
+            elif action == "cancel":
+                admin.cancel(job)
+                text = f"Job {job.id} ({name}) is cancelled."
+            else:
+                admin.remove(job)
+                messages.add(f"Job {job.id} ({name}) is removed.", type="info")
+                return self._redirect(self.url())
+        except (BadStatusError, admin.JobNotFoundError) as e:
+            messages.add(f"Nothing done: {e}", type="error")
+        else:
+            messages.add(text, type="info")
+        return self._redirect(self.url(job.id))
+
+    def _redirect(self, url: str) -> str:
+        self.request.response.redirect(url, status=303)
+        return ""
+
+
+def _int(value: Any, default: int, lowest: int, highest: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return max(lowest, min(number, highest))
+
+
+def _hours(value: Any) -> float:
+    try:
+        hours = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(
+            f"older_than={value!r}: give the age in hours (0 clears every finished job)"
+        ) from None
+    if not hours >= 0:
+        raise BadRequest(f"older_than={value!r}: the age cannot be negative")
+    return hours
