@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,8 +41,8 @@ W6_NOTE = "not yet measured (needs the Plone integration)"
 
 EPILOG = """\
 examples:
-  python -m benchmarks --quick                 # about 3 minutes
-  python -m benchmarks                         # the full definitions, ~25 minutes
+  python -m benchmarks --quick                 # under 3 minutes
+  python -m benchmarks                         # the full definitions, ~10 minutes here
   python -m benchmarks --only W1 --setups b,e  # W1 on ZEO with 1 and 4 workers
   python -m benchmarks --only storage,W2 --runs 5
 
@@ -116,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     print(results.render_text(rows))
     print()
     print(f"{mode} run: {elapsed:.0f} s; each figure the median of {params.runs} runs")
+    info["load_average_at_end"] = os.getloadavg()[0]
+    busy = max(info["load_average_at_start"], info["load_average_at_end"])
+    if busy > 0.5 * (os.cpu_count() or 1):
+        print(
+            f"note: the machine was busy with other work (load average {busy:.1f} "
+            f"on {os.cpu_count()} CPUs): the figures are perturbed"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     prefix = "quick-" if args.quick else ""
     meta = {

@@ -27,6 +27,7 @@ def describe() -> dict:
         "cpu": _cpu_model(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg()[0],
         "packages": {},
     }
     for name in PACKAGES:
