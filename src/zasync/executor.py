@@ -37,6 +37,12 @@ from zasync.recovery import make_policy, release_quotas
 log = logging.getLogger(__name__)
 
 
+def _is_disconnection(error: BaseException) -> bool:
+    """True for a lost connection to the storage server (ZEO's
+    ClientDisconnected), which is transient but is no conflict."""
+    return any(cls.__name__ == "ClientDisconnected" for cls in type(error).__mro__)
+
+
 def close_connection(conn, tm) -> None:
     """Abort whatever ``conn`` has pending and close it (for shutdown:
     never raises)."""
@@ -245,6 +251,12 @@ class SlotRunner:
             except TransientError as e:
                 failure = Failure(e)
                 self.tm.abort()
+                if _is_disconnection(e):
+                    # Not the job's fault nor a conflict: wait for the
+                    # storage to come back, then run the job again.
+                    if not self._wait_for_storage():
+                        return []  # stopping: the job goes to recovery
+                    continue
                 conflicts += 1
                 self.tm.begin()
                 job = self._load(oid)
@@ -268,6 +280,25 @@ class SlotRunner:
                 failure = Failure(e)
                 self.tm.abort()
                 return self._record_failure(oid, failure, conflicts)
+
+    def _wait_for_storage(self) -> bool:
+        """Wait until the storage is connected again; False if the
+        dispatcher stops first."""
+        storage = self.dispatcher.db.storage
+        is_connected = getattr(storage, "is_connected", None)
+        stopping = self.dispatcher._stopping
+        if is_connected is None:
+            return not stopping.wait(0.5)
+        logged = False
+        while not is_connected():
+            if not logged:
+                log.warning("storage disconnected; worker thread %d waits", self.index)
+                logged = True
+            if stopping.wait(0.2):
+                return False
+        if logged:
+            log.info("storage connected again; worker thread %d goes on", self.index)
+        return True
 
     def _record_failure(self, oid: int, failure: Failure, conflicts: int):
         """Record a failure for a job whose own transaction could not
