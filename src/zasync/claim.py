@@ -8,6 +8,8 @@ and one of them claims again: a job is never claimed twice.
 from __future__ import annotations
 
 import heapq
+import itertools
+import random
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,8 +20,13 @@ from zasync.workers import Slot
 _AFTER_ANY_DUE = 2**63  # sorts after every due time in a priority rank
 
 
+#: tombstones met in front of due jobs before a shard is worth compacting
+COMPACT_AFTER = 256
+
+
 def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
-    """(key, job) of the due jobs of one shard, in key order."""
+    """(key, value) of the due entries of one shard, in key order; a value
+    of None is a tombstone (a job claimed already)."""
     low = HEAD
     while True:
         first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
@@ -32,14 +39,44 @@ def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
         low = (rank, _AFTER_ANY_DUE, 0)
 
 
-def iter_due(queue: Queue, now_us: int) -> Iterator[tuple[tuple, Any, Any]]:
-    """(key, job, shard) of a queue's due jobs, in run order."""
+def iter_due(
+    queue: Queue, now_us: int, tombstones: dict | None = None
+) -> Iterator[tuple[tuple, Any, Any]]:
+    """(key, job, shard) of a queue's due jobs, in run order. Tombstones
+    are skipped and counted per shard index in ``tombstones``."""
 
-    def tagged(shard):
+    def tagged(index, shard):
         for key, job in due_items(shard, now_us):
+            if job is None:
+                if tombstones is not None:
+                    tombstones[index] = tombstones.get(index, 0) + 1
+                continue
             yield key, job, shard
 
-    return heapq.merge(*(tagged(s) for s in queue._shards), key=lambda t: t[0])
+    return heapq.merge(
+        *(tagged(i, s) for i, s in enumerate(queue._shards)), key=lambda t: t[0]
+    )
+
+
+def _windows(items: Iterator, size: int, conn) -> Iterator:
+    """The items in windows of ``size``, each window's jobs fetched from
+    the storage in one round trip (ZEO, RelStorage) before they are read."""
+    while True:
+        window = list(itertools.islice(items, size))
+        if not window:
+            return
+        if conn is not None:
+            conn.prefetch(
+                [job for _key, job, _shard in window if job._p_changed is None]
+            )
+        yield from window
+
+
+class Claimed(dict):
+    """{slot index: [jobs]}, and ``compact``: (queue, shard index) pairs
+    whose tombstones are worth removing."""
+
+    compact: list
 
 
 def claim(
@@ -49,25 +86,39 @@ def claim(
     worker: str,
     now_us: int,
     start_time=None,
-) -> dict[int, list]:
+    spread: bool = False,
+) -> Claimed:
     """Take up to the slots' capacities of due jobs, in run order, honouring
     quotas (a job whose quota is full waits, and so do the later jobs of
     that quota, so a quota of size 1 keeps strict order).
 
-    ``slots`` is a list of (slot, capacity). Returns {slot index: [jobs]}.
-    Jobs given to a slot are ASSIGNED to it, except the first, which the
-    slot's thread starts at once and which is marked ACTIVE.
+    ``slots`` is a list of (slot, capacity). With ``spread`` (other workers
+    are claiming too), jobs without quotas are picked at random among the
+    first due ones instead of strictly from the front, so that workers
+    claiming at once rarely want the same jobs.
+
+    Returns {slot index: [jobs]}. Jobs given to a slot are ASSIGNED to it,
+    except the first, which the slot's thread starts at once and which is
+    marked ACTIVE.
     """
     total = sum(capacity for _, capacity in slots)
     taken: list = []
-    removals: list = []
+    compact: list = []
     for queue in queues:
         if len(taken) >= total:
             break
+        conn = queue._p_jar
         quotas = queue.quotas
         room: dict[str, int] = {}
         blocked: set[str] = set()
-        for key, job, shard in iter_due(queue, now_us):
+        tombstones: dict[int, int] = {}
+        # (key, job, shard, quota names) of the jobs that may be taken,
+        # in run order; quota room is counted as if all were taken.
+        candidates: list = []
+        wanted = total - len(taken)
+        limit = wanted * 4 if spread else wanted
+        items = iter_due(queue, now_us, tombstones)
+        for key, job, shard in _windows(items, max(16, wanted), conn):
             status = job._status
             if status not in (PENDING, CALLBACKS):
                 continue  # not ours to take; recovery puts such jobs right
@@ -76,35 +127,54 @@ def claim(
                 if blocked.intersection(names):
                     blocked.update(names)
                     continue
-                free = True
+                ok = True
                 for name in names:
                     if name not in room:
                         quota = quotas.get(name)
                         room[name] = 2**31 if quota is None else quota.size - len(quota)
                     if room[name] <= 0:
-                        free = False
-                if not free:
+                        ok = False
+                if not ok:
                     blocked.update(names)
                     continue
-                oid = job._p_oid
                 for name in names:
-                    quota = quotas.get(name)
-                    if quota is not None:
-                        quota._add(oid)
                     room[name] -= 1
-            # Removed after the scan: a BTree must not change under its
-            # iterator.
-            removals.append((shard, key, queue))
-            taken.append(job)
-            if len(taken) >= total:
+            candidates.append((key, job, shard, names))
+            if len(candidates) >= limit:
                 break
-        for shard, key, queue in removals:
-            del shard[key]
-            queue._length.change(-1)
-        removals.clear()
-    for job in taken:
-        job._key = None
-    # Round-robin over the slots, within each one's capacity.
+        if spread and len(candidates) > wanted:
+            # Quota jobs keep their order; the others are picked at random.
+            keep = [c for c in candidates[:wanted] if c[3]]
+            free = [c for c in candidates if not c[3]]
+            picks = sorted(
+                random.sample(range(len(free)), min(len(free), wanted - len(keep)))
+            )
+            chosen = sorted(keep + [free[i] for i in picks], key=lambda c: c[0])
+        else:
+            chosen = candidates[:wanted]
+        for _key, job, _shard, names in chosen:
+            for name in names:
+                quota = quotas.get(name)
+                if quota is not None:
+                    quota._add(job._p_oid)
+        # Changed after the scan: a BTree must not change under its
+        # iterator. A tombstone, not a deletion (see zasync.queue).
+        for key, job, shard, _names in chosen:
+            shard[key] = None
+            job._key = None
+            taken.append(job)
+        if chosen:
+            queue._length.change(-len(chosen))
+        for index, count in tombstones.items():
+            if count >= COMPACT_AFTER:
+                compact.append((queue, index))
+    result = Claimed(_assign(taken, slots, worker, start_time))
+    result.compact = compact
+    return result
+
+
+def _assign(taken: list, slots, worker: str, start_time) -> dict[int, list]:
+    """Round-robin over the slots, within each one's capacity."""
     result: dict[int, list] = {slot.index: [] for slot, _ in slots}
     order = [(slot, capacity) for slot, capacity in slots if capacity > 0]
     i = 0

@@ -28,7 +28,7 @@ from zasync.broken import replace_unimportable
 from zasync.claim import claim
 from zasync.executor import SlotRunner, close_connection
 from zasync.interfaces import KEY, ConfigurationError, WorkerError
-from zasync.queue import Queues, _install
+from zasync.queue import Queues, _install, compact
 from zasync.recovery import recover_slot
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ class Dispatcher:
         self._watched_count = -1
         self._live_written = False
         self.activated: float | None = None
+        self._contended_until = 0.0
         self.jobs_run = 0
 
     def __repr__(self) -> str:  # the default repr, as zc.async's
@@ -462,7 +463,12 @@ class Dispatcher:
         now_us = int(now_dt.timestamp() * 1_000_000)
         try:
             taken = claim(
-                served, slots=slots, worker=self.uuid, now_us=now_us, start_time=now_dt
+                served,
+                slots=slots,
+                worker=self.uuid,
+                now_us=now_us,
+                start_time=now_dt,
+                spread=time.monotonic() < self._contended_until,
             )
             for jobs in taken.values():
                 for job in jobs:
@@ -479,14 +485,33 @@ class Dispatcher:
             self._tm.commit()
         except TransientError:
             self._tm.abort()
-            self._wake.set()  # somebody else claimed too: look again
+            # Somebody else claimed too: look again, and for a while pick
+            # among the first due jobs at random rather than from the front.
+            self._contended_until = time.monotonic() + 10.0
+            self._wake.set()
             return None
         for index, oids in batches.items():
             with self._lock:
                 self._idle.discard(index)
                 self._busy[index] = time.time()
             self._inboxes[index].put(oids)
+        if taken.compact:
+            self._compact(taken.compact)
         return next_due
+
+    def _compact(self, shards) -> None:
+        """Remove the tombstones claims left in front of busy shards."""
+        for queue, index in shards:
+            name = queue.name
+            try:
+                with self._tm:
+                    queue = self._conn.root()[KEY][name]
+                    removed = compact(queue, index)
+                log.debug(
+                    "removed %d tombstones from queue %r shard %d", removed, name, index
+                )
+            except TransientError:
+                log.debug("compacting queue %r shard %d conflicted; later", name, index)
 
     def _check_importable(self, job) -> None:
         # A callable this process cannot import would make the claim

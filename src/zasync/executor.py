@@ -141,6 +141,8 @@ class SlotRunner:
     def run(self, oids: list[int]) -> None:
         """Run the claimed jobs ``oids`` (in order) to completion."""
         pending = list(oids)
+        # One round trip for the whole batch (ZEO, RelStorage).
+        self.conn.prefetch([oid.to_bytes(8, "big") for oid in pending])
         batch_seconds = self.dispatcher.batch_seconds
         total_start = time.monotonic()
         count = len(pending)

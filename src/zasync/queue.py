@@ -14,8 +14,17 @@ Layout, chosen so that concurrent producers and workers do not conflict:
   them all, so a worker taking the front job does not delete the first key
   of the shard's first bucket (refused too: "Delete of first key"), which
   made every claim conflict with a producer adding to a short queue;
+- a worker that claims a job leaves a tombstone (the key, with None as its
+  value) instead of deleting the key: a BTree registers every change made
+  through it as a read of the tree node above the bucket, and a claim that
+  emptied a bucket changed that node, so producers adding to the same
+  shard at that moment failed with ReadConflictError. Tombstones are
+  removed in bulk from time to time (:func:`compact`);
 - the number of pending jobs is a ``BTrees.Length``, which resolves
   concurrent changes, and whose object id workers watch to wake up.
+
+Values that are None in a shard (head, sentinel, tombstones) are never
+jobs.
 """
 
 from __future__ import annotations
@@ -331,9 +340,7 @@ class Queue(persistent.Persistent):
 
         def items(shard):
             for key, job in shard.items(max=max_key) if max_key else shard.items():
-                if key == SENTINEL:
-                    return
-                if key != HEAD:
+                if job is not None:
                     yield key, job, shard
 
         return heapq.merge(*(items(s) for s in self._shards), key=lambda t: t[0])
@@ -352,13 +359,33 @@ class Queue(persistent.Persistent):
         """The earliest due time (epoch seconds) of a pending job, or None."""
         best = None
         for shard in self._shards:
-            for key in shard.keys(min=HEAD, excludemin=True):
-                if key != SENTINEL:
-                    due = key[1] / 1_000_000
-                    if best is None or due < best:
-                        best = due
+            for key, job in shard.items(min=HEAD, excludemin=True):
+                if job is None:
+                    if key == SENTINEL:
+                        break
+                    continue  # a tombstone
+                due = key[1] / 1_000_000
+                if best is None or due < best:
+                    best = due
                 break
         return best
+
+
+def compact(queue: Queue, shard_index: int, *, limit: int = 2000) -> int:
+    """Delete up to ``limit`` tombstones from the front of a shard, in the
+    caller's transaction; return how many."""
+    shard = queue._shards[shard_index]
+    dead = []
+    for key, job in shard.items(min=HEAD, excludemin=True):
+        if job is None:
+            if key == SENTINEL:
+                break
+            dead.append(key)
+            if len(dead) >= limit:
+                break
+    for key in dead:
+        del shard[key]
+    return len(dead)
 
 
 def _new_shard() -> OOBTree:
