@@ -21,7 +21,7 @@ _AFTER_ANY_DUE = 2**63  # sorts after every due time in a priority rank
 
 
 #: tombstones met in front of due jobs before a shard is worth compacting
-COMPACT_AFTER = 256
+COMPACT_AFTER = 1024
 
 
 def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
