@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from typing import Any
 
 import transaction
 import zope.event
@@ -32,6 +31,7 @@ from zasync.interfaces import (
     TimeoutError,
 )
 from zasync.job import Job, now
+from zasync.live import LiveChannel
 from zasync.recovery import make_policy, release_quotas
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ class SlotRunner:
         self.index = index
         self.tm = None
         self.conn = None
-        self._side_tm = None
-        self._side = None
+        self.live = LiveChannel(dispatcher, index)
         self.batch_limit = 1
         self._reusable = None  # a savepoint the next job may start from
         #: jobs completed as a side effect of the current transaction (a
@@ -127,10 +126,10 @@ class SlotRunner:
         self.conn = self.dispatcher.db.open(transaction_manager=self.tm)
 
     def close(self) -> None:
-        for conn, tm in ((self.conn, self.tm), (self._side, self._side_tm)):
-            if conn is not None:
-                close_connection(conn, tm)
-        self.conn = self._side = None
+        if self.conn is not None:
+            close_connection(self.conn, self.tm)
+        self.conn = None
+        self.live.close()
 
     def _slot(self, conn):
         record = self.dispatcher._record_in(conn)
@@ -512,7 +511,7 @@ class SlotRunner:
             if job._status == CALLBACKS:
                 self._run_callbacks(_oid_int(job))
         if self.dispatcher._live_written:
-            self._clear_live([_oid_int(job) for job, _ in outcomes])
+            self.live.clear([_oid_int(job) for job, _ in outcomes])
 
     def _notify_finished(self, jobs: list[Job]) -> None:
         if not jobs or not zope.event.subscribers:
@@ -639,51 +638,3 @@ class SlotRunner:
                 callback._start(now())
                 callback._finish(failure, now())
         self._log_failure(callback, failure)
-
-    # -- live annotations (side transactions) ---------------------------------
-
-    def _side_conn(self):
-        if self._side is None:
-            self._side_tm = transaction.TransactionManager(explicit=True)
-            self._side = self.dispatcher.db.open(transaction_manager=self._side_tm)
-        return self._side
-
-    def write_live(self, job: Job, values: dict[str, Any]) -> None:
-        conn = self._side_conn()
-        self.dispatcher._live_written = True
-        for attempt in self._side_tm.attempts(5):
-            with attempt:
-                slot = self._slot(conn)
-                live = dict(slot.live or {})
-                live[_oid_int(job)] = values
-                slot.live = live
-
-    def read_live(self, job: Job) -> dict:
-        conn = self._side_conn()
-        self._side_tm.begin()
-        try:
-            record = self.dispatcher._record_in(conn)
-            if job._worker is None or job._slot is None:
-                return {}
-            if job._worker != record.uuid:
-                from zasync.interfaces import KEY
-
-                record = conn.root()[KEY].workers.get(job._worker)
-                if record is None:
-                    return {}
-            live = record.slots[job._slot].live or {}
-            return dict(live.get(_oid_int(job), {}))
-        finally:
-            self._side_tm.abort()
-
-    def _clear_live(self, oids: list[int]) -> None:
-        conn = self._side_conn()
-        try:
-            for attempt in self._side_tm.attempts(5):
-                with attempt:
-                    slot = self._slot(conn)
-                    live = slot.live or {}
-                    if any(oid in live for oid in oids):
-                        slot.live = {k: v for k, v in live.items() if k not in oids}
-        except Exception:
-            log.exception("could not clear live annotations")

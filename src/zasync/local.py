@@ -54,7 +54,7 @@ def setLiveAnnotation(name: str, value: Any, job=None) -> None:  # noqa: N802
     if job is not None and job is not context.job:
         raise NotInJobError("setLiveAnnotation() can only annotate the running job")
     context.live[name] = value
-    context.runner.write_live(context.job, dict(context.live))
+    context.runner.live.write(context.job, dict(context.live))
 
 
 def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0, job=None):  # noqa: N802
@@ -65,7 +65,7 @@ def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0, job=No
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
-        value = context.runner.read_live(target).get(name, _missing)
+        value = context.runner.live.read(target).get(name, _missing)
         if value is not _missing or time.monotonic() >= deadline:
             return default if value is _missing else value
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -88,7 +88,7 @@ def progress(
     context.live["progress"] = value
     if final or clock - context.last_progress >= 0.5:
         context.last_progress = clock
-        context.runner.write_live(context.job, dict(context.live))
+        context.runner.live.write(context.job, dict(context.live))
 
 
 def live_annotations(job) -> dict:
