@@ -36,6 +36,7 @@ EPILOG = """\
 examples:
   zasync worker --db zeo://127.0.0.1:8100 --threads 4 --import myapp.jobs
   zasync worker --db var/Data.fs --uuid-file var/worker-uuid.txt
+  zasync worker --zope-conf worker/etc/zope.conf   # Plone jobs, in Zope
   zasync status --db zeo://127.0.0.1:8100
   zasync jobs --db zeo://127.0.0.1:8100 --status failed --json
   zasync show 3f2a --db zeo://127.0.0.1:8100
@@ -71,14 +72,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: threads of ``zasync worker --db`` unless --threads says otherwise
+DEFAULT_WORKER_THREADS = 4
+#: dispatcher settings a --zope-conf worker takes from Zope, not from flags
+ZOPE_IGNORED_FLAGS = (
+    "queue",
+    "poll_interval",
+    "heartbeat",
+    "lease",
+    "maintenance_interval",
+    "retention_days",
+)
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: commands that run for a while and say what they do; the others log only
 #: warnings, so that their output (and a one-line error) stands alone
 LONG_RUNNING = ("worker", "demo")
 
 
-def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _add_db(parser: argparse.ArgumentParser, *, group: Any = None) -> None:
+    """--db (in ``group``, a mutually exclusive group, when given)."""
+    (group or parser).add_argument(
         "--db",
         default=os.environ.get("ZASYNC_DB"),
         metavar="URI",
@@ -113,12 +127,29 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run a worker in the foreground",
         epilog="examples:\n  zasync worker --db zeo://127.0.0.1:8100 --threads 8 --import myapp.jobs\n"
-        "  ZASYNC_UUID=var/worker.uuid zasync worker --db var/Data.fs",
+        "  ZASYNC_UUID=var/worker.uuid zasync worker --db var/Data.fs\n"
+        "  zasync worker --zope-conf worker/etc/zope.conf\n\n"
+        "--zope-conf runs Plone jobs: Zope starts from that zope.conf without\n"
+        "serving HTTP, and its site.zcml must include zasync.plone's\n"
+        "single_db_worker.zcml or multi_db_worker.zcml. The UUID file and the\n"
+        "threads then come from --uuid-file / --threads, else ZASYNC_UUID /\n"
+        "ZASYNC_THREADS (zope.conf's <environment> or the environment).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_db(worker)
+    source = worker.add_mutually_exclusive_group()
+    _add_db(worker, group=source)
+    source.add_argument(
+        "--zope-conf",
+        metavar="FILE",
+        help="run Plone jobs in a Zope process started from this zope.conf "
+        "(instead of --db; needs zasync[plone])",
+    )
     worker.add_argument(
-        "--threads", type=_positive_int, default=4, help="worker threads (default 4)"
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help=f"worker threads (default {DEFAULT_WORKER_THREADS}; with "
+        f"--zope-conf: $ZASYNC_THREADS or 2)",
     )
     worker.add_argument(
         "--queue",
@@ -221,8 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.db is None:
-        parser.error(f"{args.command}: --db is required (or set ZASYNC_DB)")
+    if getattr(args, "zope_conf", None):
+        _check_zope_flags(args, parser)
+    elif args.db is None:
+        parser.error(
+            f"{args.command}: --db is required (or set ZASYNC_DB)"
+            + (", or --zope-conf" if args.command == "worker" else "")
+        )
     logging.basicConfig(
         level=getattr(
             logging,
@@ -271,6 +307,68 @@ def _in_transaction(db, work):
         conn.close()
 
 
+def _check_zope_flags(args, parser) -> None:
+    """--zope-conf (which argparse keeps apart from --db) excludes the
+    dispatcher flags a Zope worker does not take."""
+    worker_parser = _subparser(parser, "worker")
+    for dest in ZOPE_IGNORED_FLAGS:
+        if getattr(args, dest) != worker_parser.get_default(dest):
+            flag = "--" + dest.replace("_", "-")
+            parser.error(
+                f"worker: {flag} cannot be used with --zope-conf (a Zope "
+                f"worker's dispatcher has the default settings; only "
+                f"--uuid-file, --threads and --stop-timeout apply)"
+            )
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions:
+        if name in action.choices:
+            return action.choices[name]
+    raise KeyError(name)
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT, once installed: the first asks the worker to
+    stop (after its start-up, if it comes during it); a second SIGINT exits
+    at once (code 130)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._stopping = threading.Event()
+
+    def install(self) -> _StopSignals:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        self.received.append(signum)
+        if signum == signal.SIGINT and len(self.received) > 1:
+            log.warning(
+                "second interrupt: stopping at once; running jobs go to recovery"
+            )
+            os._exit(130)
+        self._stopping.set()
+
+    def wait(self) -> int:
+        """Block until the first signal; return it."""
+        while not self._stopping.wait(1.0):
+            pass
+        return self.received[0]
+
+
+def _log_unclean_stop(args) -> int:
+    log.warning(
+        "exiting with code %d: jobs still running after --stop-timeout %g s "
+        "are left to recovery (this worker's next start, or another worker "
+        "when the lease ends)",
+        EXIT_ERROR,
+        args.stop_timeout,
+    )
+    return EXIT_ERROR
+
+
 def cmd_worker(args, parser) -> int:
     from zasync.dispatcher import Dispatcher
     from zasync.identity import worker_uuid
@@ -280,12 +378,15 @@ def cmd_worker(args, parser) -> int:
             importlib.import_module(module)
         except ImportError as e:
             parser.error(f"--import {module}: {e}")
+    if args.zope_conf:
+        return _zope_worker(args)
     db = _open(args)
     uuid = worker_uuid(args.uuid_file)
+    threads = args.threads or DEFAULT_WORKER_THREADS
     dispatcher = Dispatcher(
         db,
         uuid=uuid,
-        threads=args.threads,
+        threads=threads,
         queue_names=tuple(args.queue) or None,
         poll_interval=args.poll_interval,
         heartbeat_interval=args.heartbeat,
@@ -293,44 +394,52 @@ def cmd_worker(args, parser) -> int:
         maintenance_interval=args.maintenance_interval,
         retention=datetime.timedelta(days=args.retention_days),
     )
-    stopping = threading.Event()
-    interrupts = []
-
-    def on_signal(signum, frame):
-        interrupts.append(signum)
-        if signum == signal.SIGINT and len(interrupts) > 1:
-            log.warning(
-                "second interrupt: stopping at once; running jobs go to recovery"
-            )
-            os._exit(130)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = _StopSignals().install()
     dispatcher.start()
     print(
-        f"zasync worker {uuid} on {args.db}: {args.threads} threads; Ctrl-C to stop",
+        f"zasync worker {uuid} on {args.db}: {threads} threads; Ctrl-C to stop",
         flush=True,
     )
-    while not stopping.wait(1.0):
-        pass
+    signum = signals.wait()
     log.info(
         "%s received: stopping; waiting up to %g s for running jobs",
-        signal.Signals(interrupts[0]).name,
+        signal.Signals(signum).name,
         args.stop_timeout,
     )
     clean = dispatcher.stop(args.stop_timeout)
     db.close()
-    if not clean:
-        log.warning(
-            "exiting with code %d: jobs still running after --stop-timeout %g s "
-            "are left to recovery (this worker's next start, or another worker "
-            "when the lease ends)",
-            EXIT_ERROR,
-            args.stop_timeout,
+    return EXIT_OK if clean else _log_unclean_stop(args)
+
+
+def _zope_worker(args) -> int:
+    """``zasync worker --zope-conf``: Plone jobs in a Zope process."""
+    try:
+        from zasync.plone import zopeworker
+    except ImportError as e:
+        print(
+            f"zasync worker: --zope-conf needs Zope and Plone ({e}): "
+            f"pip install -c constraints.txt 'zasync[plone]'",
+            file=sys.stderr,
         )
         return EXIT_ERROR
-    return EXIT_OK
+    signals = _StopSignals().install()
+    worker = zopeworker.start(
+        args.zope_conf, uuid_file=args.uuid_file, threads=args.threads
+    )
+    print(
+        f"zasync worker {worker.uuid} in Zope ({args.zope_conf}, role "
+        f"{worker.role.name}, database {worker.database_name!r}): "
+        f"{worker.threads} threads; Ctrl-C to stop",
+        flush=True,
+    )
+    signum = signals.wait()
+    log.info(
+        "%s received: stopping; waiting up to %g s for running jobs",
+        signal.Signals(signum).name,
+        args.stop_timeout,
+    )
+    clean = worker.stop(args.stop_timeout)
+    return EXIT_OK if clean else _log_unclean_stop(args)
 
 
 def cmd_status(args, parser) -> int:

@@ -20,8 +20,10 @@ Start-up goes through Zope's own events, no patching:
   named by ``ZASYNC_UUID`` (or ``ZC_ASYNC_UUID``), created on first start,
   and the number of threads from ``ZASYNC_THREADS`` (default 2);
 - ``IProcessStarting`` (the server is about to serve): the worker starts
-  its dispatcher. Scripts (``zconsole run``) open the database without
-  starting a server, so they never start one.
+  its dispatcher. ``zasync worker --zope-conf`` starts Zope this way
+  without serving HTTP. Zope's scripts (``zconsole run``) go through the
+  same start-up, so a script run with a worker's zope.conf starts a
+  dispatcher too: run scripts with the instance's zope.conf.
 
 The dispatcher stops when the process exits, letting running jobs finish
 for up to ``ZASYNC_STOP_TIMEOUT`` seconds (default 10).
