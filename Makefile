@@ -1,4 +1,4 @@
-# zasync -- make run | make test | make bench | make lint
+# zasync -- make run | make cluster | make demo | make test | make bench | make lint
 # Each target creates .venv and installs what it needs on first use.
 
 PYTHON ?= python3
@@ -7,13 +7,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint format bench clean cluster
+.PHONY: help run demo test lint format bench clean cluster
 
 help:
-	@echo "make run    - start a worker on ./var/Data.fs and run a demo batch"
-	@echo "make test   - lint, then the whole test suite"
-	@echo "make bench  - the benchmark workloads (QUICK=1 for a short run)"
-	@echo "make lint   - ruff format --check and ruff check"
+	@echo "make run     - Plone 6 with zasync on http://localhost:8080/Plone (worker in-process)"
+	@echo "make cluster - ZEO server, Plone instance on :8080 and two workers (examples/)"
+	@echo "make demo    - start a worker on ./var/Data.fs and run a demo batch"
+	@echo "make test    - lint, then the whole test suite"
+	@echo "make bench   - the benchmark workloads (QUICK=1 for a short run)"
+	@echo "make lint    - ruff format --check and ruff check"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,zeo,relstorage,plone]'
 	touch $(STAMP)
 
+# Plone on ./var/plone (site created on the first start); Ctrl-C stops it.
 run: $(STAMP)
+	$(BIN)/python examples/run.py
+
+# The ZEO set-up of examples/cluster on ./var/cluster; Ctrl-C stops it all.
+cluster: $(STAMP)
+	$(BIN)/python examples/cluster.py
+
+# The core engine alone: a worker and a demo batch on ./var/Data.fs.
+demo: $(STAMP)
 	$(BIN)/python -m zasync demo --db var/Data.fs
 
 lint: $(STAMP)

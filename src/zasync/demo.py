@@ -1,4 +1,4 @@
-"""``make run`` / ``zasync demo``: a worker and a small batch, to watch.
+"""``make demo`` / ``zasync demo``: a worker and a small batch, to watch.
 
 Queues a few kinds of work on an embedded FileStorage, runs a worker in
 this process, and prints progress and results as they commit.
