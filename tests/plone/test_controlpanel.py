@@ -24,6 +24,7 @@ from plone.app.testing import (
 from plone.testing.zope import Browser
 from tests.plone import uijobs
 from zope.component import getUtility
+from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
 from zasync.plone.interfaces import IAsyncService
@@ -39,8 +40,12 @@ def service():
 
 
 @pytest.fixture
-def site(functional):
-    """The layer, with a Site Administrator ``siteadmin``."""
+def site(functional, monkeypatch):
+    """The layer, with a Site Administrator ``siteadmin``. The publisher
+    retries a request that conflicts (with the worker's commits) three
+    times, as Zope does by default (zope.conf ``max-conflict-retries``; 0
+    in test set-ups)."""
+    monkeypatch.setattr(HTTPRequest, "retry_max_count", 3)
     portal = functional["portal"]
     portal.acl_users.userFolderAddUser(
         SITE_ADMIN, SITE_ADMIN_PASSWORD, ["Site Administrator"], []

@@ -29,6 +29,7 @@ from plone.app.testing import (
 from plone.testing.zope import Browser
 from tests.plone import uijobs
 from zope.component import getUtility
+from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
 from zasync.plone.interfaces import IAsyncService
@@ -47,9 +48,12 @@ def service():
 
 
 @pytest.fixture
-def rest(functional):
+def rest(functional, monkeypatch):
     """The functional layer's site with plone.restapi installed and a Site
-    Administrator ``siteadmin``."""
+    Administrator ``siteadmin``. The publisher retries a request that
+    conflicts (with the worker's commits) three times, as Zope does by
+    default (zope.conf ``max-conflict-retries``; 0 in test set-ups)."""
+    monkeypatch.setattr(HTTPRequest, "retry_max_count", 3)
     portal = functional["portal"]
     applyProfile(portal, "plone.restapi:default")
     portal.acl_users.userFolderAddUser(
@@ -400,7 +404,9 @@ def test_restapi_documentation(rest):
         )
         status_line, expected_headers, expected_body = split_message(response)
         where = f"{path.name}:{line}: {method} {target}"
-        assert reply.status == status_line.split(" ", 1)[1], f"{where}: {reply.status}"
+        assert reply.status == status_line.split(" ", 1)[1], (
+            f"{where}: {reply.status} {reply.text}"
+        )
         for name, value in expected_headers.items():
             assert reply.headers.get(name) == value, f"{where}: {name}"
         if expected_body:
