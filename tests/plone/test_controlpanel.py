@@ -435,3 +435,27 @@ def test_an_action_the_status_does_not_allow_says_so(site):
     b.post(url(site, f"/{job.id}"), f"action=cancel&_authenticator={token}")
     assert "Nothing done: job" in b.contents
     assert "only pending or scheduled jobs can be cancelled" in b.contents
+
+
+def test_queues_in_their_own_database(multidb, monkeypatch):
+    """With the queues in the ``async`` database, the panel finds its jobs
+    there and acts on them."""
+    monkeypatch.setattr(HTTPRequest, "retry_max_count", 3)
+    job = service().queueJob(uijobs.fail_with, multidb["portal"], "in async")
+    run(job)
+    assert job._p_jar.db().database_name == "async"
+    b = browser(multidb, SITE_OWNER_NAME, SITE_OWNER_PASSWORD)
+    b.open(url(multidb, "?status=failed"))
+    assert f'data-job-id="{job.id}"' in b.contents
+    b.open(url(multidb, f"/{job.id}?confirm=retry"))
+    assert "RuntimeError: in async" in b.contents
+    b.getControl("Retry").click()
+    assert "is queued again" in b.contents
+    assert wait_for_result(job, WAIT).getErrorMessage() == "in async"
+
+
+def test_uninstall_removes_the_configlet(site):
+    portal = site["portal"]
+    portal.portal_setup.runAllImportStepsFromProfile("profile-zasync.plone:uninstall")
+    actions = [action.id for action in portal.portal_controlpanel.listActions()]
+    assert "zasync-jobs" not in actions
