@@ -19,6 +19,7 @@ from zasync.interfaces import (
     CALLBACKS,
     COMPLETED,
     KEY,
+    NEW,
     PENDING,
     BadStatusError,
     CancelledError,
@@ -95,11 +96,23 @@ def iter_active(queues) -> Iterator[Job]:
             yield job
 
 
+def done_trees(queues) -> Iterator:
+    """The trees of finished jobs (end time in microseconds -> job): each
+    worker thread's, and each queue's for jobs finished outside a worker
+    (cancelled, or failed before they started)."""
+    for record in queues.workers.values():
+        for slot in record.slots:
+            yield slot.done
+    for queue in queues.values():
+        if queue._finished is not None:
+            yield queue._finished
+
+
 def iter_done(queues, *, since_us: int | None = None) -> Iterator[tuple[int, Job]]:
     """(end time in microseconds, job) of finished jobs, newest first."""
     import heapq
 
-    trees = [slot.done for record in queues.workers.values() for slot in record.slots]
+    trees = list(done_trees(queues))
 
     def newest_first(tree):
         # maxKey() walks down from the newest end, loading only the buckets
@@ -190,14 +203,22 @@ def retry(job: Job, *, begin_after: datetime.datetime | None = None) -> Job:
     if queue is None:
         raise BadStatusError(f"job {job.id} was never queued: it cannot be retried")
     _forget_done(job)
+    for callback in job._callbacks:
+        # Callbacks (and the events of Plone jobs, which are callbacks)
+        # run again after the new attempt.
+        _reset(callback)
+    _reset(job)
+    job.begin_after = None
+    queue.put(job, begin_after=begin_after)
+    return job
+
+
+def _reset(job: Job) -> None:
     job._result = None
     job.active_start = job.active_end = None
     job._conflicts = job._errors = job._interruptions = 0
     job._worker = job._slot = None
-    job._status = "new-status"
-    job.begin_after = None
-    queue.put(job, begin_after=begin_after)
-    return job
+    job._status = NEW
 
 
 def remove(job: Job) -> None:
@@ -217,12 +238,11 @@ def _forget_done(job: Job) -> bool:
     if queues is None or job.active_end is None:
         return False
     start = int(job.active_end.timestamp() * 1_000_000) - 5
-    for record in queues.workers.values():
-        for slot in record.slots:
-            for key in list(slot.done.keys(min=start, max=start + 10_000)):
-                if slot.done[key] is job:
-                    del slot.done[key]
-                    return True
+    for tree in done_trees(queues):
+        for key in list(tree.keys(min=start, max=start + 10_000)):
+            if tree[key] is job:
+                del tree[key]
+                return True
     return False
 
 
@@ -238,18 +258,17 @@ def prune(
     (at most ``limit``)."""
     cutoff = int((time.time() - older_than.total_seconds()) * 1_000_000)
     removed = 0
-    for record in queues.workers.values():
-        for slot in record.slots:
-            keys = list(slot.done.keys(max=cutoff, excludemax=True))
-            if match is not None:
-                keys = [key for key in keys if match(slot.done[key])]
-            if limit is not None:
-                keys = keys[: limit - removed]
-            for key in keys:
-                del slot.done[key]
-            removed += len(keys)
-            if limit is not None and removed >= limit:
-                return removed
+    for tree in list(done_trees(queues)):
+        keys = list(tree.keys(max=cutoff, excludemax=True))
+        if match is not None:
+            keys = [key for key in keys if match(tree[key])]
+        if limit is not None:
+            keys = keys[: limit - removed]
+        for key in keys:
+            del tree[key]
+        removed += len(keys)
+        if limit is not None and removed >= limit:
+            return removed
     return removed
 
 

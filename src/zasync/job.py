@@ -229,6 +229,15 @@ class Job(persistent.Persistent):
 
     @property
     def callable_name(self) -> str:
+        """The dotted name of what the job calls. A wrapper callable (such
+        as zasync.plone's run_as_user) names the function it wraps by
+        having a ``zasync_describe(job)`` attribute."""
+        describe = getattr(self.callable, "zasync_describe", None)
+        if describe is not None:
+            try:
+                return describe(self)
+            except Exception:  # a description must never break a listing
+                pass
         return callable_name(self.callable)
 
     def __repr__(self) -> str:
@@ -318,6 +327,8 @@ class Job(persistent.Persistent):
                 self._queue._requeue(self, front=True)
             else:
                 self._run_callbacks_here()
+        elif self._queue is not None:
+            self._queue._record_finished(self)
 
     def __call__(self, *args, **kwargs) -> Any:
         """Run the job here and now, in the caller's transaction (for tests

@@ -83,6 +83,13 @@ def run(dispatcher) -> None:
                 for slot in record.slots
             )
         ]
+        prunable_queues = [
+            name
+            for name, queue in queues.items()
+            if queue._finished is not None
+            and _first_key(queue._finished) is not None
+            and _first_key(queue._finished) < cutoff_us
+        ]
         expired = [
             record.uuid
             for record in registry.values()
@@ -103,8 +110,23 @@ def run(dispatcher) -> None:
             dispatcher, lambda registry, uuid=uuid: _prune(registry, uuid, cutoff_us)
         ):
             pass
+    for name in prunable_queues:
+        while _in_lease(
+            dispatcher,
+            lambda registry, name=name: _prune_tree(
+                dispatcher._conn.root()[KEY][name]._finished, cutoff_us
+            ),
+        ):
+            pass
     for uuid in expired:
         _in_lease(dispatcher, lambda registry, uuid=uuid: _expire(registry, uuid))
+
+
+def _prune_tree(tree, cutoff_us: int) -> int:
+    keys = list(tree.keys(max=cutoff_us, excludemax=True)[:PRUNE_CHUNK])
+    for key in keys:
+        del tree[key]
+    return len(keys)
 
 
 def _first_key(tree):

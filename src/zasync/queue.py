@@ -41,6 +41,7 @@ import persistent
 import transaction
 import zope.interface
 from BTrees.Length import Length
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 
 from zasync.interfaces import (
@@ -212,6 +213,8 @@ class Queue(persistent.Persistent):
     _shards: tuple = ()
     _length: Length | None = None
     quotas: Quotas | None = None
+    #: jobs finished outside a worker (end time in microseconds -> job)
+    _finished: Any = None
 
     def __init__(self, name: str = "", shards: int = DEFAULT_SHARDS):
         if not isinstance(shards, int) or shards < 1:
@@ -283,6 +286,17 @@ class Queue(persistent.Persistent):
         self._shards[_shard_index(len(self._shards))][key] = job
         job._key = key
         self._length.change(1)
+
+    def _record_finished(self, job: Job) -> None:
+        """Keep a job that finished outside a worker (cancelled, failed
+        before it started) with the finished jobs, for listing and
+        retention."""
+        if self._finished is None:
+            self._finished = LOBTree()
+        key = _us(job.active_end or now())
+        while key in self._finished:
+            key += 1
+        self._finished[key] = job
 
     def _requeue(self, job: Job, *, front: bool = False, when=None) -> None:
         """Put a job back (a retry, an interruption, late callbacks)."""
