@@ -58,7 +58,7 @@ def test_events_carry_the_result_or_failure_and_the_job(functional):
     assert good.status == bad.status == COMPLETED
     (kind1, obj1, oid1, name1, site1), (kind2, obj2, oid2, name2, site2) = seen
     assert (kind1, obj1, oid1, site1) == ("JobSuccess", 42, good._p_oid, "plone")
-    assert name1 == "zasync.plone.runner.run_as_user"
+    assert name1 == "zasync.plone.tests.funcs.addNumbers"
     assert (kind2, oid2, site2) == ("JobFailure", bad._p_oid, "plone")
     assert isinstance(obj2, Failure) and obj2.check(RuntimeError)
     assert obj2.getErrorMessage() == "FooBared"

@@ -236,3 +236,13 @@ def iter_origins(job: Any) -> Iterator[JobOrigin]:
         yield job.args[0]
     for member in getattr(job, "jobs", ()):
         yield from iter_origins(member)
+
+
+def _describe(job) -> str:
+    """What a Plone job calls: the wrapped function, not this wrapper."""
+    from zasync.job import callable_name
+
+    return callable_name(job.args[1])
+
+
+run_as_user.zasync_describe = _describe
