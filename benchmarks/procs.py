@@ -26,8 +26,9 @@ class ProcessFailed(RuntimeError):
     """A helper process exited early or did not say it was ready."""
 
 
-def bench_env(stamps: Path) -> dict[str, str]:
+def bench_env(stamps: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(extra or {})
     env[ENV] = str(stamps)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
@@ -38,7 +39,15 @@ def bench_env(stamps: Path) -> dict[str, str]:
 class Proc:
     """A child process whose standard output says when it is ready."""
 
-    def __init__(self, name: str, argv: list[str], *, stamps: Path, log: Path):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        stamps: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.log_path = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
@@ -48,7 +57,7 @@ class Proc:
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=ROOT,
-            env=bench_env(stamps),
+            env=bench_env(stamps, env),
             start_new_session=True,  # a Ctrl-C of the harness is not theirs
         )
 
