@@ -1,8 +1,8 @@
 """``python -m benchmarks [--quick] [--only W1,W2] [--setups a,b]``.
 
-Runs the workloads of ../shared/BENCH.md (W1-W5; W6 waits for the Plone
-integration) and the storages alone, prints a table with the targets, and
-writes the JSON records and the plots to benchmarks/results/.
+Runs the workloads of ../shared/BENCH.md (W1-W6) and the storages alone,
+prints a table with the targets, and writes the JSON records and the plots
+to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from benchmarks import (
     w3_idle,
     w4_recovery,
     w5_contention,
+    w6_plone,
 )
 from benchmarks.context import Context, Params
 
@@ -36,8 +37,8 @@ WORKLOADS = {
     "W3": w3_idle.run,
     "W4": w4_recovery.run,
     "W5": w5_contention.run,
+    "W6": w6_plone.run,
 }
-W6_NOTE = "not yet measured (needs the Plone integration)"
 
 EPILOG = """\
 examples:
@@ -46,9 +47,11 @@ examples:
   python -m benchmarks --only W1 --setups b,e  # W1 on ZEO with 1 and 4 workers
   python -m benchmarks --only storage,W2 --runs 5
 
-workloads: storage (the storages alone), W1-W5 (W6: not yet)
+workloads: storage (the storages alone), W1-W6
 setups: a FileStorage, b ZEO 1 worker, c ZEO 2 workers, d RelStorage,
-        e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own)
+        e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own);
+        W6: q default quota 1 thread, u no quota 4 threads (the default),
+        p default quota 4 threads
 """
 
 
@@ -84,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    only = (
-        _names(args.only, [*WORKLOADS, "W6"], "--only", parser) if args.only else None
+    only = _names(args.only, list(WORKLOADS), "--only", parser) if args.only else None
+    setups = (
+        _names(args.setups, "abcdequp", "--setups", parser) if args.setups else None
     )
-    setups = _names(args.setups, "abcde", "--setups", parser) if args.setups else None
     if args.runs is not None and args.runs < 1:
         parser.error("--runs: use 1 or more")
     params = Params.for_mode(args.quick, args.runs)
@@ -109,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: reporting what was measured", file=sys.stderr)
     finally:
         ctx.close()
-    if only is None or "W6" in only:
-        ctx.results.note("W6", "Plone 6 on ZEO", W6_NOTE)
     elapsed = time.monotonic() - began
     rows = results.table(ctx.results.figures)
     print()

@@ -40,6 +40,8 @@ class Params:
     w4_cases: tuple[str, ...] = ("lease", "restart")
     w5_producers: int = 4
     w5_jobs: int = 1000
+    w6_jobs: int = 500
+    w6_batch: int = 100
     storage_seconds: float = 3.0
 
     @classmethod
@@ -54,6 +56,7 @@ class Params:
             w3_seconds=20.0,
             w4_cases=("restart",),
             w5_jobs=200,
+            w6_jobs=100,
             storage_seconds=1.0,
         )
 
