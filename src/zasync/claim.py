@@ -20,13 +20,13 @@ from zasync.workers import Slot
 _AFTER_ANY_DUE = 2**63  # sorts after every due time in a priority rank
 
 
-#: tombstones met in front of due jobs before a shard is worth compacting
+#: stale entries met in front of due jobs before a shard is worth compacting
 COMPACT_AFTER = 1024
 
 
 def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
-    """(key, value) of the due entries of one shard, in key order; a value
-    of None is a tombstone (a job claimed already)."""
+    """(key, value) of the due entries of one shard, in key order,
+    stale entries included (see zasync.queue)."""
     low = HEAD
     while True:
         first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
@@ -39,23 +39,17 @@ def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
         low = (rank, _AFTER_ANY_DUE, 0)
 
 
-def iter_due(
-    queue: Queue, now_us: int, tombstones: dict | None = None
-) -> Iterator[tuple[tuple, Any, Any]]:
-    """(key, job, shard) of a queue's due jobs, in run order. Tombstones
-    are skipped and counted per shard index in ``tombstones``."""
+def iter_due(queue: Queue, now_us: int) -> Iterator[tuple[tuple, Any, Any]]:
+    """(key, job, shard) of a queue's due entries, in run order. Stale
+    entries are included: check them with ``zasync.queue.live`` once the
+    jobs are loaded (so that they can be loaded many at a time)."""
 
-    def tagged(index, shard):
+    def tagged(shard):
         for key, job in due_items(shard, now_us):
-            if job is None:
-                if tombstones is not None:
-                    tombstones[index] = tombstones.get(index, 0) + 1
-                continue
-            yield key, job, shard
+            if job is not None:
+                yield key, job, shard
 
-    return heapq.merge(
-        *(tagged(i, s) for i, s in enumerate(queue._shards)), key=lambda t: t[0]
-    )
+    return heapq.merge(*(tagged(s) for s in queue._shards), key=lambda t: t[0])
 
 
 def _windows(items: Iterator, size: int, conn) -> Iterator:
@@ -74,7 +68,7 @@ def _windows(items: Iterator, size: int, conn) -> Iterator:
 
 class Claimed(dict):
     """{slot index: [jobs]}, and ``compact``: (queue, shard index) pairs
-    whose tombstones are worth removing."""
+    whose stale entries are worth removing."""
 
     compact: list
 
@@ -111,14 +105,19 @@ def claim(
         quotas = queue.quotas
         room: dict[str, int] = {}
         blocked: set[str] = set()
-        tombstones: dict[int, int] = {}
+        stale: dict[int, int] = {}  # stale entries met, by shard
+        index_of = {id(shard): i for i, shard in enumerate(queue._shards)}
         # (key, job, shard, quota names) of the jobs that may be taken,
         # in run order; quota room is counted as if all were taken.
         candidates: list = []
         wanted = total - len(taken)
         limit = wanted * 4 if spread else wanted
-        items = iter_due(queue, now_us, tombstones)
+        items = iter_due(queue, now_us)
         for key, job, shard in _windows(items, max(16, wanted), conn):
+            if job._key != key:
+                index = index_of[id(shard)]
+                stale[index] = stale.get(index, 0) + 1
+                continue
             status = job._status
             if status not in (PENDING, CALLBACKS):
                 continue  # not ours to take; recovery puts such jobs right
@@ -157,15 +156,14 @@ def claim(
                 quota = quotas.get(name)
                 if quota is not None:
                     quota._add(job._p_oid)
-        # Changed after the scan: a BTree must not change under its
-        # iterator. A tombstone, not a deletion (see zasync.queue).
-        for key, job, shard, _names in chosen:
-            shard[key] = None
+        # The shard is not written: the entry goes stale when the job stops
+        # naming it (see zasync.queue), and is removed later in bulk.
+        for _key, job, _shard, _names in chosen:
             job._key = None
             taken.append(job)
         if chosen:
             queue._length.change(-len(chosen))
-        for index, count in tombstones.items():
+        for index, count in stale.items():
             if count >= COMPACT_AFTER:
                 compact.append((queue, index))
     result = Claimed(_assign(taken, slots, worker, start_time))

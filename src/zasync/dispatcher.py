@@ -500,7 +500,7 @@ class Dispatcher:
         return next_due
 
     def _compact(self, shards) -> None:
-        """Remove the tombstones claims left in front of busy shards."""
+        """Remove the stale entries claims left in front of busy shards."""
         for queue, index in shards:
             name = queue.name
             try:
@@ -508,7 +508,10 @@ class Dispatcher:
                     queue = self._conn.root()[KEY][name]
                     removed = compact(queue, index)
                 log.debug(
-                    "removed %d tombstones from queue %r shard %d", removed, name, index
+                    "removed %d stale entries from queue %r shard %d",
+                    removed,
+                    name,
+                    index,
                 )
             except TransientError:
                 log.debug("compacting queue %r shard %d conflicted; later", name, index)

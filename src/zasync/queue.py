@@ -14,17 +14,19 @@ Layout, chosen so that concurrent producers and workers do not conflict:
   them all, so a worker taking the front job does not delete the first key
   of the shard's first bucket (refused too: "Delete of first key"), which
   made every claim conflict with a producer adding to a short queue;
-- a worker that claims a job leaves a tombstone (the key, with None as its
-  value) instead of deleting the key: a BTree registers every change made
-  through it as a read of the tree node above the bucket, and a claim that
-  emptied a bucket changed that node, so producers adding to the same
-  shard at that moment failed with ReadConflictError. Tombstones are
-  removed in bulk from time to time (:func:`compact`);
+- a worker that claims a job does not touch the shard at all: it only
+  writes the job (its status, and ``_key = None``), so that a claim never
+  conflicts with a producer adding to the same shard (a claim that changed
+  a bucket while a producer split it, or that emptied a bucket and so
+  changed the tree node every change through the tree reads, failed the
+  producer's commit). An entry whose job no longer names it (``job._key !=
+  key``) is stale; readers skip it, and stale entries are removed in bulk
+  from time to time (:func:`compact`);
 - the number of pending jobs is a ``BTrees.Length``, which resolves
   concurrent changes, and whose object id workers watch to wake up.
 
-Values that are None in a shard (head, sentinel, tombstones) are never
-jobs.
+An entry is live when its value is a job whose ``_key`` is the entry's key
+(:func:`live`); head and sentinel have None as their value.
 """
 
 from __future__ import annotations
@@ -354,7 +356,7 @@ class Queue(persistent.Persistent):
 
         def items(shard):
             for key, job in shard.items(max=max_key) if max_key else shard.items():
-                if job is not None:
+                if live(key, job):
                     yield key, job, shard
 
         return heapq.merge(*(items(s) for s in self._shards), key=lambda t: t[0])
@@ -374,10 +376,10 @@ class Queue(persistent.Persistent):
         best = None
         for shard in self._shards:
             for key, job in shard.items(min=HEAD, excludemin=True):
-                if job is None:
-                    if key == SENTINEL:
-                        break
-                    continue  # a tombstone
+                if key == SENTINEL:
+                    break
+                if not live(key, job):
+                    continue
                 due = key[1] / 1_000_000
                 if best is None or due < best:
                     best = due
@@ -385,15 +387,21 @@ class Queue(persistent.Persistent):
         return best
 
 
+def live(key: tuple, job: Any) -> bool:
+    """True when a shard entry stands for a pending job (not the head, the
+    sentinel, or a stale entry of a job claimed or moved since)."""
+    return job is not None and job._key == key
+
+
 def compact(queue: Queue, shard_index: int, *, limit: int = 2000) -> int:
-    """Delete up to ``limit`` tombstones from the front of a shard, in the
-    caller's transaction; return how many."""
+    """Delete up to ``limit`` stale entries from the front of a shard, in
+    the caller's transaction; return how many."""
     shard = queue._shards[shard_index]
     dead = []
     for key, job in shard.items(min=HEAD, excludemin=True):
-        if job is None:
-            if key == SENTINEL:
-                break
+        if key == SENTINEL:
+            break
+        if not live(key, job):
             dead.append(key)
             if len(dead) >= limit:
                 break
