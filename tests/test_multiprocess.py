@@ -411,6 +411,7 @@ def test_sigterm_lets_the_running_job_finish(zeo_server, client, workers, stamps
     assert client.completed([job_id])
     log = worker.log()
     assert "SIGTERM received: stopping; waiting up to 20 s for running jobs" in log
+    assert f"stopping: waiting for job {job_id} (tests.mp_jobs." in log
     assert "stopped" in log.splitlines()[-1]
     assert_clean(worker)
 
@@ -427,6 +428,8 @@ def test_a_job_outliving_the_stop_timeout_is_recovered_after_restart(
     log = worker.log()
     assert "waiting up to 0.5 s" in log
     assert "exiting with code 1: jobs still running after --stop-timeout 0.5 s" in log
+    assert f"job {job_id} (tests.mp_jobs." in log
+    assert "still runs in thread 0: left to recovery" in log
     ((status, _, _),) = client.jobs([job_id]).values()
     assert status == ACTIVE
     worker.start()

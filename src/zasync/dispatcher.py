@@ -257,6 +257,14 @@ class Dispatcher:
         self._stopping.set()
         self._wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
+        for oid, name, index in self._running():
+            log.info(
+                "stopping: waiting for job %s (%s) in thread %d",
+                oid,
+                name,
+                index,
+                extra={"action": "stop", "job_id": oid, "callable": name},
+            )
         for inbox in self._inboxes:
             inbox.put(None)
         clean = True
@@ -274,6 +282,16 @@ class Dispatcher:
         else:
             with self._lock:
                 running = dict(self._busy)
+            for oid, name, index in self._running():
+                log.warning(
+                    "job %s (%s) still runs in thread %d: left to recovery "
+                    "(this worker's next start, or another worker when the "
+                    "lease expires)",
+                    oid,
+                    name,
+                    index,
+                    extra={"action": "stop", "job_id": oid, "callable": name},
+                )
             log.warning(
                 "dispatcher %s stopped with %d threads still running jobs; "
                 "they will be recovered",
@@ -292,6 +310,19 @@ class Dispatcher:
         self._stopped.set()
         log.info("dispatcher %s stopped", self.uuid, extra={"action": "stop"})
         return clean
+
+    def _running(self) -> list[tuple[str, str, int]]:
+        """(job id, callable name, thread) of the jobs being called now."""
+        from zasync.job import callable_name
+
+        found = []
+        for runner in self._runners:
+            current = runner.current
+            if current is not None:
+                oid, func = current
+                job_id = format(int.from_bytes(oid, "big"), "x")
+                found.append((job_id, callable_name(func), runner.index))
+        return found
 
     def _mark_stopped(self) -> None:
         try:

@@ -113,6 +113,8 @@ class SlotRunner:
         self.tm = None
         self.conn = None
         self.live = LiveChannel(dispatcher, index)
+        #: (oid, callable) of the job being called, for stop()'s report
+        self.current: tuple | None = None
         self.batch_limit = 1
         self._reusable = None  # a savepoint the next job may start from
         #: jobs completed as a side effect of the current transaction (a
@@ -411,6 +413,8 @@ class SlotRunner:
             job._attempts = attempts
             job._start(started)
             context = local._enter(job, self)
+            # Read by the dispatcher's stop() to say which jobs were running.
+            self.current = (job._p_oid, job.callable)
             try:
                 if zope.event.subscribers:
                     zope.event.notify(JobStarted(job))
@@ -456,6 +460,7 @@ class SlotRunner:
                 return "done"
             finally:
                 local._leave()
+                self.current = None
             break
         if context.live:
             job.annotations.update(context.live)
