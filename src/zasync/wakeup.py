@@ -191,11 +191,14 @@ class PostgresListener:
         import psycopg2
 
         while not self._stop.is_set():
+            conn = None
             try:
                 conn = psycopg2.connect(self.dsn)
                 conn.autocommit = True
                 with conn.cursor() as cursor:
                     cursor.execute(f"LISTEN {CHANNEL}")
+                # Commits made while we were not listening: look once.
+                self.wake()
                 while not self._stop.is_set():
                     ready, _, _ = select.select([conn], [], [], 0.5)
                     if ready:
@@ -203,7 +206,9 @@ class PostgresListener:
                         if conn.notifies:
                             conn.notifies.clear()
                             self.wake()
-                conn.close()
             except Exception:
                 log.warning("LISTEN connection lost; retrying", exc_info=True)
                 self._stop.wait(1.0)
+            finally:
+                if conn is not None and not conn.closed:
+                    conn.close()
