@@ -400,14 +400,25 @@ def cmd_worker(args, parser) -> int:
         f"zasync worker {uuid} on {args.db}: {threads} threads; Ctrl-C to stop",
         flush=True,
     )
+
+    def stop(timeout: float) -> bool:
+        clean = dispatcher.stop(timeout)
+        db.close()
+        return clean
+
+    return _serve_until_signalled(signals, stop, args)
+
+
+def _serve_until_signalled(signals, stop, args) -> int:
+    """Wait for SIGTERM or SIGINT, then ``stop(--stop-timeout)``; the exit
+    code says whether every running job finished."""
     signum = signals.wait()
     log.info(
         "%s received: stopping; waiting up to %g s for running jobs",
         signal.Signals(signum).name,
         args.stop_timeout,
     )
-    clean = dispatcher.stop(args.stop_timeout)
-    db.close()
+    clean = stop(args.stop_timeout)
     return EXIT_OK if clean else _log_unclean_stop(args)
 
 
@@ -432,14 +443,7 @@ def _zope_worker(args) -> int:
         f"{worker.threads} threads; Ctrl-C to stop",
         flush=True,
     )
-    signum = signals.wait()
-    log.info(
-        "%s received: stopping; waiting up to %g s for running jobs",
-        signal.Signals(signum).name,
-        args.stop_timeout,
-    )
-    clean = worker.stop(args.stop_timeout)
-    return EXIT_OK if clean else _log_unclean_stop(args)
+    return _serve_until_signalled(signals, worker.stop, args)
 
 
 def cmd_status(args, parser) -> int:

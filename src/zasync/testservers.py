@@ -358,7 +358,6 @@ def fresh_postgres_database(name_prefix: str = "zasync_test") -> str:
     dropped first. Raises ``ValueError`` for a prefix that is not a lowercase
     SQL identifier, ``psycopg2.Error`` if the server refuses.
     """
-    from psycopg2 import sql
     from psycopg2.extensions import parse_dsn
 
     if not _DB_NAME.match(name_prefix):
@@ -366,17 +365,7 @@ def fresh_postgres_database(name_prefix: str = "zasync_test") -> str:
             f"name_prefix {name_prefix!r} must be lowercase letters, digits and _"
         )
     name = f"{name_prefix}_{os.getpid()}_{secrets.token_hex(4)}"
-    conn = _connect_server()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)
-                )
-            )
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        conn.close()
+    _drop_database(name, create=True)
     logger.debug("created PostgreSQL database %s", name)
     return _uri_for(parse_dsn(_server_dsn()), name)
 
@@ -414,7 +403,6 @@ def drop_postgres_database(uri: str) -> None:
     Idempotent. Raises ``ValueError`` for the server's own maintenance
     databases, ``psycopg2.Error`` if the server refuses.
     """
-    from psycopg2 import sql
     from psycopg2.extensions import parse_dsn
 
     spec = parse_uri(uri)
@@ -424,6 +412,14 @@ def drop_postgres_database(uri: str) -> None:
     server_db = parse_dsn(_server_dsn()).get("dbname")
     if name in _PROTECTED or name == server_db:
         raise ValueError(f"refusing to drop the maintenance database {name!r}")
+    _drop_database(name)
+    logger.debug("dropped PostgreSQL database %s", name)
+
+
+def _drop_database(name: str, *, create: bool = False) -> None:
+    """Drop database ``name`` if it exists (and create it anew)."""
+    from psycopg2 import sql
+
     conn = _connect_server()
     try:
         with conn.cursor() as cursor:
@@ -432,6 +428,9 @@ def drop_postgres_database(uri: str) -> None:
                     sql.Identifier(name)
                 )
             )
+            if create:
+                cursor.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+                )
     finally:
         conn.close()
-    logger.debug("dropped PostgreSQL database %s", name)
