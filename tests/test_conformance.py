@@ -10,7 +10,6 @@ file (tests/mp_jobs.py), so a test can count runs and order them.
 from __future__ import annotations
 
 import datetime
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import transaction
 from tests import mp_jobs
 from tests.processes import wait_until
-from ZODB.POSException import ConflictError
+from tests.producers import produce_concurrently
 
 import zasync
 from zasync.dispatcher import Dispatcher
@@ -212,41 +211,13 @@ def test_retry_policy_retries_an_application_error_max_errors_times(harness, del
 
 def test_concurrent_producers_lose_no_job_and_run_none_twice(harness):
     threads, per_thread = 4, 20
-    ids: list[str] = []
-    conflicts: list[int] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(threads)
-
-    def produce(n: int) -> None:
-        tm = transaction.TransactionManager(explicit=True)
-        conn = harness.db.open(transaction_manager=tm)
-        try:
-            barrier.wait()
-            for i in range(per_thread):
-                while True:
-                    tm.begin()
-                    job = conn.root()[KEY][""].put(
-                        zasync.Job(mp_jobs.work, harness.stamps, 0, (n, i))
-                    )
-                    try:
-                        tm.commit()
-                    except ConflictError:
-                        tm.abort()
-                        conflicts.append(1)
-                        continue
-                    ids.append(job.id)
-                    break
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            conn.close()
-
-    producers = [threading.Thread(target=produce, args=(n,)) for n in range(threads)]
-    for t in producers:
-        t.start()
-    for t in producers:
-        t.join(60)
-    assert not errors, errors
+    jobs, conflicts = produce_concurrently(
+        harness.db,
+        producers=threads,
+        per_producer=per_thread,
+        make_job=lambda n, i: zasync.Job(mp_jobs.work, harness.stamps, 0, (n, i)),
+    )
+    ids = [job.id for job in jobs]
     assert len(set(ids)) == threads * per_thread
 
     def all_ran():

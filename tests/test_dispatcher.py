@@ -7,17 +7,16 @@ loop's start-up and lease renewal.)"""
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 import uuid
 
 import pytest
 import transaction
-from ZODB.POSException import ConflictError
 
 import jobfuncs
 import zasync.dispatcher
 from dbviews import as_of, read, tids_of
+from producers import produce_concurrently
 from zasync.interfaces import (
     ACTIVE,
     ASSIGNED,
@@ -237,39 +236,13 @@ def test_concurrent_producers_while_a_dispatcher_consumes(
     front of a shard while producers add to its end."""
     producers, per_producer = 4, 40
     start_dispatcher(threads=2)
-    conflicts: list = []
-    oids: list[bytes] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(producers)
-
-    def produce(n):
-        tm = transaction.TransactionManager(explicit=True)
-        conn = zasync_db.open(transaction_manager=tm)
-        barrier.wait()
-        try:
-            for i in range(per_producer):
-                while True:
-                    tm.begin()
-                    job = conn.root()[KEY][""].put(
-                        Job(jobfuncs.count, f"{n}-{i}", (n, i))
-                    )
-                    try:
-                        tm.commit()
-                        break
-                    except ConflictError:
-                        tm.abort()
-                        with lock:
-                            conflicts.append((n, i))
-                with lock:
-                    oids.append(job._p_oid)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=produce, args=(n,)) for n in range(producers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    jobs, conflicts = produce_concurrently(
+        zasync_db,
+        producers=producers,
+        per_producer=per_producer,
+        make_job=lambda n, i: Job(jobfuncs.count, f"{n}-{i}", (n, i)),
+    )
+    oids = [job._p_oid for job in jobs]
     total = producers * per_producer
     assert len(set(oids)) == total
     conn = zasync_db.open()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import threading
 
 import pytest
 import transaction
@@ -14,6 +13,7 @@ from ZODB.POSException import ConflictError
 import jobfuncs
 import zasync
 from dbviews import other_connection
+from producers import produce_concurrently
 from zasync.interfaces import (
     KEY,
     NEW,
@@ -340,37 +340,13 @@ def test_concurrent_producers_rarely_conflict_and_lose_nothing(zasync_db):
     """Eight threads commit jobs one by one into the same queue; the sharded
     layout must keep them (nearly) free of conflicts."""
     producers, per_producer = 8, 25
-    conflicts = []
-    oids: list[bytes] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(producers)
-
-    def produce(n):
-        tm = transaction.TransactionManager(explicit=True)
-        conn = zasync_db.open(transaction_manager=tm)
-        barrier.wait()
-        try:
-            for i in range(per_producer):
-                while True:
-                    tm.begin()
-                    job = conn.root()[KEY][""].put(Job(jobfuncs.identity, (n, i)))
-                    try:
-                        tm.commit()
-                        break
-                    except ConflictError:
-                        tm.abort()
-                        with lock:
-                            conflicts.append((n, i))
-                with lock:
-                    oids.append(job._p_oid)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=produce, args=(n,)) for n in range(producers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    jobs, conflicts = produce_concurrently(
+        zasync_db,
+        producers=producers,
+        per_producer=per_producer,
+        make_job=lambda n, i: Job(jobfuncs.identity, (n, i)),
+    )
+    oids = [job._p_oid for job in jobs]
     total = producers * per_producer
     assert len(oids) == len(set(oids)) == total
     with other_connection(zasync_db) as (conn, _tm):
