@@ -18,14 +18,13 @@ def produce_concurrently(
     per_producer: int,
     make_job: Callable[[int, int], object],
     queue_name: str = "",
-) -> tuple[list, list[tuple[int, int]]]:
+) -> tuple[list[bytes], list[tuple[int, int]]]:
     """Start ``producers`` threads that each commit ``per_producer`` jobs
     (``make_job(n, i)``), one per transaction, all starting at once and
-    trying again after a ConflictError. Returns the committed jobs (as
-    loaded by their producers' connections, now closed: read their ``id``
-    or ``_p_oid``) and the (producer, index) of every conflict. Raises the
-    first error a producer met."""
-    jobs: list = []
+    trying again after a ConflictError. Returns the oids of the committed
+    jobs and the (producer, index) of every conflict. Raises the first
+    error a producer met."""
+    oids: list[bytes] = []
     conflicts: list[tuple[int, int]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -48,7 +47,7 @@ def produce_concurrently(
                         with lock:
                             conflicts.append((n, i))
                 with lock:
-                    jobs.append(job)
+                    oids.append(job._p_oid)
         except BaseException as e:  # reported to the test below
             errors.append(e)
         finally:
@@ -61,4 +60,4 @@ def produce_concurrently(
         thread.join(60)
     if errors:
         raise errors[0]
-    return jobs, conflicts
+    return oids, conflicts

@@ -211,13 +211,13 @@ def test_retry_policy_retries_an_application_error_max_errors_times(harness, del
 
 def test_concurrent_producers_lose_no_job_and_run_none_twice(harness):
     threads, per_thread = 4, 20
-    jobs, conflicts = produce_concurrently(
+    oids, conflicts = produce_concurrently(
         harness.db,
         producers=threads,
         per_producer=per_thread,
         make_job=lambda n, i: zasync.Job(mp_jobs.work, harness.stamps, 0, (n, i)),
     )
-    ids = [job.id for job in jobs]
+    ids = [format(int.from_bytes(oid, "big"), "x") for oid in oids]
     assert len(set(ids)) == threads * per_thread
 
     def all_ran():

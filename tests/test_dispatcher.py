@@ -236,13 +236,12 @@ def test_concurrent_producers_while_a_dispatcher_consumes(
     front of a shard while producers add to its end."""
     producers, per_producer = 4, 40
     start_dispatcher(threads=2)
-    jobs, conflicts = produce_concurrently(
+    oids, conflicts = produce_concurrently(
         zasync_db,
         producers=producers,
         per_producer=per_producer,
         make_job=lambda n, i: Job(jobfuncs.count, f"{n}-{i}", (n, i)),
     )
-    oids = [job._p_oid for job in jobs]
     total = producers * per_producer
     assert len(set(oids)) == total
     conn = zasync_db.open()

@@ -340,13 +340,12 @@ def test_concurrent_producers_rarely_conflict_and_lose_nothing(zasync_db):
     """Eight threads commit jobs one by one into the same queue; the sharded
     layout must keep them (nearly) free of conflicts."""
     producers, per_producer = 8, 25
-    jobs, conflicts = produce_concurrently(
+    oids, conflicts = produce_concurrently(
         zasync_db,
         producers=producers,
         per_producer=per_producer,
         make_job=lambda n, i: Job(jobfuncs.identity, (n, i)),
     )
-    oids = [job._p_oid for job in jobs]
     total = producers * per_producer
     assert len(oids) == len(set(oids)) == total
     with other_connection(zasync_db) as (conn, _tm):
