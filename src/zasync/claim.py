@@ -20,8 +20,9 @@ from zasync.workers import Slot
 _AFTER_ANY_DUE = 2**63  # sorts after every due time in a priority rank
 
 
-#: stale entries met in front of due jobs before a shard is worth compacting
-COMPACT_AFTER = 1024
+#: stale entries and tombstones met in front of due jobs before a shard is
+#: worth compacting (each compaction may fail a producer's commit once)
+COMPACT_AFTER = 256
 
 
 def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
@@ -46,10 +47,29 @@ def iter_due(queue: Queue, now_us: int) -> Iterator[tuple[tuple, Any, Any]]:
 
     def tagged(shard):
         for key, job in due_items(shard, now_us):
-            if job is not None:
-                yield key, job, shard
+            # A tombstone (None) is yielded too, to be counted, not loaded.
+            yield key, job, shard
 
     return heapq.merge(*(tagged(s) for s in queue._shards), key=lambda t: t[0])
+
+
+#: entries before the sentinel within which claims leave entries stale
+#: rather than write tombstones: about two buckets, where producers insert
+NEAR_END = 64
+
+
+def _near_end(shard, key) -> bool:
+    for count, following in enumerate(shard.keys(min=key, excludemin=True)):
+        if following == SENTINEL:
+            return True
+        if count >= NEAR_END:
+            return False
+    return True
+
+
+#: consecutive jobs blocked by full quotas after which a claim stops looking
+#: (a job without quotas further back waits until some of them have run)
+BLOCKED_SCAN_LIMIT = 256
 
 
 def _windows(items: Iterator, size: int, conn) -> Iterator:
@@ -61,7 +81,11 @@ def _windows(items: Iterator, size: int, conn) -> Iterator:
             return
         if conn is not None:
             conn.prefetch(
-                [job for _key, job, _shard in window if job._p_changed is None]
+                [
+                    job
+                    for _key, job, _shard in window
+                    if job is not None and job._p_changed is None
+                ]
             )
         yield from window
 
@@ -113,11 +137,14 @@ def claim(
         wanted = total - len(taken)
         limit = wanted * 4 if spread else wanted
         items = iter_due(queue, now_us)
+        blocked_run = 0
         for key, job, shard in _windows(items, max(16, wanted), conn):
-            if job._key != key:
+            if job is None or job._key != key:
                 index = index_of[id(shard)]
                 stale[index] = stale.get(index, 0) + 1
                 continue
+            if blocked_run >= BLOCKED_SCAN_LIMIT:
+                break
             status = job._status
             if status not in (PENDING, CALLBACKS):
                 continue  # not ours to take; recovery puts such jobs right
@@ -125,6 +152,7 @@ def claim(
             if names:
                 if blocked.intersection(names):
                     blocked.update(names)
+                    blocked_run += 1
                     continue
                 ok = True
                 for name in names:
@@ -135,9 +163,11 @@ def claim(
                         ok = False
                 if not ok:
                     blocked.update(names)
+                    blocked_run += 1
                     continue
                 for name in names:
                     room[name] -= 1
+            blocked_run = 0
             candidates.append((key, job, shard, names))
             if len(candidates) >= limit:
                 break
@@ -156,9 +186,13 @@ def claim(
                 quota = quotas.get(name)
                 if quota is not None:
                     quota._add(job._p_oid)
-        # The shard is not written: the entry goes stale when the job stops
-        # naming it (see zasync.queue), and is removed later in bulk.
-        for _key, job, _shard, _names in chosen:
+        # Where producers add (the shard's last entries), the shard is not
+        # written: the entry goes stale when the job stops naming it. Further
+        # from the end a tombstone is cheaper for later readers (they need
+        # not load the job to skip it). See zasync.queue.
+        for key, job, shard, _names in chosen:
+            if not _near_end(shard, key):
+                shard[key] = None
             job._key = None
             taken.append(job)
         if chosen:

@@ -14,13 +14,14 @@ Layout, chosen so that concurrent producers and workers do not conflict:
   them all, so a worker taking the front job does not delete the first key
   of the shard's first bucket (refused too: "Delete of first key"), which
   made every claim conflict with a producer adding to a short queue;
-- a worker that claims a job does not touch the shard at all: it only
-  writes the job (its status, and ``_key = None``), so that a claim never
-  conflicts with a producer adding to the same shard (a claim that changed
-  a bucket while a producer split it, or that emptied a bucket and so
-  changed the tree node every change through the tree reads, failed the
-  producer's commit). An entry whose job no longer names it (``job._key !=
-  key``) is stale; readers skip it, and stale entries are removed in bulk
+- a worker that claims a job near the end of a shard (its last two
+  buckets or so, where producers insert) does not write the shard: it only
+  writes the job (``_key = None``), so the entry goes stale; a claim that
+  changed a bucket a producer was splitting failed the producer's commit.
+  Further from the end, where no producer writes, a claim leaves a
+  tombstone (None), which later readers skip without loading the job. An
+  entry whose job no longer names it (``job._key != key``) is stale;
+  readers skip it, and stale entries and tombstones are removed in bulk
   from time to time (:func:`compact`);
 - the number of pending jobs is a ``BTrees.Length``, which resolves
   concurrent changes, and whose object id workers watch to wake up.
@@ -397,14 +398,15 @@ def compact(queue: Queue, shard_index: int, *, limit: int = 2000) -> int:
     """Delete up to ``limit`` stale entries from the front of a shard, in
     the caller's transaction; return how many."""
     shard = queue._shards[shard_index]
-    dead = []
+    entries = []
     for key, job in shard.items(min=HEAD, excludemin=True):
-        if key == SENTINEL:
+        if key == SENTINEL or len(entries) >= limit:
             break
-        if not live(key, job):
-            dead.append(key)
-            if len(dead) >= limit:
-                break
+        entries.append((key, job))
+    jar = queue._p_jar
+    if jar is not None:  # one round trip for the jobs of stale entries
+        jar.prefetch([job for _key, job in entries if job is not None])
+    dead = [key for key, job in entries if not live(key, job)]
     for key in dead:
         del shard[key]
     return len(dead)
