@@ -14,7 +14,13 @@ import jobfuncs
 import zasync
 from zasync.failure import Failure
 from zasync.job import Job
-from zasync.retry import NeverRetry, RetryPolicy, RetryWithDelay
+from zasync.retry import (
+    CONFLICT_DELAY_BASE,
+    CONFLICT_DELAY_CAP,
+    NeverRetry,
+    RetryPolicy,
+    RetryWithDelay,
+)
 from zasync.testing import wait_for_result
 
 
@@ -40,7 +46,9 @@ def test_default_retries_conflicts_with_growing_jitter_and_then_gives_up():
         job._conflicts = n
         decision = RetryPolicy(job).commit_error(conflict())
         assert decision.retry
-        assert 0 <= decision.delay <= min(1.0, 0.005 * 2**n)
+        assert (
+            0 <= decision.delay <= min(CONFLICT_DELAY_CAP, CONFLICT_DELAY_BASE * 2**n)
+        )
         delays.append(decision.delay)
         assert RetryPolicy(job).job_error(conflict()).retry
     assert len(set(delays)) > 1  # jitter: not a fixed delay

@@ -116,6 +116,7 @@ class SlotRunner:
         #: (oid, callable) of the job being called, for stop()'s report
         self.current: tuple | None = None
         self.batch_limit = 1
+        self._conflicted_until = 0.0  # no batches before then
         self._reusable = None  # a savepoint the next job may start from
         #: jobs completed as a side effect of the current transaction (a
         #: composite completed by its last member's callback)
@@ -179,6 +180,7 @@ class SlotRunner:
                 chunk.append(e.oid)
             except TransientError as e:
                 self.tm.abort()
+                self._conflicted_until = time.monotonic() + 10.0
                 log.info(
                     "batch of %d jobs conflicted (%s); running them one by one",
                     len(chunk) + 1,
@@ -222,6 +224,11 @@ class SlotRunner:
         # period: short jobs are batched, long ones are claimed one by one so
         # that other threads and workers get the rest.
         if count == 0:
+            return
+        if time.monotonic() < self._conflicted_until:
+            # Jobs that conflict with each other: batching them only makes
+            # every conflict undo (and redo) more work.
+            self.batch_limit = 1
             return
         per_job = max(elapsed / count, 1e-5)
         target = int(self.dispatcher.batch_seconds / per_job)

@@ -35,7 +35,15 @@ GIVE_UP = Decision(False)
 AGAIN = Decision(True)
 
 
-def _jitter(attempt: int, base: float = 0.005, cap: float = 1.0) -> float:
+#: seconds: the first conflict waits up to this long, doubled each time
+CONFLICT_DELAY_BASE = 0.01
+#: seconds: the longest wait after a conflict
+CONFLICT_DELAY_CAP = 2.0
+
+
+def _jitter(
+    attempt: int, base: float = CONFLICT_DELAY_BASE, cap: float = CONFLICT_DELAY_CAP
+) -> float:
     # Full jitter: spreads workers that conflicted on the same objects.
     return random.uniform(0, min(cap, base * (2**attempt)))
 
@@ -54,7 +62,7 @@ class RetryPolicy:
     Subclass and change the class attributes, or use the ones below.
     """
 
-    max_conflicts: int = 10
+    max_conflicts: int = 20
     max_interruptions: int = 3
     #: how many times an application error is retried (0: never)
     max_errors: int = 0
