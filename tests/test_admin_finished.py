@@ -75,3 +75,20 @@ def test_prune_removes_old_jobs_finished_outside_workers(zasync_db):
     transaction.commit()
     assert admin.list_jobs(queues, status=("failed",)) == []
     conn.close()
+
+
+def test_a_search_reads_at_most_scan_limit_finished_jobs(zasync_db):
+    conn, queues = _queues(zasync_db)
+    queue = queues[""]
+    jobs = [queue.put(Job(jobfuncs.add, i, 0)) for i in range(5)]
+    transaction.commit()
+    for job in jobs:
+        admin.cancel(job)
+    transaction.commit()
+    never = admin.list_jobs(queues, match=lambda job: False, scan_limit=3)
+    assert never == [] and never.truncated
+    some = admin.list_jobs(queues, status=("failed",), limit=2, scan_limit=3)
+    assert len(some) == 2 and not some.truncated
+    everything = admin.list_jobs(queues, match=lambda job: True)
+    assert len(everything) == 5 and not everything.truncated
+    conn.close()

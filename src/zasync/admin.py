@@ -132,6 +132,13 @@ def iter_done(queues, *, since_us: int | None = None) -> Iterator[tuple[int, Job
         yield -negative, job
 
 
+class JobList(list):
+    """A list of jobs; ``truncated`` is True when the search stopped at its
+    ``scan_limit`` of finished jobs before it found ``limit`` jobs."""
+
+    truncated: bool = False
+
+
 def list_jobs(
     queues,
     *,
@@ -140,10 +147,14 @@ def list_jobs(
     limit: int = 50,
     callable_contains: str | None = None,
     match: Callable[[Job], bool] | None = None,
-) -> list[Job]:
+    scan_limit: int | None = None,
+) -> JobList:
     """Jobs matching the filters: active first, then pending and scheduled
     in run order, then finished ones newest first. ``match``, when given,
-    must also return true for each job listed (applied last)."""
+    must also return true for each job listed (applied last). With
+    ``scan_limit``, at most that many finished jobs are read (newest
+    first), so that a filter matching few jobs stays quick in a database of
+    many; the result says whether it stopped there."""
     unknown = set(status) - set(FILTERS)
     if unknown:
         raise ValueError(
@@ -151,7 +162,7 @@ def list_jobs(
         )
     wanted = set(status or FILTERS)
     clock = time.time()
-    found: list[Job] = []
+    found = JobList()
 
     def keep(job):
         if queue_names and (job._queue is None or job._queue.name not in queue_names):
@@ -171,7 +182,15 @@ def list_jobs(
     if wanted & {"pending", "scheduled"}:
         sources.append(iter_pending(queues, queue_names))
     if wanted & {"completed", "failed"}:
-        sources.append(job for _key, job in iter_done(queues))
+
+        def finished():
+            for scanned, (_key, job) in enumerate(iter_done(queues)):
+                if scan_limit is not None and scanned >= scan_limit:
+                    found.truncated = True
+                    return
+                yield job
+
+        sources.append(finished())
     for source in sources:
         for job in source:
             if keep(job):

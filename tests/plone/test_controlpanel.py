@@ -271,6 +271,25 @@ def test_lists_filter_by_callable_user_path_and_queue(site):
     assert 'href="http://nohost/plone/test-folder"' in b.contents
 
 
+def test_a_list_says_when_it_searched_only_the_newest_finished_jobs(site, monkeypatch):
+    from zasync.plone.browser import controlpanel, jobs
+
+    folder = site["test-folder"]
+    older = service().queueJob(uijobs.echo, folder, "older")
+    run(older)
+    newer = service().queueJob(uijobs.echo, folder, "newer")
+    run(newer)
+    b = browser(site)
+    b.open(url(site, "?status=completed&callable=uijobs.echo"))
+    assert "zasync-scan-limit" not in b.contents
+    monkeypatch.setattr(jobs, "FILTER_SCAN_LIMIT", 1)
+    monkeypatch.setattr(controlpanel.JobsControlPanel, "scan_limit", 1)
+    b.open(url(site, "?status=completed&callable=uijobs.echo"))
+    assert f'data-job-id="{newer.id}"' in b.contents
+    assert f'data-job-id="{older.id}"' not in b.contents
+    assert "Searched the newest 1 finished jobs only" in b.contents
+
+
 def test_lists_page_newest_first(site):
     portal = site["portal"]
     made = [service().queueJob(uijobs.echo, portal, n) for n in range(5)]

@@ -234,7 +234,11 @@ class JobsControlPanel(BrowserView):
             start=self.b_start,
             size=self.b_size,
         )
+        self.scan_truncated = found.truncated
         return [jobs.describe(job) for job in found], more
+
+    scan_truncated = False
+    scan_limit = jobs.FILTER_SCAN_LIMIT
 
     @property
     def rows(self) -> list[dict]:

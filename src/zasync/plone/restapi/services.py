@@ -110,6 +110,9 @@ class JobsGet(_JobsService):
             "@id": self.page_url(query, b_start, b_size),
             "items": [self.serialize(job, full=False) for job in found],
         }
+        if found.truncated:
+            # The search read its most finished jobs (newest first).
+            data["scan_limit"] = jobs.FILTER_SCAN_LIMIT
         if b_start or more:
             # No "last" and no items_total: counting would read every
             # finished job; "next" is there while more jobs follow.
