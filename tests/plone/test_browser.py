@@ -25,10 +25,9 @@ import pytest
 import transaction
 from plone.testing.zope import WSGI_SERVER_FIXTURE
 from tests.plone import uijobs
-from zope.component import getUtility
+from tests.plone.helpers import service
 from zope.pytestlayer import fixture
 
-from zasync.plone.interfaces import IAsyncService
 from zasync.plone.testing import ZASYNC_PLONE_FIXTURE, ZasyncFunctionalTesting
 from zasync.testing import wait_for_result
 
@@ -104,10 +103,6 @@ class Shots:
         path = ARTIFACTS / f"{self.prefix}-{self.count:02d}-{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
-
-
-def service():
-    return getUtility(IAsyncService)
 
 
 def expect(locator):

@@ -23,20 +23,14 @@ from plone.app.testing import (
 )
 from plone.testing.zope import Browser
 from tests.plone import uijobs
-from zope.component import getUtility
+from tests.plone.helpers import WAIT, run, service
 from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
-from zasync.plone.interfaces import IAsyncService
 from zasync.testing import wait_for_result
 
-WAIT = 30
 SITE_ADMIN = "siteadmin"
 SITE_ADMIN_PASSWORD = "secret-siteadmin"
-
-
-def service():
-    return getUtility(IAsyncService)
 
 
 @pytest.fixture
@@ -64,11 +58,6 @@ def browser(layer, user=SITE_ADMIN, password=SITE_ADMIN_PASSWORD):
 
 def url(layer, path=""):
     return f"{layer['portal'].absolute_url()}/@@async-jobs{path}"
-
-
-def run(job):
-    transaction.commit()
-    return wait_for_result(job, WAIT)
 
 
 def queue_as(layer, user, func, context, *args, **kwargs):

@@ -8,22 +8,16 @@ import uuid
 
 import pytest
 import transaction
-from zope.component import getUtility
+from tests.plone.helpers import WAIT, service
 
 from plone import api
 from zasync.interfaces import COMPLETED, TimeoutError
-from zasync.plone.interfaces import IAsyncService
 from zasync.plone.service import makeJob
 from zasync.plone.testing import start_dispatcher
 from zasync.plone.tests import funcs, jobs
 from zasync.testing import wait_for_result
 
-WAIT = 30
 UTC = datetime.UTC
-
-
-def service():
-    return getUtility(IAsyncService)
 
 
 @pytest.fixture

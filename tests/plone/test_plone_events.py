@@ -6,21 +6,16 @@ from __future__ import annotations
 import contextlib
 
 import transaction
-from zope.component import getGlobalSiteManager, getUtility
+from tests.plone.helpers import WAIT, service
+from zope.component import getGlobalSiteManager
 from zope.component.hooks import getSite
 
 from zasync.failure import Failure
 from zasync.interfaces import COMPLETED
-from zasync.plone.interfaces import IAsyncService, IJobFailure, IJobSuccess
+from zasync.plone.interfaces import IJobFailure, IJobSuccess
 from zasync.plone.service import makeJob
 from zasync.plone.tests import funcs, jobs
 from zasync.testing import wait_for_result
-
-WAIT = 30
-
-
-def service():
-    return getUtility(IAsyncService)
 
 
 @contextlib.contextmanager

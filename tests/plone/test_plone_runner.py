@@ -10,26 +10,13 @@ import pytest
 import transaction
 from AccessControl import getSecurityManager
 from plone.app.testing import TEST_USER_ID
-from zope.component import getUtility
+from tests.plone.helpers import run, service
 from zope.component.hooks import getSite
 from zope.globalrequest import getRequest
 
 from plone import api
-from zasync.plone.interfaces import IAsyncService
 from zasync.plone.request import check_public_url
 from zasync.plone.tests import jobs
-from zasync.testing import wait_for_result
-
-WAIT = 30
-
-
-def service():
-    return getUtility(IAsyncService)
-
-
-def run(job):
-    transaction.commit()
-    return wait_for_result(job, WAIT)
 
 
 def test_the_request_gives_urls_views_browser_layers_and_plone_api(functional):

@@ -14,30 +14,17 @@ from plone.app.testing import (
     setRoles,
 )
 from plone.testing import zope as zope_testing
-from zope.component import getUtility
+from tests.plone.helpers import run, service
 
 from plone import api
 from zasync import Job
 from zasync.plone.interfaces import (
     ContextNotFoundError,
-    IAsyncService,
     SiteNotFoundError,
     UserNotFoundError,
 )
 from zasync.plone.runner import JobOrigin, run_as_user
 from zasync.plone.tests import jobs
-from zasync.testing import wait_for_result
-
-WAIT = 30
-
-
-def service():
-    return getUtility(IAsyncService)
-
-
-def run(job):
-    transaction.commit()
-    return wait_for_result(job, WAIT)
 
 
 def test_job_runs_as_the_user_who_queued_it_and_owns_what_it_creates(functional):

@@ -9,22 +9,18 @@ import inspect
 import pytest
 import transaction
 from plone.base.utils import get_installer
-from zope.component import getUtility
+from tests.plone.helpers import service
 
 from plone import api
 from zasync.interfaces import PENDING, ConfigurationError
 from zasync.plone import location
-from zasync.plone.interfaces import IAsyncService, IZasyncPloneLayer
+from zasync.plone.interfaces import IZasyncPloneLayer
 from zasync.plone.runner import JobOrigin, run_as_user
 from zasync.plone.service import AsyncService, makeJob
 from zasync.plone.setuphandlers import HiddenProfiles
 from zasync.plone.tests import funcs
 
 PRODUCT = "zasync.plone"
-
-
-def service():
-    return getUtility(IAsyncService)
 
 
 def test_plone_autoinclude_finds_the_package():

@@ -9,6 +9,7 @@ import transaction
 from plone.app.testing import TEST_USER_ID
 from plone.app.testing.helpers import popGlobalRegistry, pushGlobalRegistry
 from plone.testing import zca
+from tests.plone.helpers import WAIT, service
 from zope.component import getUtility
 from zope.configuration import xmlconfig
 from zope.event import notify
@@ -19,12 +20,11 @@ import zasync.plone
 from plone import api
 from zasync.interfaces import KEY, ConfigurationError
 from zasync.plone import worker
-from zasync.plone.interfaces import IAsyncService, IWorkerRole
+from zasync.plone.interfaces import IWorkerRole
 from zasync.plone.service import makeJob
 from zasync.plone.tests import funcs, jobs
 from zasync.testing import wait_for_result
 
-WAIT = 30
 ZC_ASYNC_FILE = """\
 0f6c1e0a1b2c4d5e8f9a0b1c2d3e4f50
 ------------------------------------------------------------------------
@@ -32,10 +32,6 @@ The value above (and this file) is created and used by the zc.async
 package. It is intended to uniquely identify this software instance when
 it is used to start a zc.async dispatcher.
 """
-
-
-def service():
-    return getUtility(IAsyncService)
 
 
 @pytest.fixture

@@ -28,23 +28,17 @@ from plone.app.testing import (
 )
 from plone.testing.zope import Browser
 from tests.plone import uijobs
-from zope.component import getUtility
+from tests.plone.helpers import WAIT, run, service
 from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
-from zasync.plone.interfaces import IAsyncService
 from zasync.plone.tests import funcs
 from zasync.testing import wait_for_result
 
-WAIT = 30
 SITE_ADMIN = "siteadmin"
 SITE_ADMIN_PASSWORD = "secret-siteadmin"
 BASE = "http://localhost:8080/plone"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def service():
-    return getUtility(IAsyncService)
 
 
 @pytest.fixture
@@ -74,11 +68,6 @@ def client(layer, user=SITE_ADMIN, password=SITE_ADMIN_PASSWORD):
 def call(app, method, path, **kw):
     kw.setdefault("headers", {"Accept": "application/json"})
     return getattr(app, method.lower())(f"{BASE}/{path}", expect_errors=True, **kw)
-
-
-def run(job):
-    transaction.commit()
-    return wait_for_result(job, WAIT)
 
 
 def queue_as(layer, user, func, context, *args):
