@@ -67,6 +67,22 @@ def _near_end(shard, key) -> bool:
     return True
 
 
+def _near_end_keys(chosen: list) -> set:
+    """(id(shard), key) of the chosen entries near their shard's end. Being
+    near the end is monotonic in a shard's key order, so each shard's keys
+    are checked from the last one back, until one is not near the end."""
+    by_shard: dict[int, tuple[Any, list]] = {}
+    for key, _job, shard, _names in chosen:
+        by_shard.setdefault(id(shard), (shard, []))[1].append(key)
+    found = set()
+    for shard_id, (shard, keys) in by_shard.items():
+        for key in sorted(keys, reverse=True):
+            if not _near_end(shard, key):
+                break
+            found.add((shard_id, key))
+    return found
+
+
 #: consecutive jobs blocked by full quotas after which a claim stops looking
 #: (a job without quotas further back waits until some of them have run)
 BLOCKED_SCAN_LIMIT = 256
@@ -190,8 +206,9 @@ def claim(
         # written: the entry goes stale when the job stops naming it. Further
         # from the end a tombstone is cheaper for later readers (they need
         # not load the job to skip it). See zasync.queue.
+        near_end = _near_end_keys(chosen)
         for key, job, shard, _names in chosen:
-            if not _near_end(shard, key):
+            if (id(shard), key) not in near_end:
                 shard[key] = None
             job._key = None
             taken.append(job)
