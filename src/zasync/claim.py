@@ -67,6 +67,17 @@ def _near_end(shard, key) -> bool:
     return True
 
 
+def _skip_known(items: Iterator, known_stale: set, stale: dict, index_of: dict):
+    """The items whose keys are not known to be stale (those are counted,
+    per shard, without loading their jobs)."""
+    for item in items:
+        if (item[2]._p_oid, item[0]) in known_stale:
+            index = index_of[id(item[2])]
+            stale[index] = stale.get(index, 0) + 1
+            continue
+        yield item
+
+
 def _near_end_keys(chosen: list) -> set:
     """(id(shard), key) of the chosen entries near their shard's end. Being
     near the end is monotonic in a shard's key order, so each shard's keys
@@ -111,6 +122,7 @@ class Claimed(dict):
     whose stale entries are worth removing."""
 
     compact: list
+    stale_keys: list
 
 
 def claim(
@@ -121,10 +133,16 @@ def claim(
     now_us: int,
     start_time=None,
     spread: bool = False,
+    known_stale: set | None = None,
 ) -> Claimed:
     """Take up to the slots' capacities of due jobs, in run order, honouring
     quotas (a job whose quota is full waits, and so do the later jobs of
     that quota, so a quota of size 1 keeps strict order).
+
+    ``known_stale`` is a set of (shard oid, key) of stale entries this
+    worker left: they are skipped without loading their jobs. Those this
+    claim leaves stale are in the result's ``stale_keys``: add them to the
+    set once the claim has committed (a shard never reuses a key).
 
     ``slots`` is a list of (slot, capacity). With ``spread`` (other workers
     are claiming too), jobs without quotas are picked at random among the
@@ -138,6 +156,7 @@ def claim(
     total = sum(capacity for _, capacity in slots)
     taken: list = []
     compact: list = []
+    left_stale: list = []
     for queue in queues:
         if len(taken) >= total:
             break
@@ -154,6 +173,8 @@ def claim(
         limit = wanted * 4 if spread else wanted
         items = iter_due(queue, now_us)
         blocked_run = 0
+        if known_stale:
+            items = _skip_known(items, known_stale, stale, index_of)
         for key, job, shard in _windows(items, max(16, wanted), conn):
             if job is None or job._key != key:
                 index = index_of[id(shard)]
@@ -210,6 +231,8 @@ def claim(
         for key, job, shard, _names in chosen:
             if (id(shard), key) not in near_end:
                 shard[key] = None
+            else:
+                left_stale.append((shard._p_oid, key))
             job._key = None
             taken.append(job)
         if chosen:
@@ -219,6 +242,7 @@ def claim(
                 compact.append((queue, index))
     result = Claimed(_assign(taken, slots, worker, start_time))
     result.compact = compact
+    result.stale_keys = left_stale
     return result
 
 

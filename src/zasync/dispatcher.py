@@ -128,6 +128,10 @@ class Dispatcher:
         self._live_written = False
         self.activated: float | None = None
         self._contended_until = 0.0
+        #: keys of stale shard entries this dispatcher's claims left (see
+        #: zasync.queue): skipped without loading their jobs; forgotten at
+        #: each compaction
+        self._known_stale: set = set()
         self.jobs_run = 0
 
     def __repr__(self) -> str:  # the default repr, as zc.async's
@@ -482,7 +486,7 @@ class Dispatcher:
             self._watch(queues)
         served = self._served_queues(queues)
         if not idle or not any(len(q) for q in served):
-            next_due = _next_due(served)
+            next_due = _next_due(served, self._known_stale)
             renew = self._lease_running_out()
             self._tm.abort()
             if renew:
@@ -500,6 +504,7 @@ class Dispatcher:
                 now_us=now_us,
                 start_time=now_dt,
                 spread=time.monotonic() < self._contended_until,
+                known_stale=self._known_stale,
             )
             for jobs in taken.values():
                 for job in jobs:
@@ -512,8 +517,10 @@ class Dispatcher:
                 index: [int.from_bytes(job._p_oid, "big") for job in jobs]
                 for index, jobs in taken.items()
             }
-            next_due = _next_due(served)
+            next_due = _next_due(served, self._known_stale)
             self._tm.commit()
+            # Only now: an aborted claim leaves those entries live.
+            self._known_stale.update(taken.stale_keys)
         except TransientError:
             self._tm.abort()
             # Somebody else claimed too: look again, and for a while pick
@@ -537,7 +544,7 @@ class Dispatcher:
             try:
                 with self._tm:
                     queue = self._conn.root()[KEY][name]
-                    removed = compact(queue, index)
+                    removed = compact(queue, index, known_stale=self._known_stale)
                 log.debug(
                     "removed %d stale entries from queue %r shard %d",
                     removed,
@@ -546,6 +553,8 @@ class Dispatcher:
                 )
             except TransientError:
                 log.debug("compacting queue %r shard %d conflicted; later", name, index)
+        if len(self._known_stale) > 100_000:  # only an optimisation: bounded
+            self._known_stale.clear()
 
     def _check_importable(self, job) -> None:
         # A callable this process cannot import would make the claim
@@ -591,10 +600,10 @@ class Dispatcher:
                     record.stopped = None
 
 
-def _next_due(queues) -> float | None:
+def _next_due(queues, known_stale: set) -> float | None:
     best = None
     for queue in queues:
-        due = queue.next_due()
+        due = queue.next_due(known_stale)
         if due is not None and (best is None or due < best):
             best = due
     return best

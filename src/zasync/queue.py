@@ -64,7 +64,13 @@ DEFAULT_SHARDS = 8
 SENTINEL = (2**62, 2**62, 2**62)
 #: sorts before every job key in a shard (see the module docstring)
 HEAD = (-(2**62), -(2**62), -(2**62))
-_FRONT = 0  # the due time of a job put back at the front of its queue
+
+
+def _front_due() -> int:
+    # The due time of a job put back at the front of its queue: before
+    # every job due in the usual way, later requeues first, and never the
+    # same key twice (readers may remember keys they know are stale).
+    return -_us(now())
 
 
 def _us(when: datetime.datetime) -> int:
@@ -286,7 +292,12 @@ class Queue(persistent.Persistent):
 
     def _insert(self, job: Job, due_us: int) -> None:
         key = (-job.priority, due_us, _oid_int(job))
-        self._shards[_shard_index(len(self._shards))][key] = job
+        shard = self._shards[_shard_index(len(self._shards))]
+        while key in shard:
+            # A stale entry of this job's last time here: never reuse a key
+            # (workers remember the keys they know are stale).
+            key = (key[0], key[1] + 1, key[2])
+        shard[key] = job
         job._key = key
         self._length.change(1)
 
@@ -304,7 +315,7 @@ class Queue(persistent.Persistent):
     def _requeue(self, job: Job, *, front: bool = False, when=None) -> None:
         """Put a job back (a retry, an interruption, late callbacks)."""
         if front:
-            due = _FRONT
+            due = _front_due()
         else:
             due = _us(when or now())
             job.begin_after = when or now()
@@ -372,14 +383,16 @@ class Queue(persistent.Persistent):
     def __bool__(self) -> bool:
         return True
 
-    def next_due(self) -> float | None:
-        """The earliest due time (epoch seconds) of a pending job, or None."""
+    def next_due(self, known_stale: set | frozenset = frozenset()) -> float | None:
+        """The earliest due time (epoch seconds) of a pending job, or None.
+        Entries in ``known_stale`` ((shard oid, key)) are skipped without
+        loading their jobs."""
         best = None
         for shard in self._shards:
             for key, job in shard.items(min=HEAD, excludemin=True):
                 if key == SENTINEL:
                     break
-                if not live(key, job):
+                if (shard._p_oid, key) in known_stale or not live(key, job):
                     continue
                 due = key[1] / 1_000_000
                 if best is None or due < best:
@@ -394,21 +407,34 @@ def live(key: tuple, job: Any) -> bool:
     return job is not None and job._key == key
 
 
-def compact(queue: Queue, shard_index: int, *, limit: int = 2000) -> int:
+def compact(
+    queue: Queue,
+    shard_index: int,
+    *,
+    limit: int = 2000,
+    known_stale: set | None = None,
+) -> int:
     """Delete up to ``limit`` stale entries from the front of a shard, in
-    the caller's transaction; return how many."""
+    the caller's transaction; return how many. Entries in ``known_stale``
+    ((shard oid, key)) are known to be stale (their jobs are not loaded);
+    those deleted leave the set."""
+    known = known_stale if known_stale is not None else set()
     shard = queue._shards[shard_index]
     entries = []
     for key, job in shard.items(min=HEAD, excludemin=True):
         if key == SENTINEL or len(entries) >= limit:
             break
         entries.append((key, job))
+    oid = shard._p_oid
     jar = queue._p_jar
     if jar is not None:  # one round trip for the jobs of stale entries
-        jar.prefetch([job for _key, job in entries if job is not None])
-    dead = [key for key, job in entries if not live(key, job)]
+        jar.prefetch(
+            [job for key, job in entries if job is not None and (oid, key) not in known]
+        )
+    dead = [key for key, job in entries if (oid, key) in known or not live(key, job)]
     for key in dead:
         del shard[key]
+    known.difference_update((oid, key) for key in dead)
     return len(dead)
 
 
