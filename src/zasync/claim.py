@@ -209,13 +209,18 @@ def claim(
             if len(candidates) >= limit:
                 break
         if spread and len(candidates) > wanted:
-            # Quota jobs keep their order; the others are picked at random.
+            # Quota jobs keep their order; the others are taken from one of
+            # the window's segments, chosen at random: two workers claiming
+            # at once then want the same jobs (and conflict) about once in
+            # four times, where random picks over the whole window nearly
+            # always shared one.
             keep = [c for c in candidates[:wanted] if c[3]]
             free = [c for c in candidates if not c[3]]
-            picks = sorted(
-                random.sample(range(len(free)), min(len(free), wanted - len(keep)))
-            )
-            chosen = sorted(keep + [free[i] for i in picks], key=lambda c: c[0])
+            count = min(len(free), wanted - len(keep))
+            segments = max(1, len(free) // max(1, count))
+            start = random.randrange(segments) * count
+            picks = free[start : start + count]
+            chosen = sorted(keep + picks, key=lambda c: c[0])
         else:
             chosen = candidates[:wanted]
         for _key, job, _shard, names in chosen:
