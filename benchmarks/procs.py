@@ -8,6 +8,7 @@ several workers start together and the time of their start is known.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -227,3 +228,21 @@ def stop_all(procs: list[Proc], timeout: float = 20.0) -> None:
             proc.popen.send_signal(signal.SIGTERM)
     for proc in procs:
         proc.stop(timeout)
+
+
+def run_inproc(args: list[str], *, work: Path, timeout: float) -> dict:
+    """Run ``python -m benchmarks.inproc ARGS`` (setups where the worker
+    runs in the process that holds the FileStorage) with its stamps in
+    ``work``; return the JSON it printed last. Raises RuntimeError, quoting
+    its error output, when it fails."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.inproc", *args],
+        cwd=ROOT,
+        env=bench_env(work / "stamps"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if out.returncode:
+        raise RuntimeError(f"benchmarks.inproc failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

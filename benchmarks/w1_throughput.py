@@ -5,10 +5,6 @@ and (file-based storages) the transactions the workers committed."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 from benchmarks import procs
 from benchmarks.context import Context, Watcher, enqueue, open_installed
 from benchmarks.setups import store_for
@@ -60,18 +56,9 @@ def _inproc(ctx: Context, kind: str, workers: int):
     jobs = ctx.params.w1_jobs
     work = ctx.scratch("w1-file")
     with store_for("file", work) as store:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.inproc", "w1", "--db", store.uri]
-            + ["--jobs", str(jobs)],
-            cwd=procs.ROOT,
-            env=procs.bench_env(work / "stamps"),
-            capture_output=True,
-            text=True,
-            timeout=900,
+        result = procs.run_inproc(
+            ["w1", "--db", store.uri, "--jobs", str(jobs)], work=work, timeout=900
         )
-        if out.returncode:
-            raise RuntimeError(f"benchmarks.inproc failed: {out.stderr[-2000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
         if result["done"] < jobs:
             raise RuntimeError(f"only {result['done']} of {jobs} jobs finished")
         txns = store.transactions_since(result["enqueue_end"])

@@ -5,7 +5,6 @@ start stamp minus the time the producer's commit returned."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
@@ -52,18 +51,12 @@ def _inproc(ctx: Context, kind: str, workers: int):
     p = ctx.params
     work = ctx.scratch("w2-file")
     with store_for("file", work) as store:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.inproc", "w2", "--db", store.uri]
-            + ["--jobs", str(p.w2_jobs), "--interval", str(p.w2_interval)],
-            cwd=procs.ROOT,
-            env=procs.bench_env(work / "stamps"),
-            capture_output=True,
-            text=True,
+        result = procs.run_inproc(
+            ["w2", "--db", store.uri, "--jobs", str(p.w2_jobs)]
+            + ["--interval", str(p.w2_interval)],
+            work=work,
             timeout=300,
         )
-        if out.returncode:
-            raise RuntimeError(f"benchmarks.inproc failed: {out.stderr[-2000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["commits"], first_starts(StampReader(work / "stamps").all())
 
 
