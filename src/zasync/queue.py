@@ -363,11 +363,11 @@ class Queue(persistent.Persistent):
                 return job
         raise IndexError(f"queue {self.name!r} has no job at index {index}")
 
-    def _iter_keys(self, max_key=None) -> Iterator[tuple[tuple, Job, Any]]:
-        """(key, job, shard) for pending jobs in run order, up to max_key."""
+    def _iter_keys(self) -> Iterator[tuple[tuple, Job, Any]]:
+        """(key, job, shard) for pending jobs in run order."""
 
         def items(shard):
-            for key, job in shard.items(max=max_key) if max_key else shard.items():
+            for key, job in shard.items():
                 if live(key, job):
                     yield key, job, shard
 
