@@ -16,12 +16,18 @@ def _queues(db):
     return conn, conn.root()[KEY]
 
 
-def test_a_cancelled_job_without_callbacks_is_listed_as_failed(zasync_db):
-    conn, queues = _queues(zasync_db)
+def _cancelled_job(queues):
+    """A job queued, committed, then cancelled (and committed)."""
     job = queues[""].put(Job(jobfuncs.add, 1, 2))
     transaction.commit()
     admin.cancel(job)
     transaction.commit()
+    return job
+
+
+def test_a_cancelled_job_without_callbacks_is_listed_as_failed(zasync_db):
+    conn, queues = _queues(zasync_db)
+    job = _cancelled_job(queues)
     assert job.status == COMPLETED
     assert admin.list_jobs(queues, status=("failed",)) == [job]
     assert admin.summary(queues)["throughput"]["1m"]["failed"] == 1
@@ -30,10 +36,7 @@ def test_a_cancelled_job_without_callbacks_is_listed_as_failed(zasync_db):
 
 def test_a_cancelled_job_can_be_retried_and_removed(zasync_db):
     conn, queues = _queues(zasync_db)
-    job = queues[""].put(Job(jobfuncs.add, 1, 2))
-    transaction.commit()
-    admin.cancel(job)
-    transaction.commit()
+    job = _cancelled_job(queues)
     admin.retry(job)
     transaction.commit()
     assert job.status == "pending-status"
@@ -66,10 +69,7 @@ def test_retry_resets_the_callbacks_so_they_run_again(zasync_db, dispatcher):
 
 def test_prune_removes_old_jobs_finished_outside_workers(zasync_db):
     conn, queues = _queues(zasync_db)
-    job = queues[""].put(Job(jobfuncs.add, 1, 2))
-    transaction.commit()
-    admin.cancel(job)
-    transaction.commit()
+    _cancelled_job(queues)
     assert admin.prune(queues, older_than=datetime.timedelta(days=1)) == 0
     assert admin.prune(queues, older_than=datetime.timedelta(0)) == 1
     transaction.commit()
