@@ -58,3 +58,43 @@ def test_the_lease_is_renewed_quietly_while_every_thread_is_busy(
         conn.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_a_compaction_that_conflicts_leaves_the_loop_ready_to_claim(
+    zasync_db, monkeypatch, caplog
+):
+    # A real conflict: while the loop's compaction runs, another connection
+    # commits a change to an object the compaction also changes.
+    import zasync.dispatcher as dispatcher_module
+
+    real_compact = dispatcher_module.compact
+
+    def compact_meanwhile_changed(queue, index, *, known_stale):
+        removed = real_compact(queue, index, known_stale=known_stale)
+        queue._p_jar.root()["touched"] = "by the compaction"
+        other = transaction.TransactionManager(explicit=True)
+        conn = zasync_db.open(transaction_manager=other)
+        with other:
+            conn.root()["touched"] = "meanwhile"
+        conn.close()
+        return removed
+
+    monkeypatch.setattr(dispatcher_module, "compact", compact_meanwhile_changed)
+    caplog.set_level(logging.DEBUG, logger="zasync")
+    dispatcher = Dispatcher(zasync_db, threads=1)
+    dispatcher._tm = transaction.TransactionManager(explicit=True)
+    dispatcher._conn = zasync_db.open(transaction_manager=dispatcher._tm)
+    try:
+        dispatcher._tm.begin()
+        queue = dispatcher._conn.root()[KEY][""]
+        dispatcher._tm.abort()
+        dispatcher._compact([(queue, 0)])
+        assert "conflicted; later" in caplog.text
+        # The failed commit was aborted: the next claim can begin.
+        assert dispatcher._claim_for_idle() is None
+    finally:
+        try:
+            dispatcher._tm.abort()
+        except transaction.interfaces.NoTransaction:
+            pass
+        dispatcher._conn.close()

@@ -541,10 +541,13 @@ class Dispatcher:
         """Remove the stale entries claims left in front of busy shards."""
         for queue, index in shards:
             name = queue.name
+            # Not ``with self._tm``: a commit that fails there leaves the
+            # transaction open, and the loop's next claim would fail too.
             try:
-                with self._tm:
-                    queue = self._conn.root()[KEY][name]
-                    removed = compact(queue, index, known_stale=self._known_stale)
+                self._tm.begin()
+                queue = self._conn.root()[KEY][name]
+                removed = compact(queue, index, known_stale=self._known_stale)
+                self._tm.commit()
                 log.debug(
                     "removed %d stale entries from queue %r shard %d",
                     removed,
@@ -552,6 +555,7 @@ class Dispatcher:
                     index,
                 )
             except TransientError:
+                self._tm.abort()
                 log.debug("compacting queue %r shard %d conflicted; later", name, index)
         if len(self._known_stale) > 100_000:  # only an optimisation: bounded
             self._known_stale.clear()
