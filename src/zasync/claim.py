@@ -40,17 +40,38 @@ def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
         low = (rank, _AFTER_ANY_DUE, 0)
 
 
-def iter_due(queue: Queue, now_us: int) -> Iterator[tuple[tuple, Any, Any]]:
+def iter_due(
+    queue: Queue,
+    now_us: int,
+    known_stale: set | None = None,
+    skipped: dict[int, int] | None = None,
+) -> Iterator[tuple[tuple, Any, Any]]:
     """(key, job, shard) of a queue's due entries, in run order. Stale
     entries are included: check them with ``zasync.queue.live`` once the
-    jobs are loaded (so that they can be loaded many at a time)."""
+    jobs are loaded (so that they can be loaded many at a time).
 
-    def tagged(shard):
+    Entries in ``known_stale`` ((shard oid, key)) are left out, and counted
+    by shard index in ``skipped``: a dispatcher's own stale entries are
+    passed over in each shard before the shards are merged."""
+
+    def tagged(index, shard):
         for key, job in due_items(shard, now_us):
             # A tombstone (None) is yielded too, to be counted, not loaded.
             yield key, job, shard
 
-    return heapq.merge(*(tagged(s) for s in queue._shards), key=lambda t: t[0])
+    def tagged_known(index, shard):
+        oid = shard._p_oid
+        for key, job in due_items(shard, now_us):
+            if (oid, key) in known_stale:
+                skipped[index] = skipped.get(index, 0) + 1
+                continue
+            yield key, job, shard
+
+    if skipped is None:
+        skipped = {}
+    tag = tagged_known if known_stale else tagged
+    shards = [tag(i, s) for i, s in enumerate(queue._shards)]
+    return heapq.merge(*shards, key=lambda t: t[0])
 
 
 #: entries before the sentinel within which claims leave entries stale
@@ -65,17 +86,6 @@ def _near_end(shard, key) -> bool:
         if count >= NEAR_END:
             return False
     return True
-
-
-def _skip_known(items: Iterator, known_stale: set, stale: dict, index_of: dict):
-    """The items whose keys are not known to be stale (those are counted,
-    per shard, without loading their jobs)."""
-    for item in items:
-        if (item[2]._p_oid, item[0]) in known_stale:
-            index = index_of[id(item[2])]
-            stale[index] = stale.get(index, 0) + 1
-            continue
-        yield item
 
 
 def _near_end_keys(chosen: list) -> set:
@@ -171,10 +181,8 @@ def claim(
         candidates: list = []
         wanted = total - len(taken)
         limit = wanted * 4 if spread else wanted
-        items = iter_due(queue, now_us)
+        items = iter_due(queue, now_us, known_stale, stale)
         blocked_run = 0
-        if known_stale:
-            items = _skip_known(items, known_stale, stale, index_of)
         for key, job, shard in _windows(items, max(16, wanted), conn):
             if job is None or job._key != key:
                 index = index_of[id(shard)]
