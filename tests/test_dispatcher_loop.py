@@ -98,3 +98,30 @@ def test_a_compaction_that_conflicts_leaves_the_loop_ready_to_claim(
         except transaction.interfaces.NoTransaction:
             pass
         dispatcher._conn.close()
+
+
+def test_the_loop_prefetches_what_a_commit_that_woke_it_changed(zasync_db):
+    from zasync.dispatcher import PREFETCH_LIMIT
+
+    dispatcher = Dispatcher(zasync_db, threads=1)
+    conn = zasync_db.open()
+    try:
+        dispatcher._watch(conn.root()[KEY])
+        counter = conn.root()[KEY][""]._length._p_oid
+        job_oid = (12345).to_bytes(8, "big")
+        # Another worker's commit that changed no queue: not a reason to wake.
+        dispatcher._on_invalidation({job_oid})
+        assert not dispatcher._wake.is_set()
+        assert dispatcher._fresh_oids == set()
+        # A commit that queued a job: wake, and fetch what it changed.
+        dispatcher._on_invalidation({counter, job_oid})
+        assert dispatcher._wake.is_set()
+        assert dispatcher._fresh_oids == {counter, job_oid}
+        # Many jobs at once: wake, but leave them to the claim's windows.
+        dispatcher._wake.clear()
+        many = {counter} | {n.to_bytes(8, "big") for n in range(PREFETCH_LIMIT)}
+        dispatcher._on_invalidation(many)
+        assert dispatcher._wake.is_set()
+        assert dispatcher._fresh_oids == {counter, job_oid}
+    finally:
+        conn.close()

@@ -33,6 +33,11 @@ from zasync.recovery import recover_slot
 
 log = logging.getLogger(__name__)
 
+#: most object ids the loop prefetches after a wake-up: a commit that
+#: changed more (many jobs queued at once, or other workers' claims) is
+#: left to the claim, which fetches the jobs it considers in windows
+PREFETCH_LIMIT = 64
+
 _dispatchers: dict[str, Dispatcher] = {}
 _registry_lock = threading.Lock()
 #: notified after every commit of finished jobs in this process
@@ -124,6 +129,8 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._record_oid = None
         self._watched: set = set()
+        #: oids changed by the commits that woke the loop (see _on_invalidation)
+        self._fresh_oids: set = set()
         self._watched_count = -1
         self._live_written = False
         self.activated: float | None = None
@@ -250,8 +257,22 @@ class Dispatcher:
         self._watched_count = len(queues)
 
     def _on_invalidation(self, oids) -> None:
-        if oids is None or not self._watched.isdisjoint(oids):
-            self._wake.set()
+        if oids is None or self._watched.isdisjoint(oids):
+            return
+        # A commit that queued jobs: the claim will load what it changed
+        # (the queue's counter, the shard's bucket, the jobs), so fetch
+        # it now, all at once, rather than in a round trip each.
+        fresh = self._fresh_oids
+        if len(fresh) + len(oids) <= PREFETCH_LIMIT:
+            fresh.update(oids)
+        self._wake.set()
+
+    def _prefetch_fresh(self) -> None:
+        """Start loading what the commits that woke the loop changed (ZEO
+        loads them in parallel; the claim's reads wait for them)."""
+        fresh, self._fresh_oids = self._fresh_oids, set()
+        if fresh:
+            self._conn.prefetch(list(fresh))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop claiming, let running jobs finish for up to ``timeout``
@@ -481,6 +502,7 @@ class Dispatcher:
         with self._lock:
             idle = sorted(self._idle)
         self._tm.begin()
+        self._prefetch_fresh()
         queues = self._conn.root()[KEY]
         if len(queues) != self._watched_count:
             self._watch(queues)
@@ -517,7 +539,6 @@ class Dispatcher:
                 index: [int.from_bytes(job._p_oid, "big") for job in jobs]
                 for index, jobs in taken.items()
             }
-            next_due = _next_due(served, self._known_stale)
             self._tm.commit()
             # Only now: an aborted claim leaves those entries live.
             self._known_stale.update(taken.stale_keys)
@@ -535,7 +556,15 @@ class Dispatcher:
             self._inboxes[index].put(oids)
         if taken.compact:
             self._compact(taken.compact)
-        return next_due
+        # After the threads have their jobs, not before: when the next
+        # scheduled job is due is no reason to make these wait.
+        self._tm.begin()
+        try:
+            return _next_due(
+                self._served_queues(self._conn.root()[KEY]), self._known_stale
+            )
+        finally:
+            self._tm.abort()
 
     def _compact(self, shards) -> None:
         """Remove the stale entries claims left in front of busy shards."""

@@ -143,8 +143,6 @@ class SlotRunner:
     def run(self, oids: list[int]) -> None:
         """Run the claimed jobs ``oids`` (in order) to completion."""
         pending = list(oids)
-        # One round trip for the whole batch (ZEO, RelStorage).
-        self.conn.prefetch([oid.to_bytes(8, "big") for oid in pending])
         batch_seconds = self.dispatcher.batch_seconds
         total_start = time.monotonic()
         count = len(pending)
@@ -156,6 +154,10 @@ class SlotRunner:
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
             self._reusable = None
+            if len(pending) == count:
+                # One round trip for the whole batch (ZEO, RelStorage), in
+                # this transaction's view, the one that sees the claim.
+                self.conn.prefetch([oid.to_bytes(8, "big") for oid in pending])
             try:
                 slot = self._slot(self.conn)
                 for oid in pending:
