@@ -358,3 +358,26 @@ def test_concurrent_producers_rarely_conflict_and_lose_nothing(zasync_db):
     # Each thread of a process has a shard of its own: none should conflict
     # (a hash of the thread ids used to pair neighbours: ~8 % conflicted).
     assert len(conflicts) <= total * 0.02, conflicts
+
+
+def test_next_due_is_the_first_scheduled_entry_after_now(queue):
+    queue.put(Job(jobfuncs.add, 1, 2))  # due now: the claim's, not next_due's
+    start = now()
+    now_us = int(start.timestamp() * 1_000_000)
+    assert queue.next_due(now_us + 1) is None
+    later = queue.put(
+        Job(jobfuncs.add, 1, 2), begin_after=start + datetime.timedelta(seconds=30)
+    )
+    sooner = queue.put(
+        Job(jobfuncs.add, 1, 2), begin_after=start + datetime.timedelta(seconds=10)
+    )
+    assert queue.next_due(now_us + 1) == pytest.approx(sooner.begin_after.timestamp())
+    # Entries this worker knows are stale are skipped; the next one counts.
+    shard = queue._shard_of(sooner)
+    known = {(shard._p_oid, sooner._key)}
+    assert queue.next_due(now_us + 1, known) == pytest.approx(
+        later.begin_after.timestamp()
+    )
+    # A tombstone (a claimed entry) is skipped too.
+    queue._shard_of(later)[later._key] = None
+    assert queue.next_due(now_us + 1, known) is None

@@ -14,11 +14,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
-from zasync.queue import HEAD, SENTINEL, Queue
+from zasync.queue import AFTER_ANY_DUE, HEAD, SENTINEL, Queue
 from zasync.workers import Slot
-
-_AFTER_ANY_DUE = 2**63  # sorts after every due time in a priority rank
-
 
 #: stale entries and tombstones met in front of due jobs before a shard is
 #: worth compacting (each compaction may fail a producer's commit once)
@@ -35,9 +32,9 @@ def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
             return
         rank = first[0]
         yield from shard.items(
-            min=(rank, -_AFTER_ANY_DUE, 0), max=(rank, now_us, _AFTER_ANY_DUE)
+            min=(rank, -AFTER_ANY_DUE, 0), max=(rank, now_us, AFTER_ANY_DUE)
         )
-        low = (rank, _AFTER_ANY_DUE, 0)
+        low = (rank, AFTER_ANY_DUE, 0)
 
 
 def iter_due(

@@ -539,6 +539,7 @@ class Dispatcher:
                 index: [int.from_bytes(job._p_oid, "big") for job in jobs]
                 for index, jobs in taken.items()
             }
+            next_due = _next_due(served, self._known_stale)
             self._tm.commit()
             # Only now: an aborted claim leaves those entries live.
             self._known_stale.update(taken.stale_keys)
@@ -556,15 +557,7 @@ class Dispatcher:
             self._inboxes[index].put(oids)
         if taken.compact:
             self._compact(taken.compact)
-        # After the threads have their jobs, not before: when the next
-        # scheduled job is due is no reason to make these wait.
-        self._tm.begin()
-        try:
-            return _next_due(
-                self._served_queues(self._conn.root()[KEY]), self._known_stale
-            )
-        finally:
-            self._tm.abort()
+        return next_due
 
     def _compact(self, shards) -> None:
         """Remove the stale entries claims left in front of busy shards."""
@@ -634,9 +627,11 @@ class Dispatcher:
 
 
 def _next_due(queues, known_stale: set) -> float | None:
+    """When the first job scheduled for later is due (epoch seconds)."""
     best = None
+    now_us = int(time.time() * 1_000_000)
     for queue in queues:
-        due = queue.next_due(known_stale)
+        due = queue.next_due(now_us, known_stale)
         if due is not None and (best is None or due < best):
             best = due
     return best

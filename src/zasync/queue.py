@@ -64,6 +64,8 @@ DEFAULT_SHARDS = 8
 SENTINEL = (2**62, 2**62, 2**62)
 #: sorts before every job key in a shard (see the module docstring)
 HEAD = (-(2**62), -(2**62), -(2**62))
+#: sorts after every due time within a priority rank
+AFTER_ANY_DUE = 2**63
 
 
 def _front_due() -> int:
@@ -383,21 +385,36 @@ class Queue(persistent.Persistent):
     def __bool__(self) -> bool:
         return True
 
-    def next_due(self, known_stale: set | frozenset = frozenset()) -> float | None:
-        """The earliest due time (epoch seconds) of a pending job, or None.
-        Entries in ``known_stale`` ((shard oid, key)) are skipped without
-        loading their jobs."""
+    def next_due(
+        self, after_us: int, known_stale: set | frozenset = frozenset()
+    ) -> float | None:
+        """The earliest due time (epoch seconds) later than ``after_us``
+        (microseconds) of this queue's entries: when a scheduled job
+        becomes due. Read from the keys alone, without loading jobs: an
+        entry gone stale meanwhile (rare after ``after_us``: a job is
+        claimed once due) costs a dispatcher one look for nothing.
+        Tombstones and entries in ``known_stale`` ((shard oid, key)) are
+        skipped."""
         best = None
         for shard in self._shards:
-            for key, job in shard.items(min=HEAD, excludemin=True):
-                if key == SENTINEL:
+            oid = shard._p_oid
+            low = HEAD
+            while True:
+                first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
+                if first == SENTINEL:
                     break
-                if (shard._p_oid, key) in known_stale or not live(key, job):
-                    continue
-                due = key[1] / 1_000_000
-                if best is None or due < best:
-                    best = due
-                break
+                rank = first[0]
+                later = shard.items(min=(rank, after_us, AFTER_ANY_DUE))
+                for key, job in later:
+                    if key[0] != rank or key == SENTINEL:
+                        break
+                    if job is None or (oid, key) in known_stale:
+                        continue
+                    due = key[1] / 1_000_000
+                    if best is None or due < best:
+                        best = due
+                    break
+                low = (rank, AFTER_ANY_DUE, 0)
         return best
 
 
