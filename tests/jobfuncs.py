@@ -54,6 +54,7 @@ def reset() -> None:
         trace.clear()
         _flags.clear()
         delivered.clear()
+        slow_commits.clear()
 
 
 def _count(key: str) -> int:
@@ -402,6 +403,63 @@ def deliver(key):
     """Join a resource without savepoints to the job's transaction."""
     transaction.get().join(NoSavepointDataManager(key, transaction.manager))
     return f"queued {key}"
+
+
+# -- a resource whose commit is slow (a remote server far away) ---------------
+
+#: how many transactions a SlowCommitDataManager took part in
+slow_commits: list[int] = []
+
+
+class SlowCommitDataManager:
+    """A transaction resource whose vote takes ``seconds``; it takes
+    savepoints. One per transaction, however many jobs join it."""
+
+    def __init__(self, seconds, tm):
+        self.seconds = seconds
+        self.transaction_manager = tm
+
+    def abort(self, txn):
+        pass
+
+    def tpc_begin(self, txn):
+        pass
+
+    def commit(self, txn):
+        pass
+
+    def tpc_vote(self, txn):
+        time.sleep(self.seconds)  # the far server's time, not a test's wait
+
+    def tpc_finish(self, txn):
+        with _lock:
+            slow_commits.append(1)
+
+    def tpc_abort(self, txn):
+        pass
+
+    def savepoint(self):
+        return _NothingToRollBack()
+
+    def sortKey(self):  # noqa: N802 - transaction API
+        return "~jobfuncs-slow-commit"
+
+
+class _NothingToRollBack:
+    def rollback(self):
+        pass
+
+
+def commit_slowly(seconds):
+    """A quick job whose transaction commits slowly."""
+    txn = transaction.get()
+    try:
+        txn.data(SlowCommitDataManager)
+    except KeyError:
+        manager = SlowCommitDataManager(seconds, transaction.manager)
+        txn.set_data(SlowCommitDataManager, manager)
+        txn.join(manager)
+    return seconds
 
 
 def count_jobs(jobs):

@@ -193,6 +193,19 @@ def test_jobs_using_a_resource_without_savepoints(queue, start_dispatcher):
     assert sorted(jobfuncs.delivered) == ["m0", "m1", "m2"]
 
 
+def test_slow_commits_make_batches_bigger_not_smaller(queue, start_dispatcher):
+    """Quick jobs whose transactions commit slowly (a busy storage, a
+    remote resource): a thread claims more of them per transaction, so that
+    fewer commits are paid for, instead of one job per commit."""
+    jobs = [queue.put(Job(jobfuncs.commit_slowly, 0.08)) for _ in range(40)]
+    commit()
+    dispatcher = start_dispatcher(threads=1)
+    assert [wait_for_result(job) for job in jobs] == [0.08] * 40
+    assert dispatcher._runners[0].batch_limit > 4
+    # 1, 4, 16, then the rest: far fewer commits than jobs.
+    assert len(jobfuncs.slow_commits) <= 8
+
+
 # -- begin_by -----------------------------------------------------------------
 
 

@@ -118,6 +118,7 @@ class SlotRunner:
         self.batch_limit = 1
         self._conflicted_until = 0.0  # no batches before then
         self._reusable = None  # a savepoint the next job may start from
+        self._working = 0.0  # seconds spent in the current run's jobs
         #: jobs completed as a side effect of the current transaction (a
         #: composite completed by its last member's callback)
         self._finished_here: list[Job] = []
@@ -144,7 +145,7 @@ class SlotRunner:
         """Run the claimed jobs ``oids`` (in order) to completion."""
         pending = list(oids)
         batch_seconds = self.dispatcher.batch_seconds
-        total_start = time.monotonic()
+        self._working = 0.0
         count = len(pending)
         while pending:
             if self._abandoned(pending):
@@ -203,8 +204,7 @@ class SlotRunner:
                     outcomes.extend(self._run_alone(oid))
             del pending[: len(chunk)]
             self._after_commit(outcomes)
-        elapsed = time.monotonic() - total_start
-        self._adapt(count, elapsed)
+        self._adapt(count, self._working)
 
     def _abandoned(self, oids: list[int]) -> bool:
         """True when stop() gave up waiting for this thread: the jobs it
@@ -221,10 +221,13 @@ class SlotRunner:
         )
         return True
 
-    def _adapt(self, count: int, elapsed: float) -> None:
+    def _adapt(self, count: int, working: float) -> None:
         # Claim as many jobs as this thread can run in about one batch
         # period: short jobs are batched, long ones are claimed one by one so
-        # that other threads and workers get the rest.
+        # that other threads and workers get the rest. ``working`` is the
+        # time spent in the jobs, not in loading and committing them: a
+        # commit slowed by other workers is a reason for bigger batches (fewer
+        # commits), never for smaller ones.
         if count == 0:
             return
         if time.monotonic() < self._conflicted_until:
@@ -232,7 +235,7 @@ class SlotRunner:
             # every conflict undo (and redo) more work.
             self.batch_limit = 1
             return
-        per_job = max(elapsed / count, 1e-5)
+        per_job = max(working / count, 1e-5)
         target = int(self.dispatcher.batch_seconds / per_job)
         limit = max(1, min(self.dispatcher.max_batch, target, self.batch_limit * 4))
         self.batch_limit = limit
@@ -381,7 +384,9 @@ class SlotRunner:
             done = job._status == COMPLETED
             outcomes.append((job, "done" if done else "launched"))
             return
+        clock = time.monotonic()
         kind = self._execute(job, started, first=first)
+        self._working += time.monotonic() - clock
         if kind == "rescheduled":
             self._reusable = None
             del slot.active[_oid_int(job)]
