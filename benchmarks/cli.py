@@ -117,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(results.render_text(rows))
     print()
-    print(f"{mode} run: {elapsed:.0f} s; each figure the median of {params.runs} runs")
+    each = (
+        "each figure from one run"
+        if params.runs == 1
+        else f"each figure the median of {params.runs} runs"
+    )
+    print(f"{mode} run: {elapsed:.0f} s; {each}")
     info["load_average_at_end"] = os.getloadavg()[0]
     busy = max(info["load_average_at_start"], info["load_average_at_end"])
     if busy > 0.5 * (os.cpu_count() or 1):
