@@ -287,3 +287,47 @@ def _check_claims(s, sizes, initial, spares, plan):
             release_quotas(job)
             job._status = COMPLETED
         running = running[len(finished) :]
+
+
+def test_a_job_just_due_is_left_to_the_worker_it_is_meant_for(scratch):
+    """``prefer`` says the job is another worker's: while it is fresh (due
+    less than ``fresh_us`` ago) it is left, the claim goes on to the next
+    job, and the result says when the first may be taken; a job due for
+    longer is taken whoever it is meant for."""
+    older = scratch.put(offset=-1)
+    fresh = scratch.put(offset=0)
+    after = scratch.put(offset=0.001)
+    due_us = fresh._key[1]
+
+    def take(at_us, prefer):
+        return claim(
+            [scratch.queue],
+            slots=[(Slot(0), 2)],
+            worker="w",
+            now_us=at_us,
+            start_time=BASE,
+            prefer=prefer,
+            fresh_us=25_000,
+        )
+
+    def mine(queue, job):
+        return job is after
+
+    left = take(due_us + 10_000, mine)
+    assert flat(left) == [older, after]  # older: due 1 s ago, anyone's
+    assert fresh.status == PENDING
+    assert left.wait_until_us == due_us + 25_000
+
+
+def test_a_job_left_to_another_worker_is_taken_once_the_grace_has_passed(scratch):
+    job = scratch.put(offset=0)
+    taken = claim(
+        [scratch.queue],
+        slots=[(Slot(0), 1)],
+        worker="w",
+        now_us=job._key[1] + 25_000,
+        start_time=BASE,
+        prefer=lambda queue, candidate: False,
+        fresh_us=25_000,
+    )
+    assert flat(taken) == [job] and taken.wait_until_us is None

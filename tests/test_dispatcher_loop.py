@@ -125,3 +125,91 @@ def test_the_loop_prefetches_what_a_commit_that_woke_it_changed(zasync_db):
         assert dispatcher._fresh_oids == {counter, job_oid}
     finally:
         conn.close()
+
+
+def _owner(dispatchers, job_oid):
+    import zlib
+
+    return max(
+        (d.uuid for d in dispatchers),
+        key=lambda uuid: zlib.crc32(job_oid + uuid.encode()),
+    )
+
+
+def _wait_for_peers(dispatchers, count):
+    deadline = time.monotonic() + 10
+    while any(len(d._peers) < count for d in dispatchers):
+        assert time.monotonic() < deadline, [d._peers for d in dispatchers]
+        time.sleep(0.01)
+
+
+def test_two_workers_leave_each_job_just_queued_to_one_of_them(
+    zasync_db, start_dispatcher
+):
+    """Jobs queued one at a time, two idle workers: each job runs on the
+    worker it is meant for, and no claim conflicts (each worker leaves the
+    other's jobs alone for fresh_grace)."""
+    import jobfuncs
+
+    workers = [
+        start_dispatcher(fresh_grace=5.0, maintenance_interval=0.05) for _ in range(2)
+    ]
+    _wait_for_peers(workers, 2)
+    tm = transaction.TransactionManager()
+    conn = zasync_db.open(transaction_manager=tm)
+    try:
+        for n in range(12):
+            job = conn.root()[KEY][""].put(zasync.Job(jobfuncs.add, n, 1))
+            tm.commit()
+            assert wait_for_result(job, 10) == n + 1
+            assert job._worker == _owner(workers, job._p_oid)
+    finally:
+        tm.abort()
+        conn.close()
+    assert all(w.jobs_run for w in workers)  # each had its share
+    # A claim that conflicts sets _contended_until: none did.
+    assert [w._contended_until for w in workers] == [0.0, 0.0]
+
+
+def test_a_job_meant_for_a_busy_worker_is_taken_by_another_after_the_grace(
+    zasync_db, start_dispatcher
+):
+    import jobfuncs
+
+    grace = 0.3
+    workers = [
+        start_dispatcher(threads=1, fresh_grace=grace, maintenance_interval=0.05)
+        for _ in range(2)
+    ]
+    _wait_for_peers(workers, 2)
+    tm = transaction.TransactionManager()
+    conn = zasync_db.open(transaction_manager=tm)
+    try:
+        queue = conn.root()[KEY][""]
+        blocker = queue.put(
+            zasync.Job(jobfuncs.signal_and_wait, "blocker-started", "blocker-release")
+        )
+        tm.commit()
+        assert jobfuncs.gate("blocker-started").wait(10)
+        tm.abort()
+        busy = blocker._worker
+        other = next(w.uuid for w in workers if w.uuid != busy)
+        for n in range(40):
+            queued = time.time()
+            job = queue.put(zasync.Job(jobfuncs.add, n, 1))
+            tm.commit()
+            assert wait_for_result(job, 10) == n + 1
+            assert job._worker == other
+            waited = job.active_start.timestamp() - queued
+            if _owner(workers, job._p_oid) == busy:
+                # Left to the busy worker for the grace, then taken.
+                assert waited >= grace * 0.9
+                break
+        else:
+            raise AssertionError("no job meant for the busy worker in 40")
+        jobfuncs.gate("blocker-release").set()
+        assert wait_for_result(blocker, 10) == "released"
+    finally:
+        jobfuncs.gate("blocker-release").set()
+        tm.abort()
+        conn.close()

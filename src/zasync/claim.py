@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
@@ -126,10 +126,12 @@ def _windows(items: Iterator, size: int, conn) -> Iterator:
 
 class Claimed(dict):
     """{slot index: [jobs]}, and ``compact``: (queue, shard index) pairs
-    whose stale entries are worth removing."""
+    whose stale entries are worth removing; ``wait_until_us``: when the
+    first job left to the worker it is meant for may be taken (or None)."""
 
     compact: list
     stale_keys: list
+    wait_until_us: int | None = None
 
 
 def claim(
@@ -141,6 +143,8 @@ def claim(
     start_time=None,
     spread: bool = False,
     known_stale: set | None = None,
+    prefer: Callable[[Queue, Any], bool] | None = None,
+    fresh_us: int = 0,
 ) -> Claimed:
     """Take up to the slots' capacities of due jobs, in run order, honouring
     quotas (a job whose quota is full waits, and so do the later jobs of
@@ -156,6 +160,13 @@ def claim(
     first due ones instead of strictly from the front, so that workers
     claiming at once rarely want the same jobs.
 
+    ``prefer(queue, job)`` says whether a job is meant for this worker
+    (when several serve the queue, see Dispatcher._preference): a job due
+    less than ``fresh_us`` microseconds ago that is not is left to its
+    worker, which wakes for it as this one does, and the jobs after it are
+    considered; the result's ``wait_until_us`` says when this worker may
+    take the first job it left, if its worker has not.
+
     Returns {slot index: [jobs]}. Jobs given to a slot are ASSIGNED to it,
     except the first, which the slot's thread starts at once and which is
     marked ACTIVE.
@@ -164,6 +175,7 @@ def claim(
     taken: list = []
     compact: list = []
     left_stale: list = []
+    wait_until = None
     for queue in queues:
         if len(taken) >= total:
             break
@@ -190,6 +202,15 @@ def claim(
             status = job._status
             if status not in (PENDING, CALLBACKS):
                 continue  # not ours to take; recovery puts such jobs right
+            if (
+                prefer is not None
+                and now_us - key[1] < fresh_us
+                and status == PENDING
+                and not prefer(queue, job)
+            ):
+                until = key[1] + fresh_us
+                wait_until = until if wait_until is None else min(wait_until, until)
+                continue
             names = job.quota_names if status == PENDING else ()
             if names:
                 if blocked.intersection(names):
@@ -252,6 +273,7 @@ def claim(
                 compact.append((queue, index))
     result = Claimed(_assign(taken, slots, worker, start_time))
     result.compact = compact
+    result.wait_until_us = wait_until
     result.stale_keys = left_stale
     return result
 

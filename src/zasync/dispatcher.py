@@ -18,6 +18,7 @@ import queue as queue_module
 import threading
 import time
 import uuid as uuid_module
+import zlib
 from typing import Any
 
 import transaction
@@ -77,8 +78,12 @@ class Dispatcher:
     databases, the one named ``async``; jobs reach objects of the others
     through cross-database references).
 
-    ``queue_names`` limits the queues served (default: all). Raises
-    ConfigurationError at construction for a bad setting.
+    ``queue_names`` limits the queues served (default: all).
+    ``fresh_grace`` (seconds, 0 to turn it off): when several workers serve
+    a queue, each job just due is meant for one of them, and the others
+    leave it to that one for this long before taking it themselves (so
+    that they do not all claim it at once). Raises ConfigurationError at
+    construction for a bad setting.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class Dispatcher:
         retention: datetime.timedelta = datetime.timedelta(days=7),
         batch_seconds: float = 0.05,
         max_batch: int = 200,
+        fresh_grace: float = 0.1,
     ):
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigurationError(
@@ -117,6 +123,12 @@ class Dispatcher:
         self.retention = retention
         self.batch_seconds = _positive("batch_seconds", batch_seconds)
         self.max_batch = int(_positive("max_batch", max_batch))
+        self.fresh_grace = _positive("fresh_grace", fresh_grace, allow_zero=True)
+        #: (uuid, served queue names) of the live workers, this one
+        #: included: a job just queued is meant for one of them (see
+        #: _preference), refreshed every maintenance_interval
+        self._peers: tuple = ()
+        self._peers_read = 0.0  # time.monotonic() of the last read
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -186,6 +198,7 @@ class Dispatcher:
                     outcomes.extend(recover_slot(slot, why="its worker restarted"))
                 record._begin(self.threads, self.queue_names or (), time.time())
         self._record_oid = record._p_oid
+        self._refresh_peers()
         for job, outcome in outcomes:
             log.warning(
                 "recovered job %s from this worker's last run: %s", job.id, outcome
@@ -468,6 +481,7 @@ class Dispatcher:
                     next_heartbeat = clock + self.heartbeat_interval
                 if clock >= next_maintenance:
                     maintenance.run(self)
+                    self._refresh_peers()
                     next_maintenance = clock + self.maintenance_interval
             except TransientError as e:
                 # A conflict, or the storage is away (ZEO's ClientDisconnected):
@@ -527,6 +541,8 @@ class Dispatcher:
                 start_time=now_dt,
                 spread=time.monotonic() < self._contended_until,
                 known_stale=self._known_stale,
+                prefer=self._preference(served),
+                fresh_us=int(self.fresh_grace * 1_000_000),
             )
             for jobs in taken.values():
                 for job in jobs:
@@ -540,6 +556,11 @@ class Dispatcher:
                 for index, jobs in taken.items()
             }
             next_due = _next_due(served, self._known_stale)
+            if taken.wait_until_us is not None:
+                # Jobs left to the workers they are meant for: take them
+                # then if those have not.
+                wait = taken.wait_until_us / 1_000_000
+                next_due = wait if next_due is None else min(next_due, wait)
             self._tm.commit()
             # Only now: an aborted claim leaves those entries live.
             self._known_stale.update(taken.stale_keys)
@@ -549,6 +570,9 @@ class Dispatcher:
             # among the first due jobs at random rather than from the front.
             self._contended_until = time.monotonic() + 10.0
             self._wake.set()
+            if time.monotonic() - self._peers_read > 1.0:
+                # Maybe a worker this one does not know of yet.
+                self._refresh_peers()
             return None
         for index, oids in batches.items():
             with self._lock:
@@ -558,6 +582,55 @@ class Dispatcher:
         if taken.compact:
             self._compact(taken.compact)
         return next_due
+
+    def _refresh_peers(self) -> None:
+        """Read which workers are alive, and the queues they serve."""
+        clock = time.time()
+        self._peers_read = time.monotonic()
+        self._tm.begin()
+        try:
+            registry = self._conn.root()[KEY].workers
+            self._peers = tuple(
+                sorted(
+                    (record.uuid, tuple(record.queue_names))
+                    for record in registry.values()
+                    if record.uuid == self.uuid
+                    or record.is_alive(clock, self.heartbeat_interval)
+                )
+            )
+        finally:
+            self._tm.abort()
+
+    def _preference(self, served) -> Any:
+        """``prefer(queue, job)`` for claim(), or None when no other live
+        worker serves these queues. Each job is meant for one worker, the
+        same for all of them (rendezvous hashing of the job's and the
+        workers' ids): for ``fresh_grace`` seconds after a job is due, the
+        others leave it to that worker, instead of all claiming it at once
+        and all but one conflicting. Then anyone takes it (that worker may
+        be busy, or gone). Jobs due for longer, as a backlog is, are taken
+        by whoever claims first (see ``spread`` in claim())."""
+        names = {queue.name for queue in served}
+        peers_of = {
+            name: [
+                uuid
+                for uuid, queue_names in self._peers
+                if not queue_names or name in queue_names
+            ]
+            for name in names
+        }
+        if not self.fresh_grace or all(len(p) <= 1 for p in peers_of.values()):
+            return None
+        uuid = self.uuid
+
+        def prefer(queue, job) -> bool:
+            peers = peers_of.get(queue.name, ())
+            if len(peers) <= 1:
+                return True
+            oid = job._p_oid
+            return max(peers, key=lambda peer: zlib.crc32(oid + peer.encode())) == uuid
+
+        return prefer
 
     def _compact(self, shards) -> None:
         """Remove the stale entries claims left in front of busy shards."""
