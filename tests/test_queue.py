@@ -381,3 +381,23 @@ def test_next_due_is_the_first_scheduled_entry_after_now(queue):
     # A tombstone (a claimed entry) is skipped too.
     queue._shard_of(later)[later._key] = None
     assert queue.next_due(now_us + 1, known) is None
+
+
+def test_compact_removes_the_stale_front_and_stops_in_a_run_of_live_entries(queue):
+    """Stale entries (jobs claimed since) in front of a long queue are
+    removed; compaction stops after COMPACT_LIVE_RUN live entries in a row
+    instead of reading every job behind them."""
+    from zasync.queue import COMPACT_LIVE_RUN, compact, live
+
+    jobs = [queue.put(Job(jobfuncs.add, n, 1)) for n in range(3 * COMPACT_LIVE_RUN)]
+    shard = queue._shard_of(jobs[0])
+    index = queue._shards.index(shard)
+    assert all(queue._shard_of(job) is shard for job in jobs)
+    front, back = jobs[:10], jobs[-10:]
+    for job in front + back:
+        job._key = None  # what a claim near a shard's end does
+    assert compact(queue, index) == 10
+    entries = [(key, job) for key, job in shard.items() if job is not None]
+    assert [job for _key, job in entries][:1] == [jobs[10]]
+    stale_left = [job for key, job in entries if not live(key, job)]
+    assert stale_left == back  # behind the live run: for a later compaction

@@ -424,6 +424,11 @@ def live(key: tuple, job: Any) -> bool:
     return job is not None and job._key == key
 
 
+#: consecutive live entries after which compaction stops: the stale entries
+#: claims leave are at the front of a shard, or near its end
+COMPACT_LIVE_RUN = 64
+
+
 def compact(
     queue: Queue,
     shard_index: int,
@@ -431,24 +436,42 @@ def compact(
     limit: int = 2000,
     known_stale: set | None = None,
 ) -> int:
-    """Delete up to ``limit`` stale entries from the front of a shard, in
-    the caller's transaction; return how many. Entries in ``known_stale``
-    ((shard oid, key)) are known to be stale (their jobs are not loaded);
-    those deleted leave the set."""
+    """Delete stale entries from the front of a shard, in the caller's
+    transaction; return how many. It looks at up to ``limit`` entries, and
+    stops after COMPACT_LIVE_RUN live ones in a row (telling a live entry
+    from a stale one loads its job: a long queue behind the stale entries
+    is not read). Entries in ``known_stale`` ((shard oid, key)) are known
+    to be stale (their jobs are not loaded); those deleted leave the set."""
     known = known_stale if known_stale is not None else set()
     shard = queue._shards[shard_index]
-    entries = []
-    for key, job in shard.items(min=HEAD, excludemin=True):
-        if key == SENTINEL or len(entries) >= limit:
-            break
-        entries.append((key, job))
     oid = shard._p_oid
     jar = queue._p_jar
-    if jar is not None:  # one round trip for the jobs of stale entries
-        jar.prefetch(
-            [job for key, job in entries if job is not None and (oid, key) not in known]
-        )
-    dead = [key for key, job in entries if (oid, key) in known or not live(key, job)]
+    items = iter(shard.items(min=HEAD, excludemin=True))
+    dead = []
+    scanned = live_run = 0
+    while scanned < limit and live_run < COMPACT_LIVE_RUN:
+        window = []
+        for key, job in itertools.islice(items, COMPACT_LIVE_RUN):
+            if key == SENTINEL:
+                break
+            window.append((key, job))
+        if not window:
+            break
+        scanned += len(window)
+        if jar is not None:  # one round trip for the window's jobs
+            jar.prefetch(
+                [j for k, j in window if j is not None and (oid, k) not in known]
+            )
+        for key, job in window:
+            if (oid, key) in known or not live(key, job):
+                dead.append(key)
+                live_run = 0
+            else:
+                live_run += 1
+                if live_run >= COMPACT_LIVE_RUN:
+                    break
+        if len(window) < COMPACT_LIVE_RUN:
+            break  # the sentinel, or the shard's end
     for key in dead:
         del shard[key]
     known.difference_update((oid, key) for key in dead)
