@@ -213,3 +213,34 @@ def test_a_job_meant_for_a_busy_worker_is_taken_by_another_after_the_grace(
         jobfuncs.gate("blocker-release").set()
         tm.abort()
         conn.close()
+
+
+def test_a_compaction_that_removed_nothing_waits_before_trying_again(zasync_db):
+    import zasync.dispatcher as dispatcher_module
+
+    dispatcher = Dispatcher(zasync_db, threads=1)
+    dispatcher._tm = transaction.TransactionManager(explicit=True)
+    dispatcher._conn = zasync_db.open(transaction_manager=dispatcher._tm)
+    calls = []
+    real_compact = dispatcher_module.compact
+
+    def counted(queue, index, *, known_stale):
+        calls.append(index)
+        return real_compact(queue, index, known_stale=known_stale)
+
+    dispatcher_module.compact = counted
+    try:
+        dispatcher._tm.begin()
+        queue = dispatcher._conn.root()[KEY][""]
+        queue.put(zasync.Job(mp_jobs.add, "unused", 1, 2))  # a live entry
+        dispatcher._tm.commit()
+        index = queue._shards.index(queue._shard_of(next(iter(queue))))
+        dispatcher._compact([(queue, index)])
+        dispatcher._compact([(queue, index)])
+        assert calls == [index]  # the second waited
+        dispatcher._compact_after.clear()
+        dispatcher._compact([(queue, index)])
+        assert calls == [index, index]
+    finally:
+        dispatcher_module.compact = real_compact
+        dispatcher._conn.close()

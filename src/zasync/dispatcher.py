@@ -34,6 +34,8 @@ from zasync.recovery import recover_slot
 
 log = logging.getLogger(__name__)
 
+#: seconds before a compaction of a shard that removed nothing is tried again
+COMPACT_PAUSE = 5.0
 #: most object ids the loop prefetches after a wake-up: a commit that
 #: changed more (many jobs queued at once, or other workers' claims) is
 #: left to the claim, which fetches the jobs it considers in windows
@@ -151,6 +153,9 @@ class Dispatcher:
         #: zasync.queue): skipped without loading their jobs; forgotten at
         #: each compaction
         self._known_stale: set = set()
+        #: {(queue name, shard index): time.monotonic() before which a
+        #: compaction that removed nothing is not tried again}
+        self._compact_after: dict = {}
         self.jobs_run = 0
 
     def __repr__(self) -> str:  # the default repr, as zc.async's
@@ -634,8 +639,11 @@ class Dispatcher:
 
     def _compact(self, shards) -> None:
         """Remove the stale entries claims left in front of busy shards."""
+        clock = time.monotonic()
         for queue, index in shards:
             name = queue.name
+            if self._compact_after.get((name, index), 0.0) > clock:
+                continue  # found nothing to remove a moment ago
             # Not ``with self._tm``: a commit that fails there leaves the
             # transaction open, and the loop's next claim would fail too.
             try:
@@ -643,6 +651,10 @@ class Dispatcher:
                 queue = self._conn.root()[KEY][name]
                 removed = compact(queue, index, known_stale=self._known_stale)
                 self._tm.commit()
+                if not removed:
+                    # The stale entries claims count lie behind live jobs
+                    # they cannot take yet (full quotas): not every round.
+                    self._compact_after[(name, index)] = clock + COMPACT_PAUSE
                 log.debug(
                     "removed %d stale entries from queue %r shard %d",
                     removed,
