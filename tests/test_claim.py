@@ -331,3 +331,24 @@ def test_a_job_left_to_another_worker_is_taken_once_the_grace_has_passed(scratch
         fresh_us=25_000,
     )
     assert flat(taken) == [job] and taken.wait_until_us is None
+
+
+def test_a_job_left_to_another_worker_still_holds_its_quotas_order(scratch):
+    """The first job of a quota of 1 is meant for another worker: the next
+    job of that quota, though meant for this one, waits behind it; a job
+    without the quota does not."""
+    scratch.queue.quotas.create("serial", size=1)
+    first = scratch.put(offset=0, quotas=("serial",))
+    second = scratch.put(offset=0.001, quotas=("serial",))
+    free = scratch.put(offset=0.002)
+    taken = claim(
+        [scratch.queue],
+        slots=[(Slot(0), 3)],
+        worker="w",
+        now_us=first._key[1] + 10_000,
+        start_time=BASE,
+        prefer=lambda queue, job: job is not first,
+        fresh_us=25_000,
+    )
+    assert flat(taken) == [free]
+    assert first.status == PENDING and second.status == PENDING

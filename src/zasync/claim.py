@@ -210,6 +210,9 @@ def claim(
             ):
                 until = key[1] + fresh_us
                 wait_until = until if wait_until is None else min(wait_until, until)
+                # Left, but still first in its quotas: the jobs after it
+                # in them wait (a quota of 1 keeps strict order).
+                blocked.update(job.quota_names)
                 continue
             names = job.quota_names if status == PENDING else ()
             if names:
