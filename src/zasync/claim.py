@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
-from zasync.queue import AFTER_ANY_DUE, HEAD, SENTINEL, Queue
+from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, ranks
 from zasync.workers import Slot
 
 #: stale entries and tombstones met in front of due jobs before a shard is
@@ -25,16 +25,10 @@ COMPACT_AFTER = 256
 def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
     """(key, value) of the due entries of one shard, in key order,
     stale entries included (see zasync.queue)."""
-    low = HEAD
-    while True:
-        first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
-        if first == SENTINEL:
-            return
-        rank = first[0]
+    for rank in ranks(shard):
         yield from shard.items(
             min=(rank, -AFTER_ANY_DUE, 0), max=(rank, now_us, AFTER_ANY_DUE)
         )
-        low = (rank, AFTER_ANY_DUE, 0)
 
 
 def iter_due(

@@ -398,12 +398,7 @@ class Queue(persistent.Persistent):
         best = None
         for shard in self._shards:
             oid = shard._p_oid
-            low = HEAD
-            while True:
-                first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
-                if first == SENTINEL:
-                    break
-                rank = first[0]
+            for rank in ranks(shard):
                 later = shard.items(min=(rank, after_us, AFTER_ANY_DUE))
                 for key, job in later:
                     if key[0] != rank or key == SENTINEL:
@@ -414,8 +409,19 @@ class Queue(persistent.Persistent):
                     if best is None or due < best:
                         best = due
                     break
-                low = (rank, AFTER_ANY_DUE, 0)
         return best
+
+
+def ranks(shard) -> Iterator[int]:
+    """The priority ranks a shard has entries in, in key order (one key
+    look-up each, however many entries a rank has)."""
+    low = HEAD
+    while True:
+        first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
+        if first == SENTINEL:
+            return
+        yield first[0]
+        low = (first[0], AFTER_ANY_DUE, 0)
 
 
 def live(key: tuple, job: Any) -> bool:
