@@ -368,12 +368,10 @@ class NotPicklableHolder:
 delivered: list[str] = []
 
 
-class NoSavepointDataManager:
-    """A transaction resource that cannot take savepoints: it "delivers"
-    its key when the transaction commits."""
+class _DataManager:
+    """A transaction resource that does nothing unless told to."""
 
-    def __init__(self, key, tm):
-        self.key = key
+    def __init__(self, tm):
         self.transaction_manager = tm
 
     def abort(self, txn):
@@ -389,11 +387,23 @@ class NoSavepointDataManager:
         pass
 
     def tpc_finish(self, txn):
-        with _lock:
-            delivered.append(self.key)
+        pass
 
     def tpc_abort(self, txn):
         pass
+
+
+class NoSavepointDataManager(_DataManager):
+    """A transaction resource that cannot take savepoints: it "delivers"
+    its key when the transaction commits."""
+
+    def __init__(self, key, tm):
+        super().__init__(tm)
+        self.key = key
+
+    def tpc_finish(self, txn):
+        with _lock:
+            delivered.append(self.key)
 
     def sortKey(self):  # noqa: N802 - transaction API
         return f"~jobfuncs-{self.key}"
@@ -411,22 +421,13 @@ def deliver(key):
 slow_commits: list[int] = []
 
 
-class SlowCommitDataManager:
+class SlowCommitDataManager(_DataManager):
     """A transaction resource whose vote takes ``seconds``; it takes
     savepoints. One per transaction, however many jobs join it."""
 
     def __init__(self, seconds, tm):
+        super().__init__(tm)
         self.seconds = seconds
-        self.transaction_manager = tm
-
-    def abort(self, txn):
-        pass
-
-    def tpc_begin(self, txn):
-        pass
-
-    def commit(self, txn):
-        pass
 
     def tpc_vote(self, txn):
         time.sleep(self.seconds)  # the far server's time, not a test's wait
@@ -434,9 +435,6 @@ class SlowCommitDataManager:
     def tpc_finish(self, txn):
         with _lock:
             slow_commits.append(1)
-
-    def tpc_abort(self, txn):
-        pass
 
     def savepoint(self):
         return _NothingToRollBack()

@@ -289,6 +289,19 @@ def _check_claims(s, sizes, initial, spares, plan):
         running = running[len(finished) :]
 
 
+def _claim_preferring(queue, capacity, now_us, prefer):
+    """A claim with ``prefer`` and a grace of 25 ms."""
+    return claim(
+        [queue],
+        slots=[(Slot(0), capacity)],
+        worker="w",
+        now_us=now_us,
+        start_time=BASE,
+        prefer=prefer,
+        fresh_us=25_000,
+    )
+
+
 def test_a_job_just_due_is_left_to_the_worker_it_is_meant_for(scratch):
     """``prefer`` says the job is another worker's: while it is fresh (due
     less than ``fresh_us`` ago) it is left, the claim goes on to the next
@@ -299,21 +312,10 @@ def test_a_job_just_due_is_left_to_the_worker_it_is_meant_for(scratch):
     after = scratch.put(offset=0.001)
     due_us = fresh._key[1]
 
-    def take(at_us, prefer):
-        return claim(
-            [scratch.queue],
-            slots=[(Slot(0), 2)],
-            worker="w",
-            now_us=at_us,
-            start_time=BASE,
-            prefer=prefer,
-            fresh_us=25_000,
-        )
-
     def mine(queue, job):
         return job is after
 
-    left = take(due_us + 10_000, mine)
+    left = _claim_preferring(scratch.queue, 2, due_us + 10_000, mine)
     assert flat(left) == [older, after]  # older: due 1 s ago, anyone's
     assert fresh.status == PENDING
     assert left.wait_until_us == due_us + 25_000
@@ -321,14 +323,8 @@ def test_a_job_just_due_is_left_to_the_worker_it_is_meant_for(scratch):
 
 def test_a_job_left_to_another_worker_is_taken_once_the_grace_has_passed(scratch):
     job = scratch.put(offset=0)
-    taken = claim(
-        [scratch.queue],
-        slots=[(Slot(0), 1)],
-        worker="w",
-        now_us=job._key[1] + 25_000,
-        start_time=BASE,
-        prefer=lambda queue, candidate: False,
-        fresh_us=25_000,
+    taken = _claim_preferring(
+        scratch.queue, 1, job._key[1] + 25_000, lambda queue, candidate: False
     )
     assert flat(taken) == [job] and taken.wait_until_us is None
 
@@ -341,14 +337,8 @@ def test_a_job_left_to_another_worker_still_holds_its_quotas_order(scratch):
     first = scratch.put(offset=0, quotas=("serial",))
     second = scratch.put(offset=0.001, quotas=("serial",))
     free = scratch.put(offset=0.002)
-    taken = claim(
-        [scratch.queue],
-        slots=[(Slot(0), 3)],
-        worker="w",
-        now_us=first._key[1] + 10_000,
-        start_time=BASE,
-        prefer=lambda queue, job: job is not first,
-        fresh_us=25_000,
+    taken = _claim_preferring(
+        scratch.queue, 3, first._key[1] + 10_000, lambda queue, job: job is not first
     )
     assert flat(taken) == [free]
     assert first.status == PENDING and second.status == PENDING
