@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
+import pytest
 import transaction
 from tests import mp_jobs
 
@@ -60,8 +61,23 @@ def test_the_lease_is_renewed_quietly_while_every_thread_is_busy(
     assert errors == []
 
 
+@pytest.fixture
+def loop_only(zasync_db):
+    """A dispatcher with its loop's transaction manager and connection,
+    not started: its loop's methods called from the test."""
+    dispatcher = Dispatcher(zasync_db, threads=1)
+    dispatcher._tm = transaction.TransactionManager(explicit=True)
+    dispatcher._conn = zasync_db.open(transaction_manager=dispatcher._tm)
+    yield dispatcher
+    try:
+        dispatcher._tm.abort()
+    except transaction.interfaces.NoTransaction:
+        pass
+    dispatcher._conn.close()
+
+
 def test_a_compaction_that_conflicts_leaves_the_loop_ready_to_claim(
-    zasync_db, monkeypatch, caplog
+    zasync_db, loop_only, monkeypatch, caplog
 ):
     # A real conflict: while the loop's compaction runs, another connection
     # commits a change to an object the compaction also changes.
@@ -81,23 +97,14 @@ def test_a_compaction_that_conflicts_leaves_the_loop_ready_to_claim(
 
     monkeypatch.setattr(dispatcher_module, "compact", compact_meanwhile_changed)
     caplog.set_level(logging.DEBUG, logger="zasync")
-    dispatcher = Dispatcher(zasync_db, threads=1)
-    dispatcher._tm = transaction.TransactionManager(explicit=True)
-    dispatcher._conn = zasync_db.open(transaction_manager=dispatcher._tm)
-    try:
-        dispatcher._tm.begin()
-        queue = dispatcher._conn.root()[KEY][""]
-        dispatcher._tm.abort()
-        dispatcher._compact([(queue, 0)])
-        assert "conflicted; later" in caplog.text
-        # The failed commit was aborted: the next claim can begin.
-        assert dispatcher._claim_for_idle() is None
-    finally:
-        try:
-            dispatcher._tm.abort()
-        except transaction.interfaces.NoTransaction:
-            pass
-        dispatcher._conn.close()
+    dispatcher = loop_only
+    dispatcher._tm.begin()
+    queue = dispatcher._conn.root()[KEY][""]
+    dispatcher._tm.abort()
+    dispatcher._compact([(queue, 0)])
+    assert "conflicted; later" in caplog.text
+    # The failed commit was aborted: the next claim can begin.
+    assert dispatcher._claim_for_idle() is None
 
 
 def test_the_loop_prefetches_what_a_commit_that_woke_it_changed(zasync_db):
@@ -215,12 +222,11 @@ def test_a_job_meant_for_a_busy_worker_is_taken_by_another_after_the_grace(
         conn.close()
 
 
-def test_a_compaction_that_removed_nothing_waits_before_trying_again(zasync_db):
+def test_a_compaction_that_removed_nothing_waits_before_trying_again(
+    loop_only, monkeypatch
+):
     import zasync.dispatcher as dispatcher_module
 
-    dispatcher = Dispatcher(zasync_db, threads=1)
-    dispatcher._tm = transaction.TransactionManager(explicit=True)
-    dispatcher._conn = zasync_db.open(transaction_manager=dispatcher._tm)
     calls = []
     real_compact = dispatcher_module.compact
 
@@ -228,19 +234,16 @@ def test_a_compaction_that_removed_nothing_waits_before_trying_again(zasync_db):
         calls.append(index)
         return real_compact(queue, index, known_stale=known_stale)
 
-    dispatcher_module.compact = counted
-    try:
-        dispatcher._tm.begin()
-        queue = dispatcher._conn.root()[KEY][""]
-        queue.put(zasync.Job(mp_jobs.add, "unused", 1, 2))  # a live entry
-        dispatcher._tm.commit()
-        index = queue._shards.index(queue._shard_of(next(iter(queue))))
-        dispatcher._compact([(queue, index)])
-        dispatcher._compact([(queue, index)])
-        assert calls == [index]  # the second waited
-        dispatcher._compact_after.clear()
-        dispatcher._compact([(queue, index)])
-        assert calls == [index, index]
-    finally:
-        dispatcher_module.compact = real_compact
-        dispatcher._conn.close()
+    monkeypatch.setattr(dispatcher_module, "compact", counted)
+    dispatcher = loop_only
+    dispatcher._tm.begin()
+    queue = dispatcher._conn.root()[KEY][""]
+    queue.put(zasync.Job(mp_jobs.add, "unused", 1, 2))  # a live entry
+    dispatcher._tm.commit()
+    index = queue._shards.index(queue._shard_of(next(iter(queue))))
+    dispatcher._compact([(queue, index)])
+    dispatcher._compact([(queue, index)])
+    assert calls == [index]  # the second waited
+    dispatcher._compact_after.clear()
+    dispatcher._compact([(queue, index)])
+    assert calls == [index, index]
