@@ -9,6 +9,7 @@ from benchmarks import procs
 from benchmarks.context import Context, Watcher, enqueue, open_installed
 from benchmarks.setups import store_for
 from benchmarks.stamps import StampReader
+from benchmarks.worker import read_stats
 
 #: letter -> (label, storage kind, worker processes)
 SETUPS = {
@@ -96,11 +97,32 @@ def _processes(ctx: Context, kind: str, workers: int):
                 size2 = store.size()
             finally:
                 procs.stop_all(group)
+            stats = [read_stats(proc.log_path) for proc in group]
             txns = store.transactions_since(position) if position else None
         finally:
             watcher.close()
             db.close()
     first = min(s.time for s in stamps.all())
-    return _figures(
+    figures = _figures(
         p.w1_jobs, ended - started, size1 - size0, size2 - size1, txns, first - started
     )
+    if all(stats):
+        per_1000 = 1000 / p.w1_jobs
+        figures += [
+            (
+                "workers' CPU per 1,000 jobs",
+                "s",
+                sum(s["cpu"] for s in stats) * per_1000,
+            ),
+            (
+                "claims committed per 1,000 jobs",
+                "",
+                sum(s["claims_committed"] for s in stats) * per_1000,
+            ),
+            (
+                "claims conflicted per 1,000 jobs",
+                "",
+                sum(s["claims_conflicted"] for s in stats) * per_1000,
+            ),
+        ]
+    return figures

@@ -113,10 +113,14 @@ def test_an_aborted_put_does_not_run(queue, start_dispatcher):
 
 
 def test_claims_several_due_jobs_per_transaction(zasync_db, queue, start_dispatcher):
-    start_dispatcher(threads=4, poll_interval=30)
+    dispatcher = start_dispatcher(threads=4, poll_interval=30)
     jobs = [queue.put(Job(jobfuncs.identity, i)) for i in range(8)]
     commit()
     assert [wait_for_result(job) for job in jobs] == list(range(8))
+    # The loop's counters: every job claimed once, by fewer claims.
+    assert dispatcher.jobs_claimed == 8
+    assert 1 <= dispatcher.claims_committed < 8
+    assert dispatcher.claims_conflicted == 0
     claims: dict[bytes, list] = {}
     for job in jobs:
         for tid in tids_of(zasync_db, job._p_oid):

@@ -157,6 +157,11 @@ class Dispatcher:
         #: compaction that removed nothing is not tried again}
         self._compact_after: dict = {}
         self.jobs_run = 0
+        #: the loop's claims: committed, given up on a conflict, and the
+        #: jobs the committed ones took (counters for diagnostics)
+        self.claims_committed = 0
+        self.claims_conflicted = 0
+        self.jobs_claimed = 0
 
     def __repr__(self) -> str:  # the default repr, as zc.async's
         return object.__repr__(self)
@@ -569,8 +574,12 @@ class Dispatcher:
             self._tm.commit()
             # Only now: an aborted claim leaves those entries live.
             self._known_stale.update(taken.stale_keys)
+            if taken:
+                self.claims_committed += 1
+                self.jobs_claimed += sum(len(oids) for oids in batches.values())
         except TransientError:
             self._tm.abort()
+            self.claims_conflicted += 1
             # Somebody else claimed too: look again, and for a while pick
             # among the first due jobs at random rather than from the front.
             self._contended_until = time.monotonic() + 10.0
