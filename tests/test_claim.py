@@ -312,7 +312,7 @@ def test_a_job_just_due_is_left_to_the_worker_it_is_meant_for(scratch):
     after = scratch.put(offset=0.001)
     due_us = fresh._key[1]
 
-    def mine(queue, job):
+    def mine(queue, job, backlog):
         return job is after
 
     left = _claim_preferring(scratch.queue, 2, due_us + 10_000, mine)
@@ -324,7 +324,7 @@ def test_a_job_just_due_is_left_to_the_worker_it_is_meant_for(scratch):
 def test_a_job_left_to_another_worker_is_taken_once_the_grace_has_passed(scratch):
     job = scratch.put(offset=0)
     taken = _claim_preferring(
-        scratch.queue, 1, job._key[1] + 25_000, lambda queue, candidate: False
+        scratch.queue, 1, job._key[1] + 25_000, lambda queue, candidate, backlog: False
     )
     assert flat(taken) == [job] and taken.wait_until_us is None
 
@@ -338,7 +338,86 @@ def test_a_job_left_to_another_worker_still_holds_its_quotas_order(scratch):
     second = scratch.put(offset=0.001, quotas=("serial",))
     free = scratch.put(offset=0.002)
     taken = _claim_preferring(
-        scratch.queue, 3, first._key[1] + 10_000, lambda queue, job: job is not first
+        scratch.queue,
+        3,
+        first._key[1] + 10_000,
+        lambda queue, job, backlog: job is not first,
     )
     assert flat(taken) == [free]
     assert first.status == PENDING and second.status == PENDING
+
+
+def test_in_a_backlog_a_worker_takes_its_own_jobs_first(scratch):
+    """Jobs due for long, several workers: a claim takes the jobs meant for
+    it, passing over the others' (which their workers take), in run order."""
+    jobs = [scratch.put(offset=-10 + n * 0.001) for n in range(12)]
+    mine = set(jobs[1::3])
+
+    taken = _claim_preferring(
+        scratch.queue, 4, us(BASE), lambda queue, job, backlog: job in mine
+    )
+    assert flat(taken) == jobs[1::3]
+    assert all(job.status == PENDING for job in jobs if job not in mine)
+    assert taken.wait_until_us is None  # nothing to wait for: a backlog
+
+
+def test_when_its_own_jobs_run_short_a_worker_takes_the_last_of_the_others(scratch):
+    """Its own jobs first, then the others' from the end of what it looked
+    at, while their workers take theirs from the front."""
+    jobs = [scratch.put(offset=-10 + n * 0.001) for n in range(6)]
+    taken = _claim_preferring(
+        scratch.queue, 3, us(BASE), lambda queue, job, backlog: job is jobs[2]
+    )
+    assert flat(taken) == [jobs[2], jobs[4], jobs[5]]
+    assert [job.status for job in jobs[:2]] == [PENDING, PENDING]
+
+
+def test_others_jobs_are_passed_over_without_loading_them(db):
+    """A queue without quotas: the claim reads the others' jobs' oids from
+    the shard, not the jobs (under ZEO each load is a round trip)."""
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    name = f"q{next(_names)}"
+    try:
+        with tm:
+            queue = conn.root()[KEY][name] = Queue()
+            for n in range(8):
+                queue.put(
+                    Job(jobfuncs.noop),
+                    begin_after=BASE + datetime.timedelta(seconds=n / 1000),
+                )
+        conn.cacheMinimize()  # every job a ghost
+        tm.begin()
+        queue = conn.root()[KEY][name]
+        jobs = list(queue)
+        conn.cacheMinimize()
+        mine = {job._p_oid for job in jobs[::4]}
+        taken = _claim_preferring(
+            queue, 2, us(BASE) + 10**7, lambda q, job, backlog: job._p_oid in mine
+        )
+        assert {job._p_oid for job in flat(taken)} == mine
+        others = [job for job in jobs if job._p_oid not in mine]
+        assert all(job._p_changed is None for job in others)  # still ghosts
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def test_in_a_backlog_quota_jobs_keep_their_order_whoever_they_are_meant_for(
+    scratch,
+):
+    """A queue with quotas: its jobs under a quota are taken in their turn
+    by whoever claims first (their order is the quota's); its other jobs
+    go to the workers they are meant for."""
+    scratch.queue.quotas.create("serial", size=1)
+    first = scratch.put(offset=-5, quotas=("serial",))
+    second = scratch.put(offset=-4, quotas=("serial",))
+    free_other = scratch.put(offset=-3)
+    free_mine = scratch.put(offset=-2)
+    taken = _claim_preferring(
+        scratch.queue, 2, us(BASE), lambda queue, job, backlog: job is free_mine
+    )
+    # first: the quota's turn (not meant for this worker, taken anyway);
+    # second waits behind it; free_other is left to its worker.
+    assert flat(taken) == [first, free_mine]
+    assert second.status == PENDING and free_other.status == PENDING

@@ -118,6 +118,53 @@ def _windows(items: Iterator, size: int, conn) -> Iterator:
         yield from window
 
 
+#: a claim passes over at most this many times as many jobs meant for other
+#: workers as it wants, plus a chunk (with four workers a quarter of the
+#: jobs are its own)
+OTHERS_FACTOR = 8
+
+#: in a backlog, jobs are meant for workers by runs of this many oids (jobs
+#: queued together have consecutive oids, and sit side by side in the
+#: queue): each worker's claims then write tombstones in buckets of their
+#: own, where job by job they would write in every bucket the others read
+BACKLOG_CHUNK = 64
+
+
+def _mine(items, queue, prefer, now_us: int, fresh_us: int, others, waits, cap):
+    """The entries of ``items`` meant for this worker (and tombstones);
+    the others go to ``others`` (due for longer than ``fresh_us``; the
+    entries end when there are ``cap`` of them) or only say in ``waits``
+    when this worker may take them (due more recently)."""
+    for key, job, shard in items:
+        if job is None:
+            yield key, job, shard
+        elif now_us - key[1] < fresh_us:
+            if prefer(queue, job, False):
+                yield key, job, shard
+            else:
+                waits.append(key[1] + fresh_us)
+        elif prefer(queue, job, True):
+            yield key, job, shard
+        else:
+            others.append((key, job, shard))
+            if len(others) >= cap:
+                return
+
+
+def _fill(others: list, count: int, conn) -> list:
+    """Up to ``count`` takeable jobs among the last of ``others``, as
+    candidates (key, job, shard, quota names)."""
+    tail = others[-count:]
+    if conn is not None:
+        conn.prefetch([job for _key, job, _shard in tail if job._p_changed is None])
+    found = []
+    for key, job, shard in tail:
+        if job._key != key or job._status not in (PENDING, CALLBACKS):
+            continue  # stale, or claimed since
+        found.append((key, job, shard, ()))
+    return found
+
+
 class Claimed(dict):
     """{slot index: [jobs]}, and ``compact``: (queue, shard index) pairs
     whose stale entries are worth removing; ``wait_until_us``: when the
@@ -137,7 +184,7 @@ def claim(
     start_time=None,
     spread: bool = False,
     known_stale: set | None = None,
-    prefer: Callable[[Queue, Any], bool] | None = None,
+    prefer: Callable[[Queue, Any, bool], bool] | None = None,
     fresh_us: int = 0,
 ) -> Claimed:
     """Take up to the slots' capacities of due jobs, in run order, honouring
@@ -154,12 +201,18 @@ def claim(
     first due ones instead of strictly from the front, so that workers
     claiming at once rarely want the same jobs.
 
-    ``prefer(queue, job)`` says whether a job is meant for this worker
-    (when several serve the queue, see Dispatcher._preference): a job due
-    less than ``fresh_us`` microseconds ago that is not is left to its
-    worker, which wakes for it as this one does, and the jobs after it are
-    considered; the result's ``wait_until_us`` says when this worker may
-    take the first job it left, if its worker has not.
+    ``prefer(queue, job, backlog)`` says whether a job is meant for this
+    worker (when several serve the queue, see Dispatcher._preference;
+    ``backlog``: the job is due for longer than ``fresh_us``
+    microseconds). A job just due that is not is left to its worker, which
+    wakes for it as this one does, and the jobs after it are considered;
+    the result's ``wait_until_us`` says when this worker may take the
+    first job it left, if its worker has not. In a backlog the claim takes
+    its own jobs first, and the others' (the last of those it passed over,
+    as their workers take theirs from the front) only when its own run
+    short; jobs under quotas are taken in their turn, whoever they are
+    meant for. In a queue without quotas the others' jobs are passed over
+    without being loaded.
 
     Returns {slot index: [jobs]}. Jobs given to a slot are ASSIGNED to it,
     except the first, which the slot's thread starts at once and which is
@@ -183,8 +236,24 @@ def claim(
         # in run order; quota room is counted as if all were taken.
         candidates: list = []
         wanted = total - len(taken)
-        limit = wanted * 4 if spread else wanted
+        # Jobs meant for other workers (see ``prefer``), due for longer
+        # than ``fresh_us``: taken only when this worker's own run short.
+        others: list = []
+        others_cap = (wanted + BACKLOG_CHUNK) * OTHERS_FACTOR
+        spread_here = spread and prefer is None
+        limit = wanted * 4 if spread_here else wanted
         items = iter_due(queue, now_us, known_stale, stale)
+        if prefer is not None and not len(quotas):
+            # No quotas: which jobs are this worker's is known from their
+            # oids alone, so the others' are passed over without loading.
+            waits: list = []
+            items = _mine(
+                items, queue, prefer, now_us, fresh_us, others, waits, others_cap
+            )
+            split_loaded = False
+        else:
+            waits = []
+            split_loaded = prefer is not None
         blocked_run = 0
         for key, job, shard in _windows(items, max(16, wanted), conn):
             if job is None or job._key != key:
@@ -196,18 +265,21 @@ def claim(
             status = job._status
             if status not in (PENDING, CALLBACKS):
                 continue  # not ours to take; recovery puts such jobs right
-            if (
-                prefer is not None
-                and now_us - key[1] < fresh_us
-                and status == PENDING
-                and not prefer(queue, job)
-            ):
-                until = key[1] + fresh_us
-                wait_until = until if wait_until is None else min(wait_until, until)
-                # Left, but still first in its quotas: the jobs after it
-                # in them wait (a quota of 1 keeps strict order).
-                blocked.update(job.quota_names)
-                continue
+            fresh = now_us - key[1] < fresh_us
+            if split_loaded and status == PENDING and not prefer(queue, job, not fresh):
+                if fresh:
+                    waits.append(key[1] + fresh_us)
+                    # Left, but still first in its quotas: the jobs after
+                    # it in them wait (a quota of 1 keeps strict order).
+                    blocked.update(job.quota_names)
+                    continue
+                if not job.quota_names:
+                    others.append((key, job, shard))
+                    if len(others) >= others_cap:
+                        break
+                    continue
+                # A job under quotas is taken in its turn by whoever
+                # claims first: its quotas keep their order.
             names = job.quota_names if status == PENDING else ()
             if names:
                 if blocked.intersection(names):
@@ -231,7 +303,10 @@ def claim(
             candidates.append((key, job, shard, names))
             if len(candidates) >= limit:
                 break
-        if spread and len(candidates) > wanted:
+        if waits:
+            until = min(waits)
+            wait_until = until if wait_until is None else min(wait_until, until)
+        if spread_here and len(candidates) > wanted:
             # Quota jobs keep their order; the others are taken from one of
             # the window's segments, chosen at random: two workers claiming
             # at once then want the same jobs (and conflict) about once in
@@ -246,6 +321,12 @@ def claim(
             chosen = sorted(keep + picks, key=lambda c: c[0])
         else:
             chosen = candidates[:wanted]
+            if len(chosen) < wanted and others:
+                # This worker's own jobs ran short (the end of a backlog, or
+                # a worker that does not claim): the others' last ones, as
+                # their workers take theirs from the front.
+                chosen += _fill(others, wanted - len(chosen), conn)
+                chosen.sort(key=lambda c: c[0])
         for _key, job, _shard, names in chosen:
             for name in names:
                 quota = quotas.get(name)

@@ -26,7 +26,7 @@ from transaction.interfaces import TransientError
 
 from zasync import maintenance
 from zasync.broken import replace_unimportable
-from zasync.claim import claim
+from zasync.claim import BACKLOG_CHUNK, claim
 from zasync.executor import SlotRunner, close_connection
 from zasync.interfaces import KEY, ConfigurationError, WorkerError
 from zasync.queue import Queues, _install, compact
@@ -584,8 +584,10 @@ class Dispatcher:
             # among the first due jobs at random rather than from the front.
             self._contended_until = time.monotonic() + 10.0
             self._wake.set()
-            if time.monotonic() - self._peers_read > 1.0:
-                # Maybe a worker this one does not know of yet.
+            if time.monotonic() - self._peers_read > 0.1:
+                # Maybe a worker this one does not know of yet (workers
+                # started together each read the registry before the
+                # others had registered).
                 self._refresh_peers()
             return None
         for index, oids in batches.items():
@@ -619,30 +621,43 @@ class Dispatcher:
         """``prefer(queue, job)`` for claim(), or None when no other live
         worker serves these queues. Each job is meant for one worker, the
         same for all of them (rendezvous hashing of the job's and the
-        workers' ids): for ``fresh_grace`` seconds after a job is due, the
+        workers' ids). For ``fresh_grace`` seconds after a job is due, the
         others leave it to that worker, instead of all claiming it at once
-        and all but one conflicting. Then anyone takes it (that worker may
-        be busy, or gone). Jobs due for longer, as a backlog is, are taken
-        by whoever claims first (see ``spread`` in claim())."""
+        and all but one conflicting; then anyone takes it (that worker may
+        be busy, or gone). In a backlog (jobs due for longer) each worker
+        takes its own first, and the others' only when its own run short;
+        there jobs are meant for workers by runs of consecutive oids."""
         names = {queue.name for queue in served}
         peers_of = {
             name: [
-                uuid
+                uuid.encode()
                 for uuid, queue_names in self._peers
                 if not queue_names or name in queue_names
             ]
             for name in names
         }
-        if not self.fresh_grace or all(len(p) <= 1 for p in peers_of.values()):
+        if all(len(p) <= 1 for p in peers_of.values()):
             return None
-        uuid = self.uuid
+        mine = self.uuid.encode()
+        crc32 = zlib.crc32
 
-        def prefer(queue, job) -> bool:
+        def prefer(queue, job, backlog: bool) -> bool:
             peers = peers_of.get(queue.name, ())
             if len(peers) <= 1:
                 return True
             oid = job._p_oid
-            return max(peers, key=lambda peer: zlib.crc32(oid + peer.encode())) == uuid
+            if backlog:
+                # By runs of oids: jobs queued together (see BACKLOG_CHUNK)
+                number = int.from_bytes(oid, "big") // BACKLOG_CHUNK
+                oid = number.to_bytes(8, "big")
+            seed = crc32(oid)
+            best = None
+            best_score = -1
+            for peer in peers:
+                score = crc32(peer, seed)
+                if score > best_score:
+                    best, best_score = peer, score
+            return best == mine
 
         return prefer
 
