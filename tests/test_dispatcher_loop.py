@@ -12,7 +12,7 @@ from tests import mp_jobs
 
 import zasync
 from zasync.dispatcher import Dispatcher
-from zasync.interfaces import KEY
+from zasync.interfaces import KEY, PENDING
 from zasync.testing import wait_for_result
 
 
@@ -247,3 +247,50 @@ def test_a_compaction_that_removed_nothing_waits_before_trying_again(
     dispatcher._compact_after.clear()
     dispatcher._compact([(queue, index)])
     assert calls == [index, index]
+
+
+def test_each_shard_is_compacted_by_one_of_the_workers_serving_its_queue(zasync_db):
+    """Compactions by two workers of one shard conflict (each deletes the
+    first keys of buckets): of the live workers serving a queue, the same
+    one, by all of their reckonings, compacts each shard."""
+    uuids = [f"worker-{n}" for n in range(4)]
+    peers = tuple((uuid, ()) for uuid in uuids) + (("elsewhere", ("other",)),)
+    workers = [Dispatcher(zasync_db, uuid=uuid, threads=1) for uuid in uuids]
+    for worker in workers:
+        worker._peers = peers
+    tm = transaction.TransactionManager(explicit=True)
+    conn = zasync_db.open(transaction_manager=tm)
+    try:
+        tm.begin()
+        queue = conn.root()[KEY][""]
+        compactors = [
+            [w.uuid for w in workers if w._compacts(queue, index)]
+            for index in range(32)
+        ]
+        assert all(len(chosen) == 1 for chosen in compactors)
+        assert len({chosen[0] for chosen in compactors}) > 1  # shared out
+        # A worker alone on the queue compacts every shard.
+        alone = Dispatcher(zasync_db, uuid="alone", threads=1)
+        alone._peers = (("alone", ()), ("elsewhere", ("other",)))
+        assert all(alone._compacts(queue, index) for index in range(32))
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def test_with_every_thread_busy_a_wake_claims_nothing(loop_only):
+    """A commit wakes the loop while all its threads are busy: it claims
+    nothing (the first thread to be idle wakes it again) and drops the
+    oids it was to prefetch."""
+    dispatcher = loop_only
+    dispatcher._tm.begin()
+    queue = dispatcher._conn.root()[KEY][""]
+    job = queue.put(zasync.Job(mp_jobs.add, "unused", 1, 2))
+    dispatcher._tm.commit()
+    dispatcher._fresh_oids = {job._p_oid}
+    dispatcher._conn.cacheMinimize()
+    assert dispatcher._idle == set()  # not started: no idle thread
+    assert dispatcher._claim_for_idle() is None
+    assert dispatcher._fresh_oids == set()
+    assert queue._p_changed is None  # not even loaded
+    assert job.status == PENDING and dispatcher.claims_committed == 0

@@ -526,12 +526,22 @@ class Dispatcher:
         with self._lock:
             idle = sorted(self._idle)
         self._tm.begin()
+        if not idle:
+            # Every thread is busy; the first to be idle wakes the loop,
+            # which looks then. Nothing is read now: with other workers on
+            # the queue, each of their claims wakes this loop.
+            self._fresh_oids = set()
+            renew = self._lease_running_out()
+            self._tm.abort()
+            if renew:
+                self._renew_lease()
+            return None
         self._prefetch_fresh()
         queues = self._conn.root()[KEY]
         if len(queues) != self._watched_count:
             self._watch(queues)
         served = self._served_queues(queues)
-        if not idle or not any(len(q) for q in served):
+        if not any(len(q) for q in served):
             next_due = _next_due(served, self._known_stale)
             renew = self._lease_running_out()
             self._tm.abort()
@@ -577,9 +587,10 @@ class Dispatcher:
             if taken:
                 self.claims_committed += 1
                 self.jobs_claimed += sum(len(oids) for oids in batches.values())
-        except TransientError:
+        except TransientError as e:
             self._tm.abort()
             self.claims_conflicted += 1
+            log.debug("dispatcher %s: a claim conflicted: %s", self.uuid, e)
             # Somebody else claimed too: look again, and for a while pick
             # among the first due jobs at random rather than from the front.
             self._contended_until = time.monotonic() + 10.0
@@ -596,7 +607,7 @@ class Dispatcher:
                 self._busy[index] = time.time()
             self._inboxes[index].put(oids)
         if taken.compact:
-            self._compact(taken.compact)
+            self._compact([c for c in taken.compact if self._compacts(*c)])
         return next_due
 
     def _refresh_peers(self) -> None:
@@ -660,6 +671,23 @@ class Dispatcher:
             return best == mine
 
         return prefer
+
+    def _compacts(self, queue, index: int) -> bool:
+        """Whether this worker is the one (of the live workers serving the
+        queue) that compacts this shard: two compacting the same shard, or
+        one compacting where another claims, conflict (compaction deletes
+        the first keys of buckets, a change BTrees do not merge)."""
+        name = queue.name
+        peers = [
+            uuid.encode()
+            for uuid, queue_names in self._peers
+            if not queue_names or name in queue_names
+        ]
+        if len(peers) <= 1:
+            return True
+        seed = zlib.crc32(f"{name}\0{index}".encode())
+        chosen = max(peers, key=lambda peer: zlib.crc32(peer, seed))
+        return chosen == self.uuid.encode()
 
     def _compact(self, shards) -> None:
         """Remove the stale entries claims left in front of busy shards."""
