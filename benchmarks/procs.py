@@ -37,6 +37,24 @@ def bench_env(stamps: Path, extra: dict[str, str] | None = None) -> dict[str, st
     return env
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process so far, all threads: from the scheduler's
+    nanosecond counts where the kernel has them, else from the clock
+    ticks of /proc/PID/stat (10 ms steps). Threads that ended are
+    counted by the ticks only, so use this on long-lived processes."""
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 class Proc:
     """A child process whose standard output says when it is ready."""
 
@@ -94,21 +112,8 @@ class Proc:
         self.popen.stdin.flush()
 
     def cpu_seconds(self) -> float:
-        """CPU time of the process so far, all threads: from the scheduler's
-        nanosecond counts where the kernel has them, else from the clock
-        ticks of /proc/PID/stat (10 ms steps). Threads that ended are
-        counted by the ticks only, so use this on long-lived processes."""
-        total = 0
-        try:
-            for task in os.scandir(f"/proc/{self.pid}/task"):
-                with open(f"{task.path}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            return total / 1e9
-        except (OSError, ValueError, IndexError):
-            pass
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS
+        """CPU time of the process so far: see :func:`cpu_seconds`."""
+        return cpu_seconds(self.pid)
 
     def tail(self) -> str:
         try:

@@ -25,6 +25,7 @@ class Store:
     kind: str  # 'file', 'zeo' or 'relstorage'
     uri: str
     data_path: Path | None = None  # the FileStorage file (the ZEO server's too)
+    server_pid: int | None = None  # the ZEO server's process
 
     def size(self) -> int:
         """Bytes the storage takes now."""
@@ -88,7 +89,7 @@ def zeo_store(directory: Path) -> Iterator[Store]:
     server = ZEOServer(directory)
     server.start()
     try:
-        yield Store("zeo", server.uri, server.data_path)
+        yield Store("zeo", server.uri, server.data_path, server.pid)
     finally:
         server.stop()
 

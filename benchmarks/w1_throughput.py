@@ -52,6 +52,10 @@ def _figures(jobs, seconds, enq, ran, txns, first):
     return figures
 
 
+def _server_cpu(store) -> float | None:
+    return None if store.server_pid is None else procs.cpu_seconds(store.server_pid)
+
+
 def _inproc(ctx: Context, kind: str, workers: int):
     """Setup (a): the worker runs in the process that holds the FileStorage."""
     jobs = ctx.params.w1_jobs
@@ -89,11 +93,14 @@ def _processes(ctx: Context, kind: str, workers: int):
             group = procs.gated_workers(
                 store.uri, workers, stamps=work / "stamps", logs=work / "logs"
             )
+            server_cpu = _server_cpu(store)
             try:
                 started = procs.go(group)
                 ended = watcher.wait_completed(
                     stamps, p.w1_jobs, timeout=900, workers=group
                 )
+                if server_cpu is not None:
+                    server_cpu = _server_cpu(store) - server_cpu
                 size2 = store.size()
             finally:
                 procs.stop_all(group)
@@ -113,6 +120,11 @@ def _processes(ctx: Context, kind: str, workers: int):
                 "workers' CPU per 1,000 jobs",
                 "s",
                 sum(s["cpu"] for s in stats) * per_1000,
+            ),
+            *(
+                [("ZEO server's CPU per 1,000 jobs", "s", server_cpu * per_1000)]
+                if server_cpu is not None
+                else []
             ),
             (
                 "claims committed per 1,000 jobs",
