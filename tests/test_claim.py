@@ -289,15 +289,23 @@ def _check_claims(s, sizes, initial, spares, plan):
         running = running[len(finished) :]
 
 
-def _claim_preferring(queue, capacity, now_us, prefer):
-    """A claim with ``prefer`` and a grace of 25 ms."""
+def _claim_preferring(queue, capacity, now_us, prefer, rank=None):
+    """A claim with a grace of 25 ms, where ``prefer(queue, job, backlog)``
+    says which jobs are this worker's (rank 0; the others' rank is
+    ``rank(job)``, default 1)."""
+
+    def ranking(queue, job, backlog):
+        if prefer(queue, job, backlog):
+            return 0
+        return 1 if rank is None else rank(job)
+
     return claim(
         [queue],
         slots=[(Slot(0), capacity)],
         worker="w",
         now_us=now_us,
         start_time=BASE,
-        prefer=prefer,
+        rank=ranking,
         fresh_us=25_000,
     )
 
@@ -421,3 +429,23 @@ def test_in_a_backlog_quota_jobs_keep_their_order_whoever_they_are_meant_for(
     # second waits behind it; free_other is left to its worker.
     assert flat(taken) == [first, free_mine]
     assert second.status == PENDING and free_other.status == PENDING
+
+
+def test_workers_whose_own_jobs_ran_short_take_different_ones_of_the_others(scratch):
+    """Two workers have none of their own left: each takes the others'
+    jobs it ranks best, the last first, so that they do not both claim
+    the same ones (and conflict)."""
+    jobs = [scratch.put(offset=-10 + n * 0.001) for n in range(8)]
+    second_choice = {0: set(jobs[0::2]), 1: set(jobs[1::2])}  # by worker
+
+    def claim_for(worker):
+        return _claim_preferring(
+            scratch.queue,
+            2,
+            us(BASE),
+            lambda queue, job, backlog: False,
+            rank=lambda job: 1 if job in second_choice[worker] else 2,
+        )
+
+    assert flat(claim_for(0)) == [jobs[4], jobs[6]]
+    assert flat(claim_for(1)) == [jobs[5], jobs[7]]

@@ -130,35 +130,42 @@ OTHERS_FACTOR = 8
 BACKLOG_CHUNK = 64
 
 
-def _mine(items, queue, prefer, now_us: int, fresh_us: int, others, waits, cap):
+def _mine(items, queue, rank, now_us: int, fresh_us: int, others, waits, cap):
     """The entries of ``items`` meant for this worker (and tombstones);
-    the others go to ``others`` (due for longer than ``fresh_us``; the
-    entries end when there are ``cap`` of them) or only say in ``waits``
-    when this worker may take them (due more recently)."""
+    the others go to ``others`` with this worker's rank for them (due for
+    longer than ``fresh_us``; the entries end when there are ``cap`` of
+    them) or only say in ``waits`` when this worker may take them (due
+    more recently)."""
     for key, job, shard in items:
         if job is None:
             yield key, job, shard
         elif now_us - key[1] < fresh_us:
-            if prefer(queue, job, False):
+            if rank(queue, job, False) == 0:
                 yield key, job, shard
             else:
                 waits.append(key[1] + fresh_us)
-        elif prefer(queue, job, True):
-            yield key, job, shard
         else:
-            others.append((key, job, shard))
-            if len(others) >= cap:
-                return
+            order = rank(queue, job, True)
+            if order == 0:
+                yield key, job, shard
+            else:
+                others.append((order, key, job, shard))
+                if len(others) >= cap:
+                    return
 
 
 def _fill(others: list, count: int, conn) -> list:
-    """Up to ``count`` takeable jobs among the last of ``others``, as
-    candidates (key, job, shard, quota names)."""
-    tail = others[-count:]
+    """Up to ``count`` takeable jobs of ``others`` ((rank, key, job,
+    shard)), as candidates (key, job, shard, quota names): those this
+    worker ranks best, the last first (their workers take them from the
+    front). Workers whose own jobs ran short rank each job differently, so
+    they do not all take the same ones."""
+    best = sorted(range(len(others)), key=lambda i: (others[i][0], -i))[:count]
+    picked = [others[i] for i in sorted(best)]
     if conn is not None:
-        conn.prefetch([job for _key, job, _shard in tail if job._p_changed is None])
+        conn.prefetch([job for _r, _k, job, _s in picked if job._p_changed is None])
     found = []
-    for key, job, shard in tail:
+    for _rank, key, job, shard in picked:
         if job._key != key or job._status not in (PENDING, CALLBACKS):
             continue  # stale, or claimed since
         found.append((key, job, shard, ()))
@@ -184,7 +191,7 @@ def claim(
     start_time=None,
     spread: bool = False,
     known_stale: set | None = None,
-    prefer: Callable[[Queue, Any, bool], bool] | None = None,
+    rank: Callable[[Queue, Any, bool], int] | None = None,
     fresh_us: int = 0,
 ) -> Claimed:
     """Take up to the slots' capacities of due jobs, in run order, honouring
@@ -201,18 +208,19 @@ def claim(
     first due ones instead of strictly from the front, so that workers
     claiming at once rarely want the same jobs.
 
-    ``prefer(queue, job, backlog)`` says whether a job is meant for this
-    worker (when several serve the queue, see Dispatcher._preference;
-    ``backlog``: the job is due for longer than ``fresh_us``
-    microseconds). A job just due that is not is left to its worker, which
-    wakes for it as this one does, and the jobs after it are considered;
-    the result's ``wait_until_us`` says when this worker may take the
-    first job it left, if its worker has not. In a backlog the claim takes
-    its own jobs first, and the others' (the last of those it passed over,
-    as their workers take theirs from the front) only when its own run
-    short; jobs under quotas are taken in their turn, whoever they are
-    meant for. In a queue without quotas the others' jobs are passed over
-    without being loaded.
+    ``rank(queue, job, backlog)`` is this worker's rank for a job among the
+    workers serving the queue: 0 when the job is meant for it (see
+    Dispatcher._ranking; ``backlog``: the job is due for longer than
+    ``fresh_us`` microseconds). A job just due that is not is left to its
+    worker, which wakes for it as this one does, and the jobs after it are
+    considered; the result's ``wait_until_us`` says when this worker may
+    take the first job it left, if its worker has not. In a backlog the
+    claim takes its own jobs first, and the others' (those it ranks best
+    of the ones it passed over, the last first, as their workers take
+    theirs from the front) only when its own run short; jobs under quotas
+    are taken in their turn, whoever they are meant for. In a queue
+    without quotas the others' jobs are passed over without being
+    loaded.
 
     Returns {slot index: [jobs]}. Jobs given to a slot are ASSIGNED to it,
     except the first, which the slot's thread starts at once and which is
@@ -236,24 +244,24 @@ def claim(
         # in run order; quota room is counted as if all were taken.
         candidates: list = []
         wanted = total - len(taken)
-        # Jobs meant for other workers (see ``prefer``), due for longer
+        # Jobs meant for other workers (see ``rank``), due for longer
         # than ``fresh_us``: taken only when this worker's own run short.
         others: list = []
         others_cap = (wanted + BACKLOG_CHUNK) * OTHERS_FACTOR
-        spread_here = spread and prefer is None
+        spread_here = spread and rank is None
         limit = wanted * 4 if spread_here else wanted
         items = iter_due(queue, now_us, known_stale, stale)
-        if prefer is not None and not len(quotas):
+        if rank is not None and not len(quotas):
             # No quotas: which jobs are this worker's is known from their
             # oids alone, so the others' are passed over without loading.
             waits: list = []
             items = _mine(
-                items, queue, prefer, now_us, fresh_us, others, waits, others_cap
+                items, queue, rank, now_us, fresh_us, others, waits, others_cap
             )
             split_loaded = False
         else:
             waits = []
-            split_loaded = prefer is not None
+            split_loaded = rank is not None
         blocked_run = 0
         for key, job, shard in _windows(items, max(16, wanted), conn):
             if job is None or job._key != key:
@@ -266,7 +274,8 @@ def claim(
             if status not in (PENDING, CALLBACKS):
                 continue  # not ours to take; recovery puts such jobs right
             fresh = now_us - key[1] < fresh_us
-            if split_loaded and status == PENDING and not prefer(queue, job, not fresh):
+            order = rank(queue, job, not fresh) if split_loaded else 0
+            if order and status == PENDING:
                 if fresh:
                     waits.append(key[1] + fresh_us)
                     # Left, but still first in its quotas: the jobs after
@@ -274,7 +283,7 @@ def claim(
                     blocked.update(job.quota_names)
                     continue
                 if not job.quota_names:
-                    others.append((key, job, shard))
+                    others.append((order, key, job, shard))
                     if len(others) >= others_cap:
                         break
                     continue

@@ -128,7 +128,7 @@ class Dispatcher:
         self.fresh_grace = _positive("fresh_grace", fresh_grace, allow_zero=True)
         #: (uuid, served queue names) of the live workers, this one
         #: included: a job just queued is meant for one of them (see
-        #: _preference), refreshed every maintenance_interval
+        #: _ranking), refreshed every maintenance_interval
         self._peers: tuple = ()
         self._peers_read = 0.0  # time.monotonic() of the last read
         self._wake = threading.Event()
@@ -561,7 +561,7 @@ class Dispatcher:
                 start_time=now_dt,
                 spread=time.monotonic() < self._contended_until,
                 known_stale=self._known_stale,
-                prefer=self._preference(served),
+                rank=self._ranking(served),
                 fresh_us=int(self.fresh_grace * 1_000_000),
             )
             for jobs in taken.values():
@@ -628,16 +628,18 @@ class Dispatcher:
         finally:
             self._tm.abort()
 
-    def _preference(self, served) -> Any:
-        """``prefer(queue, job)`` for claim(), or None when no other live
-        worker serves these queues. Each job is meant for one worker, the
-        same for all of them (rendezvous hashing of the job's and the
-        workers' ids). For ``fresh_grace`` seconds after a job is due, the
-        others leave it to that worker, instead of all claiming it at once
-        and all but one conflicting; then anyone takes it (that worker may
-        be busy, or gone). In a backlog (jobs due for longer) each worker
-        takes its own first, and the others' only when its own run short;
-        there jobs are meant for workers by runs of consecutive oids."""
+    def _ranking(self, served) -> Any:
+        """``rank(queue, job, backlog)`` for claim(): this worker's rank
+        for the job among the live workers serving its queue, the same for
+        all of them (rendezvous hashing of the job's and the workers' ids),
+        0 when the job is meant for this one; or None when no other live
+        worker serves these queues. For ``fresh_grace`` seconds after a job
+        is due, the others leave it to that worker, instead of all claiming
+        it at once and all but one conflicting; then anyone takes it (that
+        worker may be busy, or gone). In a backlog (jobs due for longer)
+        each worker takes its own first, and the others' only when its own
+        run short, those it ranks next first; there jobs are meant for
+        workers by runs of consecutive oids (BACKLOG_CHUNK)."""
         names = {queue.name for queue in served}
         peers_of = {
             name: [
@@ -652,25 +654,19 @@ class Dispatcher:
         mine = self.uuid.encode()
         crc32 = zlib.crc32
 
-        def prefer(queue, job, backlog: bool) -> bool:
+        def rank(queue, job, backlog: bool) -> int:
             peers = peers_of.get(queue.name, ())
             if len(peers) <= 1:
-                return True
+                return 0
             oid = job._p_oid
             if backlog:
-                # By runs of oids: jobs queued together (see BACKLOG_CHUNK)
                 number = int.from_bytes(oid, "big") // BACKLOG_CHUNK
                 oid = number.to_bytes(8, "big")
             seed = crc32(oid)
-            best = None
-            best_score = -1
-            for peer in peers:
-                score = crc32(peer, seed)
-                if score > best_score:
-                    best, best_score = peer, score
-            return best == mine
+            score = crc32(mine, seed)
+            return sum(1 for peer in peers if crc32(peer, seed) > score)
 
-        return prefer
+        return rank
 
     def _compacts(self, queue, index: int) -> bool:
         """Whether this worker is the one (of the live workers serving the
