@@ -294,3 +294,36 @@ def test_with_every_thread_busy_a_wake_claims_nothing(loop_only):
     assert dispatcher._fresh_oids == set()
     assert queue._p_changed is None  # not even loaded
     assert job.status == PENDING and dispatcher.claims_committed == 0
+
+
+def test_a_worker_learns_at_once_that_another_started_or_stopped(
+    zeo_server, start_dispatcher
+):
+    """Which worker each job is meant for is reckoned from the list of
+    live workers, which each must then have alike: a worker reads it again
+    as soon as a commit registers, starts or stops another (ZEO tells it
+    which objects changed), not at its next maintenance."""
+    from zasync.storage import open_db
+
+    dbs = [open_db(zeo_server.uri) for _ in range(2)]
+    started = []
+    try:
+        zasync.install(dbs[0])
+        first = start_dispatcher(dbs[0], maintenance_interval=3600)
+        started.append(first)
+        second = start_dispatcher(dbs[1], maintenance_interval=3600)
+        started.append(second)
+        _wait_for_peers([first, second], 2)
+        # Maintenance (which reads the list too) comes once an hour here:
+        # only the invalidation can tell the first of this.
+        assert second.stop(10)
+        deadline = time.monotonic() + 10
+        while len(first._peers) != 1:
+            assert time.monotonic() < deadline, first._peers
+            time.sleep(0.01)
+        assert first._peers[0][0] == first.uuid
+    finally:
+        for dispatcher in started:
+            dispatcher.stop(10)
+        for db in dbs:
+            db.close()

@@ -131,6 +131,10 @@ class Dispatcher:
         #: _ranking), refreshed every maintenance_interval
         self._peers: tuple = ()
         self._peers_read = 0.0  # time.monotonic() of the last read
+        #: oids whose invalidation means a worker came or went, and the
+        #: flag it sets: the loop reads the workers again before it claims
+        self._registry_oids: frozenset = frozenset()
+        self._peers_changed = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -280,6 +284,11 @@ class Dispatcher:
         self._watched_count = len(queues)
 
     def _on_invalidation(self, oids) -> None:
+        if oids is None or not self._registry_oids.isdisjoint(oids):
+            # A worker registered, started or stopped: each job's worker
+            # must be reckoned from the same list by all of them.
+            self._peers_changed = True
+            self._wake.set()
         if oids is None or self._watched.isdisjoint(oids):
             return
         # A commit that queued jobs: the claim will load what it changed
@@ -523,6 +532,8 @@ class Dispatcher:
     def _claim_for_idle(self) -> float | None:
         """Claim due jobs for idle threads; return when the next scheduled
         job is due (epoch seconds), if known."""
+        if self._peers_changed:
+            self._refresh_peers()
         with self._lock:
             idle = sorted(self._idle)
         self._tm.begin()
@@ -614,9 +625,11 @@ class Dispatcher:
         """Read which workers are alive, and the queues they serve."""
         clock = time.time()
         self._peers_read = time.monotonic()
+        self._peers_changed = False
         self._tm.begin()
         try:
             registry = self._conn.root()[KEY].workers
+            self._registry_oids = registry.watched_oids()
             self._peers = tuple(
                 sorted(
                     (record.uuid, tuple(record.queue_names))

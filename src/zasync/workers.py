@@ -160,6 +160,19 @@ class WorkerRegistry(persistent.Persistent):
     def remove(self, uuid: str) -> None:
         del self._records[uuid]
 
+    def watched_oids(self) -> frozenset:
+        """The oids a commit changes when a worker registers, starts or
+        stops: the records' tree, its buckets and the records (heartbeats
+        and leases are objects of their own, and do not count)."""
+        oids = {self._records._p_oid}
+        bucket = self._records._firstbucket
+        while bucket is not None:
+            oids.add(bucket._p_oid)  # None while the tree holds its only bucket
+            bucket = bucket._next
+        oids.update(record._p_oid for record in self._records.values())
+        oids.discard(None)
+        return frozenset(oids)
+
 
 def clock() -> float:
     return time.time()
