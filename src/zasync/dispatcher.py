@@ -84,8 +84,14 @@ class Dispatcher:
     ``fresh_grace`` (seconds, 0 to turn it off): when several workers serve
     a queue, each job just due is meant for one of them, and the others
     leave it to that one for this long before taking it themselves (so
-    that they do not all claim it at once). Raises ConfigurationError at
-    construction for a bad setting.
+    that they do not all claim it at once). A backlog (jobs due for longer)
+    is shared out the same way, without waiting: each worker takes its own
+    jobs first and the others' when its own run short. Raises
+    ConfigurationError at construction for a bad setting.
+
+    ``claims_committed``, ``claims_conflicted`` and ``jobs_claimed`` count
+    the loop's claims since the start, and ``jobs_run`` the jobs its
+    threads ran.
     """
 
     def __init__(
