@@ -449,3 +449,112 @@ def test_workers_whose_own_jobs_ran_short_take_different_ones_of_the_others(scra
 
     assert flat(claim_for(0)) == [jobs[4], jobs[6]]
     assert flat(claim_for(1)) == [jobs[5], jobs[7]]
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    workers=st.integers(2, 4),
+    with_quotas=st.booleans(),
+    specs=st.lists(
+        st.tuples(
+            st.integers(0, 3),  # jobs queued together (consecutive oids)
+            st.lists(st.sampled_from(QUOTA_NAMES), max_size=1),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    turns=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 6), st.booleans()),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_workers_sharing_a_backlog_take_each_job_once_and_leave_none(
+    db, workers, with_quotas, specs, turns
+):
+    """Workers claim from one backlog in any order, each with the ranking
+    a Dispatcher computes (``Dispatcher._ranking``): each job is claimed
+    once; a quota is never exceeded, nor overtaken within; a claim with
+    room takes something while anything it may take is left; and once
+    every worker has claimed with room enough, nothing is left."""
+    from zasync.dispatcher import Dispatcher
+
+    s = Scratch(db)
+    try:
+        queue = s.queue
+        if with_quotas:
+            for name in QUOTA_NAMES:
+                queue.quotas.create(name, size=2)
+        jobs = []
+        for repeat, quotas in specs:
+            for _ in range(repeat + 1):
+                names = quotas if with_quotas else ()
+                jobs.append(s.put(offset=-100 + len(jobs) * 0.001, quotas=names))
+        uuids = [f"worker-{n}" for n in range(workers)]
+        peers = tuple((uuid, ()) for uuid in uuids)
+        ranks = []
+        for uuid in uuids:
+            dispatcher = Dispatcher(db, uuid=uuid, threads=1)
+            dispatcher._peers = peers
+            ranks.append(dispatcher._ranking([queue]))
+        now_us = us(BASE)
+        claimed: dict[bytes, int] = {}
+        running: list = []
+
+        def claim_as(worker, capacity):
+            taken = claim(
+                [queue],
+                slots=[(Slot(0), capacity)],
+                worker=uuids[worker],
+                now_us=now_us,
+                start_time=BASE,
+                rank=ranks[worker],
+                fresh_us=100_000,
+            )
+            got = flat(taken)
+            for job in got:
+                assert job._p_oid not in claimed
+                claimed[job._p_oid] = worker
+            running.extend(got)
+            for name in QUOTA_NAMES if with_quotas else ():
+                holders = [j for j in running if name in j.quota_names]
+                assert len(queue.quotas[name]) == len(holders) <= 2
+                # Within a quota, jobs are claimed in their order.
+                order = [j for j in jobs if name in j.quota_names]
+                taken_so_far = [j for j in order if j._p_oid in claimed]
+                assert taken_so_far == order[: len(taken_so_far)]
+            return got
+
+        def finish(share_all):
+            done = running[:] if share_all else running[: len(running) // 2]
+            for job in done:
+                release_quotas(job)
+                job._status = COMPLETED
+            del running[: len(done)]
+
+        for worker, capacity, finish_all in turns:
+            worker %= workers
+            takeable = [
+                j
+                for j in jobs
+                if j.status == PENDING
+                and all(len(queue.quotas[n]) < 2 for n in j.quota_names)
+            ]
+            got = claim_as(worker, capacity)
+            if takeable and not with_quotas:
+                assert got, "a claim with room took nothing"
+            finish(finish_all)
+        # Every worker claims until nothing is left: no job is stranded.
+        for _ in range(len(jobs) + 1):
+            finish(True)
+            if not any(j.status == PENDING for j in jobs):
+                break
+            for worker in range(workers):
+                claim_as(worker, len(jobs))
+        assert all(j._p_oid in claimed for j in jobs)
+    finally:
+        s.close()

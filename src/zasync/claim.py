@@ -159,16 +159,20 @@ def _fill(others: list, count: int, conn) -> list:
     shard)), as candidates (key, job, shard, quota names): those this
     worker ranks best, the last first (their workers take them from the
     front). Workers whose own jobs ran short rank each job differently, so
-    they do not all take the same ones."""
-    best = sorted(range(len(others)), key=lambda i: (others[i][0], -i))[:count]
-    picked = [others[i] for i in sorted(best)]
-    if conn is not None:
-        conn.prefetch([job for _r, _k, job, _s in picked if job._p_changed is None])
+    they do not all take the same ones. Entries gone stale (their jobs
+    claimed) are passed over, a window at a time."""
+    order = sorted(range(len(others)), key=lambda i: (others[i][0], -i))
     found = []
-    for _rank, key, job, shard in picked:
-        if job._key != key or job._status not in (PENDING, CALLBACKS):
-            continue  # stale, or claimed since
-        found.append((key, job, shard, ()))
+    for start in range(0, len(order), count):
+        window = [others[i] for i in order[start : start + count]]
+        if conn is not None:
+            conn.prefetch([job for _r, _k, job, _s in window if job._p_changed is None])
+        for _rank, key, job, shard in window:
+            if job._key != key or job._status not in (PENDING, CALLBACKS):
+                continue  # stale, or claimed since
+            found.append((key, job, shard, ()))
+            if len(found) >= count:
+                return found
     return found
 
 
