@@ -327,3 +327,23 @@ def test_a_worker_learns_at_once_that_another_started_or_stopped(
             dispatcher.stop(10)
         for db in dbs:
             db.close()
+
+
+def test_a_failed_read_of_the_live_workers_is_tried_again(loop_only, monkeypatch):
+    """The list of live workers could not be read (say the storage went
+    away): the loop reads it again before its next claim."""
+    from ZODB.POSException import ConflictError
+
+    from zasync.workers import WorkerRegistry
+
+    def unreadable(registry):
+        raise ConflictError("the registry, read while it changed")
+
+    monkeypatch.setattr(WorkerRegistry, "watched_oids", unreadable)
+    dispatcher = loop_only
+    with pytest.raises(ConflictError):
+        dispatcher._refresh_peers()
+    assert dispatcher._peers_changed
+    monkeypatch.undo()
+    dispatcher._claim_for_idle()  # reads it first
+    assert not dispatcher._peers_changed

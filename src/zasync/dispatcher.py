@@ -644,6 +644,9 @@ class Dispatcher:
                     or record.is_alive(clock, self.heartbeat_interval)
                 )
             )
+        except BaseException:
+            self._peers_changed = True  # read again next time
+            raise
         finally:
             self._tm.abort()
 
