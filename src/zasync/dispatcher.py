@@ -650,6 +650,15 @@ class Dispatcher:
         finally:
             self._tm.abort()
 
+    def _serving(self, name: str) -> list[bytes]:
+        """The ids (bytes) of the live workers that serve queue ``name``,
+        this one included."""
+        return [
+            uuid.encode()
+            for uuid, queue_names in self._peers
+            if not queue_names or name in queue_names
+        ]
+
     def _ranking(self, served) -> Any:
         """``rank(queue, job, backlog)`` for claim(): this worker's rank
         for the job among the live workers serving its queue, the same for
@@ -662,15 +671,7 @@ class Dispatcher:
         each worker takes its own first, and the others' only when its own
         run short, those it ranks next first; there jobs are meant for
         workers by runs of consecutive oids (BACKLOG_CHUNK)."""
-        names = {queue.name for queue in served}
-        peers_of = {
-            name: [
-                uuid.encode()
-                for uuid, queue_names in self._peers
-                if not queue_names or name in queue_names
-            ]
-            for name in names
-        }
+        peers_of = {queue.name: self._serving(queue.name) for queue in served}
         if all(len(p) <= 1 for p in peers_of.values()):
             return None
         mine = self.uuid.encode()
@@ -695,15 +696,10 @@ class Dispatcher:
         queue) that compacts this shard: two compacting the same shard, or
         one compacting where another claims, conflict (compaction deletes
         the first keys of buckets, a change BTrees do not merge)."""
-        name = queue.name
-        peers = [
-            uuid.encode()
-            for uuid, queue_names in self._peers
-            if not queue_names or name in queue_names
-        ]
+        peers = self._serving(queue.name)
         if len(peers) <= 1:
             return True
-        seed = zlib.crc32(f"{name}\0{index}".encode())
+        seed = zlib.crc32(f"{queue.name}\0{index}".encode())
         chosen = max(peers, key=lambda peer: zlib.crc32(peer, seed))
         return chosen == self.uuid.encode()
 
