@@ -115,26 +115,19 @@ def _processes(ctx: Context, kind: str, workers: int):
     )
     if all(stats):
         per_1000 = 1000 / p.w1_jobs
-        figures += [
-            (
-                "workers' CPU per 1,000 jobs",
-                "s",
-                sum(s["cpu"] for s in stats) * per_1000,
-            ),
-            *(
-                [("ZEO server's CPU per 1,000 jobs", "s", server_cpu * per_1000)]
-                if server_cpu is not None
-                else []
-            ),
-            (
-                "claims committed per 1,000 jobs",
-                "",
-                sum(s["claims_committed"] for s in stats) * per_1000,
-            ),
-            (
-                "claims conflicted per 1,000 jobs",
-                "",
-                sum(s["claims_conflicted"] for s in stats) * per_1000,
-            ),
-        ]
+
+        def summed(name):
+            return sum(s[name] for s in stats) * per_1000
+
+        figures.append(("workers' CPU per 1,000 jobs", "s", summed("cpu")))
+        if server_cpu is not None:
+            figures.append(
+                ("ZEO server's CPU per 1,000 jobs", "s", server_cpu * per_1000)
+            )
+        figures.append(
+            ("claims committed per 1,000 jobs", "", summed("claims_committed"))
+        )
+        figures.append(
+            ("claims conflicted per 1,000 jobs", "", summed("claims_conflicted"))
+        )
     return figures
