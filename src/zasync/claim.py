@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
-from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, ranks
+from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, live, ranks
 from zasync.workers import Slot
 
 #: stale entries and tombstones met in front of due jobs before a shard is
@@ -168,7 +168,7 @@ def _fill(others: list, count: int, conn) -> list:
         if conn is not None:
             conn.prefetch([job for _r, _k, job, _s in window if job._p_changed is None])
         for _rank, key, job, shard in window:
-            if job._key != key or job._status not in (PENDING, CALLBACKS):
+            if not live(key, job) or job._status not in (PENDING, CALLBACKS):
                 continue  # stale, or claimed since
             found.append((key, job, shard, ()))
             if len(found) >= count:

@@ -675,7 +675,6 @@ class Dispatcher:
         if all(len(p) <= 1 for p in peers_of.values()):
             return None
         mine = self.uuid.encode()
-        crc32 = zlib.crc32
 
         def rank(queue, job, backlog: bool) -> int:
             peers = peers_of.get(queue.name, ())
@@ -685,9 +684,7 @@ class Dispatcher:
             if backlog:
                 number = int.from_bytes(oid, "big") // BACKLOG_CHUNK
                 oid = number.to_bytes(8, "big")
-            seed = crc32(oid)
-            score = crc32(mine, seed)
-            return sum(1 for peer in peers if crc32(peer, seed) > score)
+            return _rendezvous_rank(peers, mine, zlib.crc32(oid))
 
         return rank
 
@@ -700,8 +697,7 @@ class Dispatcher:
         if len(peers) <= 1:
             return True
         seed = zlib.crc32(f"{queue.name}\0{index}".encode())
-        chosen = max(peers, key=lambda peer: zlib.crc32(peer, seed))
-        return chosen == self.uuid.encode()
+        return _rendezvous_rank(peers, self.uuid.encode(), seed) == 0
 
     def _compact(self, shards) -> None:
         """Remove the stale entries claims left in front of busy shards."""
@@ -775,6 +771,14 @@ class Dispatcher:
                 record.heartbeat.last_seen = time.time()
                 if record.stopped is not None:
                     record.stopped = None
+
+
+def _rendezvous_rank(peers: list[bytes], mine: bytes, seed: int) -> int:
+    """This worker's rank (0: first) among ``peers`` for the thing ``seed``
+    (a CRC-32) stands for: each peer's score is the CRC-32 of its id after
+    the seed, the same for every worker that computes it."""
+    score = zlib.crc32(mine, seed)
+    return sum(1 for peer in peers if zlib.crc32(peer, seed) > score)
 
 
 def _next_due(queues, known_stale: set) -> float | None:
