@@ -401,3 +401,58 @@ def test_compact_removes_the_stale_front_and_stops_in_a_run_of_live_entries(queu
     assert [job for _key, job in entries][:1] == [jobs[10]]
     stale_left = [job for key, job in entries if not live(key, job)]
     assert stale_left == back  # behind the live run: for a later compaction
+
+
+@pytest.mark.zeo
+@pytest.mark.parametrize("size", [0, 5, 200, 10_000])
+def test_walk_gives_the_items_of_a_range_in_order(zeo_server, size):
+    """queue.walk reads a BTree's range as ``items(min, max)`` does, from a
+    connection that has none of its buckets yet (they are fetched ahead,
+    window by window), and on trees of one, two and three levels."""
+    import random
+
+    from BTrees.OOBTree import OOBTree
+    from ZODB import DB
+
+    from zasync.queue import walk
+    from zasync.storage import open_db
+
+    db: DB = open_db(zeo_server.uri)
+    try:
+        with db.transaction() as conn:
+            tree = conn.root()["tree"] = OOBTree()
+            for n in range(size):
+                tree[(n % 3, n, n)] = n
+        with db.transaction() as conn:
+            tree = conn.root()["tree"]
+            state = tree.__getstate__()
+            if size == 10_000:  # an inner node under the root: three levels
+                assert isinstance(state[0][0], OOBTree)
+        rng = random.Random(size)
+        bounds = [(-1,), (0,), (1, size // 2), (2, size), (3,)]
+        ranges = [(lo, hi) for lo in bounds for hi in bounds]
+        ranges += [
+            ((0, rng.randrange(size + 1)), (2, rng.randrange(size + 1)))
+            for _ in range(10)
+        ]
+        for lo, hi in ranges:
+            conn = db.open()
+            try:
+                conn.cacheMinimize()  # every bucket a ghost
+                tree = conn.root()["tree"]
+                expected = list(tree.items(min=lo, max=hi))
+                conn.cacheMinimize()
+                assert list(walk(conn.root()["tree"], lo, hi)) == expected, (lo, hi)
+            finally:
+                conn.close()
+    finally:
+        db.close()
+
+
+def test_walk_reads_a_tree_outside_a_database():
+    from BTrees.OOBTree import OOBTree
+
+    from zasync.queue import walk
+
+    tree = OOBTree({(n,): n for n in range(100)})
+    assert list(walk(tree, (10,), (20,))) == list(tree.items(min=(10,), max=(20,)))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
-from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, live, ranks
+from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, live, ranks, walk
 from zasync.workers import Slot
 
 #: stale entries and tombstones met in front of due jobs before a shard is
@@ -26,9 +26,7 @@ def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
     """(key, value) of the due entries of one shard, in key order,
     stale entries included (see zasync.queue)."""
     for rank in ranks(shard):
-        yield from shard.items(
-            min=(rank, -AFTER_ANY_DUE, 0), max=(rank, now_us, AFTER_ANY_DUE)
-        )
+        yield from walk(shard, (rank, -AFTER_ANY_DUE, 0), (rank, now_us, AFTER_ANY_DUE))
 
 
 def iter_due(

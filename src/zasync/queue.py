@@ -32,6 +32,8 @@ An entry is live when its value is a job whose ``_key`` is the entry's key
 
 from __future__ import annotations
 
+import bisect
+import collections
 import datetime
 import heapq
 import itertools
@@ -424,6 +426,59 @@ def ranks(shard) -> Iterator[int]:
         low = (first[0], AFTER_ANY_DUE, 0)
 
 
+#: most leaf buckets :func:`walk` asks the storage for in one go
+WALK_AHEAD = 64
+
+
+def walk(tree, lo, hi) -> Iterator[tuple[Any, Any]]:
+    """``tree.items(min=lo, max=hi)``, with the leaf buckets fetched from
+    the storage ahead of reading them, in growing windows (4, 8, ... up
+    to WALK_AHEAD buckets). Iterating a BTree loads each bucket it has not
+    got, or that another worker changed, with a round trip of its own;
+    the claims of several workers walking the front of a long queue spent
+    most of their time waiting for them."""
+    jar = tree._p_jar
+    if jar is None:
+        yield from tree.items(min=lo, max=hi)
+        return
+    leaves = _leaves(tree, lo, hi)
+    ahead: collections.deque = collections.deque()
+    window = 4
+    exhausted = False
+    while True:
+        if not exhausted and len(ahead) <= window // 2:
+            batch = list(itertools.islice(leaves, window))
+            exhausted = len(batch) < window
+            ghosts = [b for b in batch if b._p_changed is None and b._p_oid]
+            if ghosts:
+                jar.prefetch(ghosts)
+            ahead.extend(batch)
+            window = min(2 * window, WALK_AHEAD)
+        if not ahead:
+            return
+        yield from ahead.popleft().items(min=lo, max=hi)
+
+
+def _leaves(node, lo, hi) -> Iterator[Any]:
+    """The buckets of a BTree (node) that may hold keys from lo to hi, in
+    key order; the tree itself when it keeps its few items inline."""
+    state = node.__getstate__()
+    if state is None:
+        return
+    if len(state) == 1:  # one bucket's worth, kept in the tree itself
+        yield node
+        return
+    children = state[0]
+    separators = children[1::2]  # child i holds keys >= separators[i - 1]
+    first = bisect.bisect_right(separators, lo)
+    last = bisect.bisect_right(separators, hi)
+    for child in children[0::2][first : last + 1]:
+        if isinstance(child, type(node)):  # an inner node: its own buckets
+            yield from _leaves(child, lo, hi)
+        else:
+            yield child
+
+
 def live(key: tuple, job: Any) -> bool:
     """True when a shard entry stands for a pending job (not the head, the
     sentinel, or a stale entry of a job claimed or moved since)."""
@@ -452,7 +507,9 @@ def compact(
     shard = queue._shards[shard_index]
     oid = shard._p_oid
     jar = queue._p_jar
-    items = iter(shard.items(min=HEAD, excludemin=True))
+    items = itertools.dropwhile(
+        lambda item: item[0] == HEAD, walk(shard, HEAD, SENTINEL)
+    )
     dead = []
     scanned = live_run = 0
     while scanned < limit and live_run < COMPACT_LIVE_RUN:
