@@ -411,6 +411,60 @@ def test_others_jobs_are_passed_over_without_loading_them(db):
         conn.close()
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_entries_found_stale_are_remembered_and_not_loaded_again(db, split):
+    """An entry whose job another worker claimed (the job no longer names
+    it) is found stale by loading the job once; the claim adds it to
+    ``known_stale``, whatever becomes of the claim, and later claims pass
+    it over without loading it. ``split``: the entry is another worker's,
+    found stale when this one's own jobs ran short."""
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    name = f"q{next(_names)}"
+    try:
+        with tm:
+            queue = conn.root()[KEY][name] = Queue()
+            jobs = [
+                queue.put(
+                    Job(jobfuncs.noop),
+                    begin_after=BASE + datetime.timedelta(seconds=n / 1000),
+                )
+                for n in range(3)
+            ]
+        with tm:  # as a claim of another worker near the shard's end does
+            shard_oid = queue._shard_of(jobs[0])._p_oid
+            stale_key, jobs[0]._key = jobs[0]._key, None
+        known: set = set()
+
+        def claim_once():
+            conn.cacheMinimize()  # every job a ghost
+            tm.begin()
+            queue = conn.root()[KEY][name]
+            prefer = lambda q, job, backlog: not split or job._p_oid != jobs[0]._p_oid  # noqa: E731
+            ranking = lambda q, job, backlog: 0 if prefer(q, job, backlog) else 1  # noqa: E731
+            taken = claim(
+                [queue],
+                slots=[(Slot(0), 3)],
+                worker="w",
+                now_us=us(BASE) + 10**7,
+                start_time=BASE,
+                known_stale=known,
+                rank=ranking,
+            )
+            try:
+                loaded = conn.get(jobs[0]._p_oid)._p_changed is not None
+                return [job._p_oid for job in flat(taken)], loaded
+            finally:
+                tm.abort()
+
+        others = [job._p_oid for job in jobs[1:]]
+        assert claim_once() == (others, True)
+        assert (shard_oid, stale_key) in known
+        assert claim_once() == (others, False)  # the first claim was aborted
+    finally:
+        conn.close()
+
+
 def test_in_a_backlog_quota_jobs_keep_their_order_whoever_they_are_meant_for(
     scratch,
 ):

@@ -152,13 +152,14 @@ def _mine(items, queue, rank, now_us: int, fresh_us: int, others, waits, cap):
                     return
 
 
-def _fill(others: list, count: int, conn) -> list:
+def _fill(others: list, count: int, conn, found_stale: set) -> list:
     """Up to ``count`` takeable jobs of ``others`` ((rank, key, job,
     shard)), as candidates (key, job, shard, quota names): those this
     worker ranks best, the last first (their workers take them from the
     front). Workers whose own jobs ran short rank each job differently, so
     they do not all take the same ones. Entries gone stale (their jobs
-    claimed) are passed over, a window at a time."""
+    claimed) are passed over, a window at a time, and added to
+    ``found_stale`` ((shard oid, key))."""
     order = sorted(range(len(others)), key=lambda i: (others[i][0], -i))
     found = []
     for start in range(0, len(order), count):
@@ -166,8 +167,11 @@ def _fill(others: list, count: int, conn) -> list:
         if conn is not None:
             conn.prefetch([job for _r, _k, job, _s in window if job._p_changed is None])
         for _rank, key, job, shard in window:
-            if not live(key, job) or job._status not in (PENDING, CALLBACKS):
-                continue  # stale, or claimed since
+            if not live(key, job):
+                found_stale.add((shard._p_oid, key))
+                continue
+            if job._status not in (PENDING, CALLBACKS):
+                continue  # claimed since
             found.append((key, job, shard, ()))
             if len(found) >= count:
                 return found
@@ -201,9 +205,10 @@ def claim(
     that quota, so a quota of size 1 keeps strict order).
 
     ``known_stale`` is a set of (shard oid, key) of stale entries this
-    worker left: they are skipped without loading their jobs. Those this
-    claim leaves stale are in the result's ``stale_keys``: add them to the
-    set once the claim has committed (a shard never reuses a key).
+    worker knows of: they are skipped without loading their jobs. Those
+    the claim finds stale (loading their jobs) are added to it; those it
+    leaves stale are in the result's ``stale_keys``: add them to the set
+    once the claim has committed (a shard never reuses a key).
 
     ``slots`` is a list of (slot, capacity). With ``spread`` (other workers
     are claiming too), jobs without quotas are picked at random among the
@@ -232,6 +237,9 @@ def claim(
     taken: list = []
     compact: list = []
     left_stale: list = []
+    # Entries found stale (their jobs claimed or moved by others): a shard
+    # never reuses a key, so they stay stale whatever becomes of this claim.
+    found_stale: set = known_stale if known_stale is not None else set()
     wait_until = None
     for queue in queues:
         if len(taken) >= total:
@@ -269,6 +277,8 @@ def claim(
             if job is None or job._key != key:
                 index = index_of[id(shard)]
                 stale[index] = stale.get(index, 0) + 1
+                if job is not None:
+                    found_stale.add((shard._p_oid, key))
                 continue
             if blocked_run >= BLOCKED_SCAN_LIMIT:
                 break
@@ -336,7 +346,7 @@ def claim(
                 # This worker's own jobs ran short (the end of a backlog, or
                 # a worker that does not claim): the others' last ones, as
                 # their workers take theirs from the front.
-                chosen += _fill(others, wanted - len(chosen), conn)
+                chosen += _fill(others, wanted - len(chosen), conn, found_stale)
                 chosen.sort(key=lambda c: c[0])
         for _key, job, _shard, names in chosen:
             for name in names:

@@ -601,6 +601,12 @@ class Dispatcher:
             self._tm.commit()
             # Only now: an aborted claim leaves those entries live.
             self._known_stale.update(taken.stale_keys)
+            # The threads load the jobs they run in their own connections:
+            # ghosts here leave this connection's cache to the queue's
+            # buckets, which the next claim reads again.
+            for jobs in taken.values():
+                for job in jobs:
+                    job._p_deactivate()
             if taken:
                 self.claims_committed += 1
                 self.jobs_claimed += sum(len(oids) for oids in batches.values())
