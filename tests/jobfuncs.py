@@ -249,6 +249,16 @@ def local_outside_error():
     return box["error"]
 
 
+def write_then_fail_times(counter, key, times):
+    """Write to ``counter``, then raise ValueError for the first ``times``
+    calls under ``key``."""
+    counter.value += 1
+    n = _count(key)
+    if n <= times:
+        raise ValueError(f"failure {n} of {times}")
+    return n
+
+
 def write_then_raise(counter):
     counter.value += 1
     counter.log.append("written")

@@ -108,6 +108,72 @@ def test_an_exception_aborts_the_writes_and_stores_a_failure(
     assert list(counter.log) == [1]
 
 
+@pytest.mark.parametrize("retry", [False, True])
+def test_a_failure_after_jobs_without_savepoints_keeps_their_results(
+    zasync_db, queue, start_dispatcher, retry
+):
+    """Jobs that change nothing but themselves and return plain values run
+    without a savepoint each; when a later job of the same batch fails,
+    the rollback to the savepoint before them undoes them too, and they
+    are written again: each ran once and keeps its result, while the
+    failing job's writes are undone (``retry``: it is retried at once in
+    the same transaction, and its last try's write stays)."""
+    from zasync.retry import RetryWithDelay
+
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    plain, failing = [], []
+    for n in range(60):
+        if n % 10 == 7:
+            if retry:
+                job = Job(jobfuncs.write_then_fail_times, counter, f"f{n}", 2)
+                job.retry_policy_factory = RetryWithDelay.configure(
+                    max_errors=3, error_delay=0
+                )
+            else:
+                job = Job(jobfuncs.write_then_raise, counter)
+            failing.append(queue.put(job))
+        else:
+            value = {"n": n, "items": [n, str(n), None, 1.5]}
+            plain.append(queue.put(Job(jobfuncs.count, f"p{n}", value)))
+    commit()
+    start_dispatcher(threads=1)
+    for job in plain:
+        n = job.args[1]["n"]
+        assert wait_for_result(job, 10) == {"n": n, "items": [n, str(n), None, 1.5]}
+        assert jobfuncs.calls[f"p{n}"] == 1
+        assert job.status == COMPLETED and job.attempts == 1
+    for job in failing:
+        if retry:
+            assert wait_for_result(job, 10) == 3 and job.attempts == 3
+        else:
+            assert wait_for_result(job, 10).getErrorMessage() == "after a write"
+    assert counter.value == (len(failing) if retry else 0)
+    # What this is about happened: a failing job committed in the same
+    # transaction as jobs that ran before it (one thread: in queue order).
+    tid = {job._p_oid: tids_of(zasync_db, job._p_oid)[-1] for job in plain + failing}
+    assert any(
+        tid[f._p_oid] == tid[p._p_oid] and p._p_oid < f._p_oid
+        for f in failing
+        for p in plain
+    )
+
+
+def test_a_job_that_writes_elsewhere_keeps_its_writes_when_the_next_one_fails(
+    queue, start_dispatcher
+):
+    """A job that changes another object takes its savepoint: the next
+    job's failure in the same batch undoes only that job's writes."""
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    for n in range(1, 21):
+        queue.put(Job(jobfuncs.write_then_return, counter, n))
+        last = queue.put(Job(jobfuncs.write_then_raise, counter))
+    commit()
+    start_dispatcher(threads=1)
+    assert wait_for_result(last, 10).check(RuntimeError)
+    assert list(counter.log) == list(range(1, 21))
+    assert counter.value == sum(range(1, 21))
+
+
 def test_method_of_a_persistent_object_that_raises_leaves_it_unchanged(
     queue, start_dispatcher
 ):

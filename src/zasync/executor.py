@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from typing import Any
 
 import transaction
 import zope.event
@@ -84,6 +85,26 @@ def _savepoints_supported(txn) -> bool:
     return all(hasattr(rm, "savepoint") for rm in getattr(txn, "_resources", ()))
 
 
+#: result types known to pickle (with containers of them, see _plain)
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """True when ``value`` certainly pickles, with no persistent object in
+    it: None, numbers, strings, bytes, and small tuples, lists and dicts of
+    them. A job whose result is plain needs no savepoint to find out."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if depth >= 3 or kind not in (tuple, list, dict) or len(value) > 64:
+        return False
+    if kind is dict:
+        return all(
+            type(k) in _PLAIN_TYPES and _plain(v, depth + 1) for k, v in value.items()
+        )
+    return all(_plain(item, depth + 1) for item in value)
+
+
 def _oid_int(job: Job) -> int:
     return int.from_bytes(job._p_oid, "big")
 
@@ -118,6 +139,9 @@ class SlotRunner:
         self.batch_limit = 1
         self._conflicted_until = 0.0  # no batches before then
         self._reusable = None  # a savepoint the next job may start from
+        #: (job, state) of the jobs that ran since that savepoint without
+        #: taking one (see _execute): a rollback to it writes them again
+        self._unsaved: list[tuple[Job, dict]] = []
         self._working = 0.0  # seconds spent in the current run's jobs
         #: jobs completed as a side effect of the current transaction (a
         #: composite completed by its last member's callback)
@@ -155,6 +179,7 @@ class SlotRunner:
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
             self._reusable = None
+            self._unsaved = []
             if len(pending) == count:
                 # One round trip for the whole batch (ZEO, RelStorage), in
                 # this transaction's view, the one that sees the claim.
@@ -252,6 +277,7 @@ class SlotRunner:
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
             self._reusable = None
+            self._unsaved = []
             job = self._load(oid)
             try:
                 slot = self._slot(self.conn)
@@ -405,14 +431,59 @@ class SlotRunner:
     def _savepoint(self, *, first: bool):
         reuse, self._reusable = self._reusable, None
         if reuse is not None:
-            # Nothing changed since the previous job's closing savepoint.
+            # Nothing changed since the previous job's closing savepoint,
+            # but for the jobs in _unsaved.
             return reuse
         if not _savepoints_supported(self.tm.get()):
             # A resource in this transaction cannot take savepoints.
             if first:
+                self._unsaved = []
                 return None
             raise _CommitFirst()
-        return self.tm.savepoint(optimistic=False)
+        savepoint = self.tm.savepoint(optimistic=False)
+        self._unsaved = []  # the savepoint has them
+        return savepoint
+
+    def _rollback(self, savepoint):
+        """Roll back to ``savepoint`` and write again the jobs that ran
+        since without a savepoint of their own; return a savepoint that
+        includes them."""
+        savepoint.rollback()
+        if not self._unsaved:
+            return savepoint
+        for job, state in self._unsaved:
+            job._p_activate()
+            job.__setstate__(dict(state))
+            job._p_changed = True
+        if not _savepoints_supported(self.tm.get()):
+            return savepoint  # _unsaved kept: written again at each rollback
+        fresh = self.tm.savepoint(optimistic=False)
+        self._unsaved = []
+        return fresh
+
+    def _saves_nothing_else(self, job: Job, result: Any) -> bool:
+        """True when the job just run changed no persistent object but
+        itself (and the jobs in _unsaved), joined no other resource to the
+        transaction and returned a plain result: a rollback to the last
+        savepoint can then be undone by writing those jobs again, and this
+        job needs no savepoint of its own (each costs a pickle written to
+        and read back from a temporary file)."""
+        if not _plain(result):
+            return False
+        conn = self.conn
+        if (
+            getattr(conn, "_added", None)
+            or len(getattr(self.tm.get(), "_resources", ())) != 1
+        ):
+            return False
+        allowed = {id(job)}
+        allowed.update(id(other) for other, _state in self._unsaved)
+        # Connection has no public API for the objects changed since the
+        # last savepoint.
+        return all(
+            id(obj) in allowed
+            for obj in getattr(conn, "_registered_objects", (job, None))
+        )
 
     def _execute(self, job: Job, started: datetime.datetime, *, first: bool) -> str:
         """Call the job inside the current transaction; leave it finished
@@ -446,7 +517,7 @@ class SlotRunner:
                     )
                 if savepoint is None:
                     raise
-                savepoint.rollback()
+                savepoint = self._rollback(savepoint)
                 attempts += 1
                 job._attempts = attempts
                 job._errors = errors  # the policy sees the earlier errors
@@ -479,6 +550,10 @@ class SlotRunner:
         if context.live:
             job.annotations.update(context.live)
         job._finish(result, now())
+        if savepoint is not None and self._saves_nothing_else(job, result):
+            self._unsaved.append((job, job.__getstate__()))
+            self._reusable = savepoint
+            return "done"
         if savepoint is not None and _savepoints_supported(self.tm.get()):
             try:
                 # Pickles the result now, while it can still be undone; the
@@ -601,6 +676,7 @@ class SlotRunner:
         while True:
             self.tm.begin()
             self._reusable = None
+            self._unsaved = []
             self._finished_here = []
             parent = self._load(parent_oid)
             callback = self._load(cb_oid)
