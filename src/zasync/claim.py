@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
-from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, live, ranks, walk
+from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, live, ranks, walk_buckets
 from zasync.workers import Slot
 
 #: stale entries and tombstones met in front of due jobs before a shard is
@@ -22,11 +22,13 @@ from zasync.workers import Slot
 COMPACT_AFTER = 256
 
 
-def due_items(shard, now_us: int) -> Iterator[tuple[tuple, Any]]:
-    """(key, value) of the due entries of one shard, in key order,
-    stale entries included (see zasync.queue)."""
+def due_buckets(shard, now_us: int) -> Iterator[list[tuple[tuple, Any]]]:
+    """(key, value) of the due entries of one shard, in key order, a list
+    per bucket, stale entries and tombstones included (see zasync.queue)."""
     for rank in ranks(shard):
-        yield from walk(shard, (rank, -AFTER_ANY_DUE, 0), (rank, now_us, AFTER_ANY_DUE))
+        yield from walk_buckets(
+            shard, (rank, -AFTER_ANY_DUE, 0), (rank, now_us, AFTER_ANY_DUE)
+        )
 
 
 def iter_due(
@@ -39,27 +41,28 @@ def iter_due(
     entries are included: check them with ``zasync.queue.live`` once the
     jobs are loaded (so that they can be loaded many at a time).
 
-    Entries in ``known_stale`` ((shard oid, key)) are left out, and counted
-    by shard index in ``skipped``: a dispatcher's own stale entries are
-    passed over in each shard before the shards are merged."""
-
-    def tagged(index, shard):
-        for key, job in due_items(shard, now_us):
-            # A tombstone (None) is yielded too, to be counted, not loaded.
-            yield key, job, shard
-
-    def tagged_known(index, shard):
-        oid = shard._p_oid
-        for key, job in due_items(shard, now_us):
-            if (oid, key) in known_stale:
-                skipped[index] = skipped.get(index, 0) + 1
-                continue
-            yield key, job, shard
-
+    Tombstones and the entries in ``known_stale`` ((shard oid, key)) are
+    left out, and counted by shard index in ``skipped``: a bucket at a
+    time, in each shard, before the shards are merged (a worker passes
+    over the stale entries of its claims near a shard's end at every claim
+    until they are compacted)."""
+    known = known_stale if known_stale is not None else frozenset()
     if skipped is None:
         skipped = {}
-    tag = tagged_known if known_stale else tagged
-    shards = [tag(i, s) for i, s in enumerate(queue._shards)]
+
+    def tagged(index, shard):
+        oid = shard._p_oid
+        for items in due_buckets(shard, now_us):
+            keep = [
+                (key, job, shard)
+                for key, job in items
+                if job is not None and (oid, key) not in known
+            ]
+            if len(keep) < len(items):
+                skipped[index] = skipped.get(index, 0) + len(items) - len(keep)
+            yield from keep
+
+    shards = [tagged(i, s) for i, s in enumerate(queue._shards)]
     return heapq.merge(*shards, key=lambda t: t[0])
 
 
@@ -129,15 +132,12 @@ BACKLOG_CHUNK = 64
 
 
 def _mine(items, queue, rank, now_us: int, fresh_us: int, others, waits, cap):
-    """The entries of ``items`` meant for this worker (and tombstones);
-    the others go to ``others`` with this worker's rank for them (due for
-    longer than ``fresh_us``; the entries end when there are ``cap`` of
-    them) or only say in ``waits`` when this worker may take them (due
-    more recently)."""
+    """The entries of ``items`` meant for this worker; the others go to
+    ``others`` with this worker's rank for them (due for longer than
+    ``fresh_us``; the entries end when there are ``cap`` of them) or only
+    say in ``waits`` when this worker may take them (due more recently)."""
     for key, job, shard in items:
-        if job is None:
-            yield key, job, shard
-        elif now_us - key[1] < fresh_us:
+        if now_us - key[1] < fresh_us:
             if rank(queue, job, False) == 0:
                 yield key, job, shard
             else:
@@ -274,11 +274,10 @@ def claim(
             split_loaded = rank is not None
         blocked_run = 0
         for key, job, shard in _windows(items, max(16, wanted), conn):
-            if job is None or job._key != key:
+            if job._key != key:
                 index = index_of[id(shard)]
                 stale[index] = stale.get(index, 0) + 1
-                if job is not None:
-                    found_stale.add((shard._p_oid, key))
+                found_stale.add((shard._p_oid, key))
                 continue
             if blocked_run >= BLOCKED_SCAN_LIMIT:
                 break

@@ -431,15 +431,26 @@ WALK_AHEAD = 64
 
 
 def walk(tree, lo, hi) -> Iterator[tuple[Any, Any]]:
-    """``tree.items(min=lo, max=hi)``, with the leaf buckets fetched from
-    the storage ahead of reading them, in growing windows (4, 8, ... up
-    to WALK_AHEAD buckets). Iterating a BTree loads each bucket it has not
-    got, or that another worker changed, with a round trip of its own;
-    the claims of several workers walking the front of a long queue spent
-    most of their time waiting for them."""
+    """``tree.items(min=lo, max=hi)``, with the leaf buckets fetched ahead
+    (see :func:`walk_buckets`)."""
+    for items in walk_buckets(tree, lo, hi):
+        yield from items
+
+
+def walk_buckets(tree, lo, hi) -> Iterator[list[tuple[Any, Any]]]:
+    """The (key, value) items of ``tree`` from ``lo`` to ``hi``, in key
+    order, a list per leaf bucket (a reader can filter a list in one
+    comprehension, where a generator costs a call per item). The buckets
+    are fetched from the storage ahead of reading them, in growing windows
+    (4, 8, ... up to WALK_AHEAD buckets): iterating a BTree loads each
+    bucket it has not got, or that another worker changed, with a round
+    trip of its own, and the claims of several workers walking the front
+    of a long queue spent most of their time waiting for them."""
     jar = tree._p_jar
     if jar is None:
-        yield from tree.items(min=lo, max=hi)
+        items = iter(tree.items(min=lo, max=hi))
+        while chunk := list(itertools.islice(items, 64)):
+            yield chunk
         return
     leaves = _leaves(tree, lo, hi)
     ahead: collections.deque = collections.deque()
@@ -456,7 +467,7 @@ def walk(tree, lo, hi) -> Iterator[tuple[Any, Any]]:
             window = min(2 * window, WALK_AHEAD)
         if not ahead:
             return
-        yield from ahead.popleft().items(min=lo, max=hi)
+        yield list(ahead.popleft().items(min=lo, max=hi))
 
 
 def _leaves(node, lo, hi) -> Iterator[Any]:
