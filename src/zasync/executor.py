@@ -142,6 +142,10 @@ class SlotRunner:
         #: (job, state) of the jobs that ran since that savepoint without
         #: taking one (see _execute): a rollback to it writes them again
         self._unsaved: list[tuple[Job, dict]] = []
+        self._allowed: set[int] = set()  # their ids
+        #: how many of the objects changed since the savepoint were found
+        #: to be those jobs, and the last of them
+        self._checked: tuple[int, Any] = (0, None)
         self._working = 0.0  # seconds spent in the current run's jobs
         #: jobs completed as a side effect of the current transaction (a
         #: composite completed by its last member's callback)
@@ -179,7 +183,7 @@ class SlotRunner:
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
             self._reusable = None
-            self._unsaved = []
+            self._forget_unsaved()
             if len(pending) == count:
                 # One round trip for the whole batch (ZEO, RelStorage), in
                 # this transaction's view, the one that sees the claim.
@@ -277,7 +281,7 @@ class SlotRunner:
             outcomes: list[tuple[Job, str]] = []
             self.tm.begin()
             self._reusable = None
-            self._unsaved = []
+            self._forget_unsaved()
             job = self._load(oid)
             try:
                 slot = self._slot(self.conn)
@@ -437,18 +441,24 @@ class SlotRunner:
         if not _savepoints_supported(self.tm.get()):
             # A resource in this transaction cannot take savepoints.
             if first:
-                self._unsaved = []
+                self._forget_unsaved()
                 return None
             raise _CommitFirst()
         savepoint = self.tm.savepoint(optimistic=False)
-        self._unsaved = []  # the savepoint has them
+        self._forget_unsaved()  # the savepoint has them
         return savepoint
+
+    def _forget_unsaved(self) -> None:
+        self._unsaved = []
+        self._allowed = set()
+        self._checked = (0, None)
 
     def _rollback(self, savepoint):
         """Roll back to ``savepoint`` and write again the jobs that ran
         since without a savepoint of their own; return a savepoint that
         includes them."""
         savepoint.rollback()
+        self._checked = (0, None)
         if not self._unsaved:
             return savepoint
         for job, state in self._unsaved:
@@ -458,7 +468,7 @@ class SlotRunner:
         if not _savepoints_supported(self.tm.get()):
             return savepoint  # _unsaved kept: written again at each rollback
         fresh = self.tm.savepoint(optimistic=False)
-        self._unsaved = []
+        self._forget_unsaved()
         return fresh
 
     def _saves_nothing_else(self, job: Job, result: Any) -> bool:
@@ -476,14 +486,20 @@ class SlotRunner:
             or len(getattr(self.tm.get(), "_resources", ())) != 1
         ):
             return False
-        allowed = {id(job)}
-        allowed.update(id(other) for other, _state in self._unsaved)
         # Connection has no public API for the objects changed since the
-        # last savepoint.
-        return all(
-            id(obj) in allowed
-            for obj in getattr(conn, "_registered_objects", (job, None))
-        )
+        # last savepoint: a list, in the order they changed, whose first
+        # ones were checked for the jobs before this one.
+        changed = getattr(conn, "_registered_objects", (job, None))
+        checked, last = self._checked
+        if checked > len(changed) or (checked and changed[checked - 1] is not last):
+            checked = 0  # a new list
+        allowed = self._allowed
+        allowed.add(id(job))
+        if all(id(obj) in allowed for obj in changed[checked:]):
+            self._checked = (len(changed), changed[-1] if changed else None)
+            return True
+        allowed.discard(id(job))
+        return False
 
     def _execute(self, job: Job, started: datetime.datetime, *, first: bool) -> str:
         """Call the job inside the current transaction; leave it finished
@@ -676,7 +692,7 @@ class SlotRunner:
         while True:
             self.tm.begin()
             self._reusable = None
-            self._unsaved = []
+            self._forget_unsaved()
             self._finished_here = []
             parent = self._load(parent_oid)
             callback = self._load(cb_oid)
