@@ -1,12 +1,14 @@
-"""Where W2's latency goes on ZEO: each step of a job's way from the
-producer's commit to its start, timed.
+"""Where W2's latency goes: each step of a job's way from the producer's
+commit to its start, timed.
 
 ``python -m benchmarks.w2_trace [--jobs 300] [--workers 1]`` starts a ZEO
 server, ``--workers`` dispatchers (4 threads each, each with a database of
 its own) in this process, and the W2 producer in another; it then prints,
 for each step, the median and 90th percentile of its time after the
-producer's commit returned, the durations of the ZEO calls the dispatchers'
-loops made, and the CPU seconds per job of the server and of this process.
+producer's commit returned, the durations of the storage calls the
+dispatchers' loops made, and the CPU seconds per job of the server and of
+this process. ``--storage file``: W2 (a), one dispatcher on a FileStorage
+and the producer in a thread of this process.
 
 A diagnostic, not a workload of BENCH.md: it wraps zasync's and ZEO's
 functions to take its stamps (which costs some of the time it measures),
@@ -40,10 +42,8 @@ class Trace:
         self.lost_claims = 0
         self.local = threading.local()
 
-    def install(self) -> None:
+    def install(self, kind: str) -> None:
         """Wrap the functions whose calls are the steps."""
-        import ZEO.ClientStorage
-
         import zasync.dispatcher as dispatcher_module
         import zasync.executor as executor_module
         import zasync.wakeup as wakeup_module
@@ -104,7 +104,10 @@ class Trace:
 
         executor_module.SlotRunner.run = on_run
 
-        storage = ZEO.ClientStorage.ClientStorage
+        if kind == "zeo":
+            from ZEO.ClientStorage import ClientStorage as storage
+        else:
+            from ZODB.FileStorage import FileStorage as storage
         for name in ("tpc_begin", "tpc_vote", "tpc_finish", "loadBefore"):
             setattr(storage, name, self._timed(name, getattr(storage, name)))
 
@@ -155,20 +158,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--interval", type=float, default=0.02)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--storage", choices=("zeo", "file"), default="zeo")
     args = parser.parse_args(argv)
+    if args.storage == "file" and args.workers != 1:
+        parser.error("--storage file: one process holds the FileStorage, one worker")
 
     work = Path(tempfile.mkdtemp(prefix="zasync-w2-trace-"))
     stamps = work / "stamps"
     stamps.mkdir()
     os.environ["ZASYNC_BENCH_STAMPS"] = str(stamps)
     import benchmarks.jobs  # noqa: F401 - the job it runs
+
+    trace = Trace()
+    trace.install(args.storage)
+    if args.storage == "file":
+        commits, server_cpu, own_cpu = _run_file(args, work, trace)
+    else:
+        commits, server_cpu, own_cpu = _run_zeo(args, work, trace)
+    _report(args, trace, commits, _starts(stamps), server_cpu, own_cpu)
+    return 0
+
+
+def _run_file(args, work: Path, trace: Trace):
+    """One dispatcher and the producer (a thread) on a FileStorage."""
+    from benchmarks.producer import produce
+    from zasync.dispatcher import Dispatcher
+    from zasync.queue import install
+    from zasync.storage import open_db
+
+    db = open_db(f"file://{work / 'Data.fs'}")
+    try:
+        install(db)
+        dispatcher = Dispatcher(db, threads=4).start()
+        time.sleep(1.0)  # the worker idle and running, as in W2
+        trace.by_job.clear()
+        trace.calls.clear()
+        own_cpu = _cpu(os.getpid())
+        result = produce(db, count=args.jobs, tag=0, interval=args.interval)
+        _wait_for_starts(work / "stamps", args.jobs)
+        own_cpu = _cpu(os.getpid()) - own_cpu
+        dispatcher.stop(10)
+    finally:
+        db.close()
+    return result["commits"], None, own_cpu
+
+
+def _wait_for_starts(stamps: Path, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(_starts(stamps)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _run_zeo(args, work: Path, trace: Trace):
+    """The dispatchers in this process, the producer in another, on ZEO."""
     from zasync.dispatcher import Dispatcher
     from zasync.queue import install
     from zasync.storage import open_db
     from zasync.testservers import ZEOServer
 
-    trace = Trace()
-    trace.install()
+    stamps = work / "stamps"
     with ZEOServer(work / "zeo") as server:
         dbs = [open_db(server.uri) for _ in range(args.workers)]
         install(dbs[0])
@@ -193,16 +241,16 @@ def main(argv: list[str] | None = None) -> int:
         producer.stdin.flush()
         producer.stdout.readline()
         producer.wait()
-        deadline = time.monotonic() + 60
-        while len(_starts(stamps)) < args.jobs and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_starts(stamps, args.jobs)
         server_cpu, own_cpu = _cpu(server.pid) - server_cpu, _cpu(os.getpid()) - own_cpu
         for dispatcher in dispatchers:
             dispatcher.stop(10)
         for db in dbs:
             db.close()
-    commits = json.loads(out.read_text())["commits"]
-    starts = _starts(stamps)
+    return json.loads(out.read_text())["commits"], server_cpu, own_cpu
+
+
+def _report(args, trace: Trace, commits, starts, server_cpu, own_cpu) -> None:
     trace.invalidations.sort()
     columns: dict[str, list[float]] = collections.defaultdict(list)
     for job, committed in enumerate(commits):
@@ -215,23 +263,27 @@ def main(argv: list[str] | None = None) -> int:
                 break
         for name, when in steps.items():
             columns[name].append((when - committed) * 1000)
+    kind = "ZEO" if args.storage == "zeo" else "FileStorage"
     print(
         f"{args.jobs} jobs, one every {args.interval * 1000:.0f} ms, "
-        f"{args.workers} worker(s) of 4 threads on ZEO"
+        f"{args.workers} worker(s) of 4 threads on {kind}"
     )
     print("  ms after the producer's commit returned:   p50      p90")
     for name in STEPS:
         if columns.get(name):
             print(_row(name, columns[name]))
-    print("  ZEO calls of the dispatchers' loops, ms:    p50      p90")
+    print(f"  {kind} calls of the dispatchers' loops, ms:    p50      p90")
     for name, values in sorted(trace.calls.items()):
         print(_row(name, values))
-    print(
-        f"  CPU per job: ZEO server {server_cpu / args.jobs * 1000:.2f} ms, "
-        f"this process {own_cpu / args.jobs * 1000:.2f} ms; claims that "
-        f"conflicted: {trace.lost_claims}"
+    server = (
+        ""
+        if server_cpu is None
+        else f"ZEO server {server_cpu / args.jobs * 1000:.2f} ms, "
     )
-    return 0
+    print(
+        f"  CPU per job: {server}this process {own_cpu / args.jobs * 1000:.2f} ms; "
+        f"claims that conflicted: {trace.lost_claims}"
+    )
 
 
 if __name__ == "__main__":
