@@ -199,6 +199,12 @@ def fail_times(key, times, result="finally"):
     return result
 
 
+def count_then_return_lock(key):
+    """Count a call under ``key``; return something that cannot be pickled."""
+    _count(key)
+    return threading.Lock()
+
+
 def return_lock(*args):
     """Return something that cannot be pickled."""
     return threading.Lock()

@@ -217,6 +217,28 @@ def test_an_unpicklable_result_becomes_a_failure(queue, start_dispatcher, thread
     assert bad.attempts == 1
     assert wait_for_result(before) == 1
     assert wait_for_result(good) == 2
+    # Each ran once: the bad result did not undo the batch it was in.
+    assert jobfuncs.calls["before"] == 1 and jobfuncs.calls["after"] == 1
+
+
+def test_an_unpicklable_result_in_a_batch_fails_that_job_alone(queue, start_dispatcher):
+    """Jobs before it in its batch keep their results and ran once; it
+    ran once and failed, saying what to do."""
+    good, bad = [], []
+    for n in range(40):
+        if n % 10 == 9:
+            bad.append(queue.put(Job(jobfuncs.count_then_return_lock, f"bad{n}")))
+        else:
+            good.append(queue.put(Job(jobfuncs.count, f"good{n}", n)))
+    commit()
+    start_dispatcher(threads=1)
+    for job in bad:
+        failure = wait_for_result(job, 10)
+        assert "return picklable values" in failure.getErrorMessage()
+        assert jobfuncs.calls[job.args[0]] == 1 and job.attempts == 1
+    for job in good:
+        assert wait_for_result(job, 10) == job.args[1]
+        assert jobfuncs.calls[job.args[0]] == 1
 
 
 @pytest.mark.parametrize(

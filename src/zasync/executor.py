@@ -31,7 +31,7 @@ from zasync.interfaces import (
     JobSucceeded,
     TimeoutError,
 )
-from zasync.job import Job, now
+from zasync.job import Job, now, unpicklable
 from zasync.live import LiveChannel
 from zasync.recovery import make_policy, release_quotas
 
@@ -103,6 +103,16 @@ def _plain(value: Any, depth: int = 0) -> bool:
             type(k) in _PLAIN_TYPES and _plain(v, depth + 1) for k, v in value.items()
         )
     return all(_plain(item, depth + 1) for item in value)
+
+
+def _unstorable(job: Job, result: Any, e: Exception, *, changed: bool) -> Failure:
+    what = " or an object it changed" if changed else ""
+    return Failure(
+        ValueError(
+            f"the result of {job.callable_name} ({type(result).__name__}){what} "
+            f"could not be stored: {type(e).__name__}: {e}; return picklable values"
+        )
+    )
 
 
 def _oid_int(job: Job) -> int:
@@ -563,6 +573,23 @@ class SlotRunner:
                 local._leave()
                 self.current = None
             break
+        if savepoint is not None and not _plain(result):
+            problem = unpicklable(result)
+            if problem is not None:
+                # Found before the savepoint pickles it, which would doom
+                # the whole batch (its other jobs would run again): this
+                # job fails alone.
+                self._rollback(savepoint)
+                job._start(started)
+                failure = _unstorable(job, result, problem, changed=False)
+                job._finish(failure, now())
+                log.error(
+                    "job %s failed: %s",
+                    job.id,
+                    failure.getErrorMessage(),
+                    extra=_extra(job, "failed"),
+                )
+                return "done"
         if context.live:
             job.annotations.update(context.live)
         job._finish(result, now())
@@ -580,14 +607,7 @@ class SlotRunner:
             except Exception as e:
                 # The failed savepoint doomed the transaction: no repair in
                 # it is possible (see _NotStorable).
-                failure = Failure(
-                    ValueError(
-                        f"the result of {job.callable_name} "
-                        f"({type(result).__name__}) or an object it changed "
-                        f"could not be stored: {type(e).__name__}: {e}; "
-                        f"return picklable values"
-                    )
-                )
+                failure = _unstorable(job, result, e, changed=True)
                 raise _NotStorable(_oid_int(job), failure) from e
         return "done"
 

@@ -104,12 +104,21 @@ class _RefPickler(pickle.Pickler):
         return None
 
 
-def _check_picklable(value: Any, what: str) -> None:
+def unpicklable(value: Any) -> Exception | None:
+    """The error pickling ``value`` the way ZODB stores it (persistent
+    objects by reference) raises, or None when it pickles."""
     import io
 
     try:
         _RefPickler(io.BytesIO(), protocol=3).dump(value)
     except Exception as e:
+        return e
+    return None
+
+
+def _check_picklable(value: Any, what: str) -> None:
+    e = unpicklable(value)
+    if e is not None:
         raise TypeError(
             f"{what} cannot be stored in the database ({type(e).__name__}: "
             f"{e}); pass values that pickle (persistent objects, plain data, "
