@@ -265,6 +265,12 @@ def write_then_fail_times(counter, key, times):
     return n
 
 
+def mark_job(job, value):
+    """Set an attribute of another job (a job that manages others)."""
+    job.marked = value
+    return value
+
+
 def write_then_raise(counter):
     counter.value += 1
     counter.log.append("written")

@@ -158,6 +158,25 @@ def test_a_failure_after_jobs_without_savepoints_keeps_their_results(
     )
 
 
+def test_a_change_to_a_job_that_ran_earlier_in_the_batch_survives_a_failure(
+    queue, start_dispatcher
+):
+    """A job that changes another job, which ran before it in the same
+    batch without a savepoint, takes a savepoint: a later failure in the
+    batch does not write the other job's older state back."""
+    pairs = []
+    for n in range(20):
+        first = queue.put(Job(jobfuncs.count, f"first{n}", n))
+        pairs.append((first, queue.put(Job(jobfuncs.mark_job, first, n))))
+        queue.put(Job(jobfuncs.boom))
+    commit()
+    start_dispatcher(threads=1)
+    for n, (first, mark) in enumerate(pairs):
+        assert wait_for_result(mark, 10) == n
+        assert wait_for_result(first, 10) == n
+        assert first.marked == n
+
+
 def test_a_job_that_writes_elsewhere_keeps_its_writes_when_the_next_one_fails(
     queue, start_dispatcher
 ):

@@ -85,6 +85,10 @@ def _savepoints_supported(txn) -> bool:
     return all(hasattr(rm, "savepoint") for rm in getattr(txn, "_resources", ()))
 
 
+#: most jobs run in a row without a savepoint (each later job compares
+#: their states with those they had when they finished)
+UNSAVED_LIMIT = 64
+
 #: result types known to pickle (with containers of them, see _plain)
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
@@ -488,8 +492,14 @@ class SlotRunner:
         savepoint can then be undone by writing those jobs again, and this
         job needs no savepoint of its own (each costs a pickle written to
         and read back from a temporary file)."""
-        if not _plain(result):
+        if not _plain(result) or len(self._unsaved) >= UNSAVED_LIMIT:
             return False
+        for other, state in self._unsaved:
+            if other.__dict__ != state:
+                # A job that ran earlier in the batch was changed since (by
+                # this one, or one judged before it): a rollback to the
+                # savepoint must not write back its older state.
+                return False
         conn = self.conn
         if (
             getattr(conn, "_added", None)
@@ -602,6 +612,7 @@ class SlotRunner:
                 # Pickles the result now, while it can still be undone; the
                 # next job in this transaction starts from this savepoint.
                 self._reusable = self.tm.savepoint(optimistic=False)
+                self._forget_unsaved()  # the savepoint has them
             except TransientError:
                 raise
             except Exception as e:
