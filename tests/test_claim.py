@@ -380,20 +380,29 @@ def test_when_its_own_jobs_run_short_a_worker_takes_the_last_of_the_others(scrat
     assert [job.status for job in jobs[:2]] == [PENDING, PENDING]
 
 
+def _committed_queue(tm, conn, count: int) -> tuple[str, list]:
+    """A new queue of ``count`` jobs due a millisecond apart, committed
+    through ``conn``; its name and its jobs."""
+    name = f"q{next(_names)}"
+    with tm:
+        queue = conn.root()[KEY][name] = Queue()
+        jobs = [
+            queue.put(
+                Job(jobfuncs.noop),
+                begin_after=BASE + datetime.timedelta(seconds=n / 1000),
+            )
+            for n in range(count)
+        ]
+    return name, jobs
+
+
 def test_others_jobs_are_passed_over_without_loading_them(db):
     """A queue without quotas: the claim reads the others' jobs' oids from
     the shard, not the jobs (under ZEO each load is a round trip)."""
     tm = transaction.TransactionManager(explicit=True)
     conn = db.open(transaction_manager=tm)
-    name = f"q{next(_names)}"
     try:
-        with tm:
-            queue = conn.root()[KEY][name] = Queue()
-            for n in range(8):
-                queue.put(
-                    Job(jobfuncs.noop),
-                    begin_after=BASE + datetime.timedelta(seconds=n / 1000),
-                )
+        name, _jobs = _committed_queue(tm, conn, 8)
         conn.cacheMinimize()  # every job a ghost
         tm.begin()
         queue = conn.root()[KEY][name]
@@ -420,19 +429,10 @@ def test_entries_found_stale_are_remembered_and_not_loaded_again(db, split):
     found stale when this one's own jobs ran short."""
     tm = transaction.TransactionManager(explicit=True)
     conn = db.open(transaction_manager=tm)
-    name = f"q{next(_names)}"
     try:
-        with tm:
-            queue = conn.root()[KEY][name] = Queue()
-            jobs = [
-                queue.put(
-                    Job(jobfuncs.noop),
-                    begin_after=BASE + datetime.timedelta(seconds=n / 1000),
-                )
-                for n in range(3)
-            ]
+        name, jobs = _committed_queue(tm, conn, 3)
         with tm:  # as a claim of another worker near the shard's end does
-            shard_oid = queue._shard_of(jobs[0])._p_oid
+            shard_oid = conn.root()[KEY][name]._shard_of(jobs[0])._p_oid
             stale_key, jobs[0]._key = jobs[0]._key, None
         known: set = set()
 
@@ -440,8 +440,11 @@ def test_entries_found_stale_are_remembered_and_not_loaded_again(db, split):
             conn.cacheMinimize()  # every job a ghost
             tm.begin()
             queue = conn.root()[KEY][name]
-            prefer = lambda q, job, backlog: not split or job._p_oid != jobs[0]._p_oid  # noqa: E731
-            ranking = lambda q, job, backlog: 0 if prefer(q, job, backlog) else 1  # noqa: E731
+
+            def ranking(q, job, backlog):
+                # With ``split`` the stale entry's job is another worker's.
+                return 1 if split and job._p_oid == jobs[0]._p_oid else 0
+
             taken = claim(
                 [queue],
                 slots=[(Slot(0), 3)],
