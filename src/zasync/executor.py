@@ -195,9 +195,7 @@ class SlotRunner:
             started = time.monotonic()
             chunk: list[int] = []
             outcomes: list[tuple[Job, str]] = []
-            self.tm.begin()
-            self._reusable = None
-            self._forget_unsaved()
+            self._begin()
             if len(pending) == count:
                 # One round trip for the whole batch (ZEO, RelStorage), in
                 # this transaction's view, the one that sees the claim.
@@ -293,9 +291,7 @@ class SlotRunner:
             if self._abandoned([oid]):
                 return []
             outcomes: list[tuple[Job, str]] = []
-            self.tm.begin()
-            self._reusable = None
-            self._forget_unsaved()
+            self._begin()
             job = self._load(oid)
             try:
                 slot = self._slot(self.conn)
@@ -461,6 +457,13 @@ class SlotRunner:
         savepoint = self.tm.savepoint(optimistic=False)
         self._forget_unsaved()  # the savepoint has them
         return savepoint
+
+    def _begin(self) -> None:
+        """Begin a transaction, with no savepoint or unsaved job of an
+        earlier one in hand."""
+        self.tm.begin()
+        self._reusable = None
+        self._forget_unsaved()
 
     def _forget_unsaved(self) -> None:
         self._unsaved = []
@@ -721,9 +724,7 @@ class SlotRunner:
         conflicts = 0
         committed = False
         while True:
-            self.tm.begin()
-            self._reusable = None
-            self._forget_unsaved()
+            self._begin()
             self._finished_here = []
             parent = self._load(parent_oid)
             callback = self._load(cb_oid)
