@@ -237,9 +237,10 @@ def claim(
     taken: list = []
     compact: list = []
     left_stale: list = []
-    # Entries found stale (their jobs claimed or moved by others): a shard
-    # never reuses a key, so they stay stale whatever becomes of this claim.
-    found_stale: set = known_stale if known_stale is not None else set()
+    # Entries found stale (their jobs claimed or moved by others) join the
+    # known ones: a shard never reuses a key, so they stay stale whatever
+    # becomes of this claim.
+    known: set = known_stale if known_stale is not None else set()
     wait_until = None
     for queue in queues:
         if len(taken) >= total:
@@ -260,7 +261,7 @@ def claim(
         others_cap = (wanted + BACKLOG_CHUNK) * OTHERS_FACTOR
         spread_here = spread and rank is None
         limit = wanted * 4 if spread_here else wanted
-        items = iter_due(queue, now_us, known_stale, stale)
+        items = iter_due(queue, now_us, known, stale)
         if rank is not None and not len(quotas):
             # No quotas: which jobs are this worker's is known from their
             # oids alone, so the others' are passed over without loading.
@@ -277,7 +278,7 @@ def claim(
             if job._key != key:
                 index = index_of[id(shard)]
                 stale[index] = stale.get(index, 0) + 1
-                found_stale.add((shard._p_oid, key))
+                known.add((shard._p_oid, key))
                 continue
             if blocked_run >= BLOCKED_SCAN_LIMIT:
                 break
@@ -345,7 +346,7 @@ def claim(
                 # This worker's own jobs ran short (the end of a backlog, or
                 # a worker that does not claim): the others' last ones, as
                 # their workers take theirs from the front.
-                chosen += _fill(others, wanted - len(chosen), conn, found_stale)
+                chosen += _fill(others, wanted - len(chosen), conn, known)
                 chosen.sort(key=lambda c: c[0])
         for _key, job, _shard, names in chosen:
             for name in names:
