@@ -81,10 +81,12 @@ def scratch(db):
     s.close()
 
 
-def run_claim(queues, *capacities, at=0.0, worker="w"):
+def run_claim(queues, *capacities, at=0.0, worker="w", **kw):
     slots = [(Slot(i), capacity) for i, capacity in enumerate(capacities)]
     when = BASE + datetime.timedelta(seconds=at)
-    taken = claim(queues, slots=slots, worker=worker, now_us=us(when), start_time=when)
+    taken = claim(
+        queues, slots=slots, worker=worker, now_us=us(when), start_time=when, **kw
+    )
     return taken, [slot for slot, _ in slots]
 
 
@@ -125,6 +127,45 @@ def test_first_job_of_a_slot_is_active_the_rest_assigned(scratch):
             assert job._worker == "me" and job._slot == index
             assert slots[index].active[int.from_bytes(job._p_oid, "big")] is job
     assert sorted(flat(taken), key=jobs.index) == jobs
+
+
+def test_fill_first_takes_the_first_slots_jobs_when_all_would_get_some(scratch):
+    """Enough due jobs to fill the first slot and give the others one
+    each: only the first slot's are taken (the dispatcher claims for each
+    other thread in that thread's own connection); the rest stay queued,
+    in order."""
+    jobs = [scratch.put(offset=-i) for i in range(8, 0, -1)]
+    taken, _ = run_claim([scratch.queue], 4, 4, 4, fill_first=True)
+    assert taken == {0: jobs[:4]} and taken.more
+    assert list(scratch.queue) == jobs[4:]
+    # One job short of that: shared, in turn.
+    taken, _ = run_claim([scratch.queue], 4, 4, fill_first=True)
+    assert taken == {0: jobs[4:8:2], 1: jobs[5:8:2]} and not taken.more
+    assert list(scratch.queue) == []
+
+
+def test_fill_first_shares_fewer_jobs_among_the_slots(scratch):
+    """Fewer due jobs than that are shared among the slots, in turn, as
+    without fill_first: the members of a parallel() run side by side."""
+    jobs = [scratch.put(offset=-i) for i in range(3, 0, -1)]
+    taken, _ = run_claim([scratch.queue], 4, 4, 4, fill_first=True)
+    assert not taken.more
+    assert taken == {0: jobs[:1], 1: jobs[1:2], 2: jobs[2:]}
+    assert len(scratch.queue) == 0
+
+
+def test_fill_first_leaves_quota_room_to_the_jobs_it_did_not_take(scratch):
+    scratch.queue.quotas.create("a", size=3)
+    jobs = [scratch.put(offset=-i, quotas=("a",)) for i in range(6, 0, -1)]
+    taken, _ = run_claim([scratch.queue], 1, 1, 1, fill_first=True)
+    assert taken == {0: jobs[:1]} and taken.more
+    assert len(scratch.queue.quotas["a"]) == 1
+    taken, _ = run_claim([scratch.queue], 1, 1, fill_first=True)
+    assert taken == {0: jobs[1:2]} and taken.more
+    taken, _ = run_claim([scratch.queue], 1, fill_first=True)
+    assert taken == {0: jobs[2:3]}
+    # The quota is full: the others wait until one is released.
+    assert run_claim([scratch.queue], 1, 1, fill_first=True)[0] == {}
 
 
 def test_several_queues_served_in_the_order_given(scratch, db):

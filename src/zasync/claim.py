@@ -186,6 +186,8 @@ class Claimed(dict):
     compact: list
     stale_keys: list
     wait_until_us: int | None = None
+    #: only the first slot's jobs were taken, with more due for the others
+    more: bool = False
 
 
 def claim(
@@ -199,6 +201,7 @@ def claim(
     known_stale: set | None = None,
     rank: Callable[[Queue, Any, bool], int] | None = None,
     fresh_us: int = 0,
+    fill_first: bool = False,
 ) -> Claimed:
     """Take up to the slots' capacities of due jobs, in run order, honouring
     quotas (a job whose quota is full waits, and so do the later jobs of
@@ -229,12 +232,25 @@ def claim(
     without quotas the others' jobs are passed over without being
     loaded.
 
+    With ``fill_first``, when there are due jobs enough to fill the first
+    slot and give each of the others one, only the first slot's are
+    taken, and the result's ``more`` is True (the caller claims for the
+    others in transactions of their own); otherwise the jobs are shared
+    among the slots, in turn.
+
     Returns {slot index: [jobs]}. Jobs given to a slot are ASSIGNED to it,
     except the first, which the slot's thread starts at once and which is
     marked ACTIVE.
     """
     total = sum(capacity for _, capacity in slots)
+    fill_first = fill_first and len(slots) > 1
+    if fill_first:
+        # Enough to tell whether each of the others would get a job too:
+        # the jobs looked at beyond the first slot's are loaded for nothing.
+        total = min(total, slots[0][1] + len(slots) - 1)
     taken: list = []
+    picks: list = []  # (queue, chosen entries)
+    count = 0  # jobs in picks
     compact: list = []
     left_stale: list = []
     # Entries found stale (their jobs claimed or moved by others) join the
@@ -243,7 +259,7 @@ def claim(
     known: set = known_stale if known_stale is not None else set()
     wait_until = None
     for queue in queues:
-        if len(taken) >= total:
+        if count >= total:
             break
         conn = queue._p_jar
         quotas = queue.quotas
@@ -254,7 +270,7 @@ def claim(
         # (key, job, shard, quota names) of the jobs that may be taken,
         # in run order; quota room is counted as if all were taken.
         candidates: list = []
-        wanted = total - len(taken)
+        wanted = total - count
         # Jobs meant for other workers (see ``rank``), due for longer
         # than ``fresh_us``: taken only when this worker's own run short.
         others: list = []
@@ -348,33 +364,55 @@ def claim(
                 # their workers take theirs from the front.
                 chosen += _fill(others, wanted - len(chosen), conn, known)
                 chosen.sort(key=lambda c: c[0])
-        for _key, job, _shard, names in chosen:
-            for name in names:
-                quota = quotas.get(name)
-                if quota is not None:
-                    quota._add(job._p_oid)
-        # Where producers add (the shard's last entries), the shard is not
-        # written: the entry goes stale when the job stops naming it. Further
-        # from the end a tombstone is cheaper for later readers (they need
-        # not load the job to skip it). See zasync.queue.
-        near_end = _near_end_keys(chosen)
-        for key, job, shard, _names in chosen:
-            if (id(shard), key) not in near_end:
-                shard[key] = None
-            else:
-                left_stale.append((shard._p_oid, key))
-            job._key = None
-            taken.append(job)
-        if chosen:
-            queue._length.change(-len(chosen))
-        for index, count in stale.items():
-            if count >= COMPACT_AFTER:
+        picks.append((queue, chosen))
+        count += len(chosen)
+        for index, stale_count in stale.items():
+            if stale_count >= COMPACT_AFTER:
                 compact.append((queue, index))
+    more = fill_first and count >= total
+    if more:
+        # The first slot's only: each of the others is then claimed for
+        # in its own thread's connection.
+        slots = slots[:1]
+        room = slots[0][1]
+        for i, (queue, chosen) in enumerate(picks):
+            picks[i] = (queue, chosen[:room])
+            room -= len(picks[i][1])
+    for queue, chosen in picks:
+        _take(queue, chosen, taken, left_stale)
     result = Claimed(_assign(taken, slots, worker, start_time))
+    result.more = more
     result.compact = compact
     result.wait_until_us = wait_until
     result.stale_keys = left_stale
     return result
+
+
+def _take(queue: Queue, chosen: list, taken: list, left_stale: list) -> None:
+    """Take the ``chosen`` entries ((key, job, shard, quota names)) out of
+    ``queue``: count them in their quotas, remove them from the shards,
+    add their jobs to ``taken`` and the entries left stale to
+    ``left_stale`` ((shard oid, key))."""
+    quotas = queue.quotas
+    for _key, job, _shard, names in chosen:
+        for name in names:
+            quota = quotas.get(name)
+            if quota is not None:
+                quota._add(job._p_oid)
+    # Where producers add (the shard's last entries), the shard is not
+    # written: the entry goes stale when the job stops naming it. Further
+    # from the end a tombstone is cheaper for later readers (they need not
+    # load the job to skip it). See zasync.queue.
+    near_end = _near_end_keys(chosen)
+    for key, job, shard, _names in chosen:
+        if (id(shard), key) not in near_end:
+            shard[key] = None
+        else:
+            left_stale.append((shard._p_oid, key))
+        job._key = None
+        taken.append(job)
+    if chosen:
+        queue._length.change(-len(chosen))
 
 
 def _assign(taken: list, slots, worker: str, start_time) -> dict[int, list]:
