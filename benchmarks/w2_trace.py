@@ -94,13 +94,13 @@ class Trace:
 
         run = executor_module.SlotRunner.run
 
-        def on_run(runner, oids):
+        def on_run(runner, oids, **kw):
             clock = time.time()
             for oid in oids:
                 job = trace.oid_job.get(oid.to_bytes(8, "big"))
                 if job is not None:
                     trace.by_job[job]["thread starts"] = clock
-            return run(runner, oids)
+            return run(runner, oids, **kw)
 
         executor_module.SlotRunner.run = on_run
 

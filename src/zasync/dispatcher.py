@@ -305,12 +305,13 @@ class Dispatcher:
             fresh.update(oids)
         self._wake.set()
 
-    def _prefetch_fresh(self) -> None:
-        """Start loading what the commits that woke the loop changed (ZEO
-        loads them in parallel; the claim's reads wait for them)."""
+    def _prefetch_fresh(self, conn) -> None:
+        """Start loading into ``conn`` what the commits that woke the loop
+        changed (ZEO loads them in parallel; the claim's reads wait for
+        them)."""
         fresh, self._fresh_oids = self._fresh_oids, set()
         if fresh:
-            self._conn.prefetch(list(fresh))
+            conn.prefetch(list(fresh))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop claiming, let running jobs finish for up to ``timeout``
@@ -418,11 +419,12 @@ class Dispatcher:
         runner.open()
         try:
             while True:
-                batch = inbox.get()
-                if batch is None:
+                message = inbox.get()
+                if message is None:
                     return
+                batch, loaded = message
                 try:
-                    runner.run(batch)
+                    runner.run(batch, loaded=loaded)
                 except Exception:
                     log.exception(
                         "worker thread %d failed running a batch", runner.index
@@ -537,35 +539,78 @@ class Dispatcher:
 
     def _claim_for_idle(self) -> float | None:
         """Claim due jobs for idle threads; return when the next scheduled
-        job is due (epoch seconds), if known."""
+        job is due (epoch seconds), if known.
+
+        The claim runs in the connection of the first idle thread, which
+        is not using it (it waits for a batch): that thread then finds the
+        jobs it runs, and its slot, current in its cache, instead of
+        loading them again after the claim's commit changed them (a round
+        trip for ZEO and RelStorage, an unpickling per job). With fewer
+        due jobs than the idle threads can take, they are shared among
+        them (the members of a parallel() run side by side); with more,
+        each idle thread's are claimed in a transaction of their own, in
+        its own connection."""
         if self._peers_changed:
             self._refresh_peers()
         with self._lock:
             idle = sorted(self._idle)
-        self._tm.begin()
         if not idle:
             # Every thread is busy; the first to be idle wakes the loop,
             # which looks then. Nothing is read now: with other workers on
             # the queue, each of their claims wakes this loop.
             self._fresh_oids = set()
-            renew = self._lease_running_out()
+            self._tm.begin()
+            renew = self._lease_running_out(self._conn)
             self._tm.abort()
             if renew:
                 self._renew_lease()
             return None
-        self._prefetch_fresh()
-        queues = self._conn.root()[KEY]
+        next_due = None
+        while idle:
+            runner = self._runners[idle[0]]
+            with runner.lock:
+                if runner.conn is None:  # its thread has not opened it yet
+                    conn, tm = self._conn, self._tm
+                else:
+                    conn, tm = runner.conn, runner.tm
+                try:
+                    next_due, batches, compact, more = self._claim_in(conn, tm, idle)
+                except BaseException:
+                    tm.abort()
+                    raise
+            for index, oids in batches.items():
+                with self._lock:
+                    self._idle.discard(index)
+                    self._busy[index] = time.time()
+                loaded = index == idle[0] and conn is not self._conn
+                self._inboxes[index].put((oids, loaded))
+            if compact:
+                self._compact([c for c in compact if self._compacts(*c)])
+            if not more:
+                break
+            idle = idle[1:]
+        return next_due
+
+    def _claim_in(self, conn, tm, idle: list[int]) -> tuple:
+        """Claim for the ``idle`` threads in ``conn`` (its transaction
+        manager ``tm``), the connection of the first of them or the loop's
+        own. Returns (when the next scheduled job is due, {thread: oids of
+        the jobs it is to run}, shards worth compacting, whether only the
+        first thread's jobs were claimed, with more due)."""
+        tm.begin()
+        self._prefetch_fresh(conn)
+        queues = conn.root()[KEY]
         if len(queues) != self._watched_count:
             self._watch(queues)
         served = self._served_queues(queues)
         if not any(len(q) for q in served):
             next_due = _next_due(served, self._known_stale)
-            renew = self._lease_running_out()
-            self._tm.abort()
+            renew = self._lease_running_out(conn)
+            tm.abort()
             if renew:
                 self._renew_lease()
-            return next_due
-        record = self._record_in(self._conn)
+            return next_due, {}, [], False
+        record = self._record_in(conn)
         slots = [(record.slots[i], self._runners[i].batch_limit) for i in idle]
         now_dt = datetime.datetime.now(datetime.UTC)
         now_us = int(now_dt.timestamp() * 1_000_000)
@@ -580,6 +625,7 @@ class Dispatcher:
                 known_stale=self._known_stale,
                 rank=self._ranking(served),
                 fresh_us=int(self.fresh_grace * 1_000_000),
+                fill_first=conn is not self._conn,
             )
             for jobs in taken.values():
                 for job in jobs:
@@ -598,20 +644,20 @@ class Dispatcher:
                 # then if those have not.
                 wait = taken.wait_until_us / 1_000_000
                 next_due = wait if next_due is None else min(next_due, wait)
-            self._tm.commit()
+            tm.commit()
             # Only now: an aborted claim leaves those entries live.
             self._known_stale.update(taken.stale_keys)
-            # The threads load the jobs they run in their own connections:
-            # ghosts here leave this connection's cache to the queue's
-            # buckets, which the next claim reads again.
-            for jobs in taken.values():
-                for job in jobs:
-                    job._p_deactivate()
+            for index, jobs in taken.items():
+                if index != idle[0] or conn is self._conn:
+                    # The thread loads them in its own connection: ghosts
+                    # here leave this one's cache to the queue's buckets.
+                    for job in jobs:
+                        job._p_deactivate()
             if taken:
                 self.claims_committed += 1
                 self.jobs_claimed += sum(len(oids) for oids in batches.values())
         except TransientError as e:
-            self._tm.abort()
+            tm.abort()
             self.claims_conflicted += 1
             log.debug("dispatcher %s: a claim conflicted: %s", self.uuid, e)
             # Somebody else claimed too: look again, and for a while pick
@@ -623,15 +669,8 @@ class Dispatcher:
                 # started together each read the registry before the
                 # others had registered).
                 self._refresh_peers()
-            return None
-        for index, oids in batches.items():
-            with self._lock:
-                self._idle.discard(index)
-                self._busy[index] = time.time()
-            self._inboxes[index].put(oids)
-        if taken.compact:
-            self._compact([c for c in taken.compact if self._compacts(*c)])
-        return next_due
+            return None, {}, [], False
+        return next_due, batches, taken.compact, taken.more
 
     def _refresh_peers(self) -> None:
         """Read which workers are alive, and the queues they serve."""
@@ -754,14 +793,14 @@ class Dispatcher:
             heartbeat.lease_until = clock + self.lease_seconds
             heartbeat.last_seen = clock
 
-    def _lease_running_out(self) -> bool:
+    def _lease_running_out(self, conn) -> bool:
         """True when this worker runs jobs and the lease on them needs
-        renewing (read in the current transaction)."""
+        renewing (read in ``conn``'s current transaction)."""
         with self._lock:
             busy = bool(self._busy)
         if not busy:
             return False
-        record = self._record_in(self._conn)
+        record = self._record_in(conn)
         return record.heartbeat.lease_until - time.time() < self.lease_seconds * 2 / 3
 
     def _renew_lease(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import time
 from typing import Any
 
@@ -147,6 +148,10 @@ class SlotRunner:
         self.index = index
         self.tm = None
         self.conn = None
+        #: held by the dispatcher's loop while it claims in this thread's
+        #: connection (see Dispatcher._claim_for_idle), and by this thread
+        #: while it opens or closes the connection
+        self.lock = threading.Lock()
         self.live = LiveChannel(dispatcher, index)
         #: (oid, callable) of the job being called, for stop()'s report
         self.current: tuple | None = None
@@ -168,13 +173,15 @@ class SlotRunner:
     # -- connections ------------------------------------------------------
 
     def open(self) -> None:
-        self.tm = transaction.manager.manager
-        self.conn = self.dispatcher.db.open(transaction_manager=self.tm)
+        with self.lock:
+            self.tm = transaction.manager.manager
+            self.conn = self.dispatcher.db.open(transaction_manager=self.tm)
 
     def close(self) -> None:
-        if self.conn is not None:
-            close_connection(self.conn, self.tm)
-        self.conn = None
+        with self.lock:
+            if self.conn is not None:
+                close_connection(self.conn, self.tm)
+            self.conn = None
         self.live.close()
 
     def _slot(self, conn):
@@ -183,8 +190,10 @@ class SlotRunner:
 
     # -- batches -------------------------------------------------------------
 
-    def run(self, oids: list[int]) -> None:
-        """Run the claimed jobs ``oids`` (in order) to completion."""
+    def run(self, oids: list[int], *, loaded: bool = False) -> None:
+        """Run the claimed jobs ``oids`` (in order) to completion.
+        ``loaded``: they were claimed in this thread's connection, which
+        has them, current, in its cache."""
         pending = list(oids)
         batch_seconds = self.dispatcher.batch_seconds
         self._working = 0.0
@@ -196,7 +205,7 @@ class SlotRunner:
             chunk: list[int] = []
             outcomes: list[tuple[Job, str]] = []
             self._begin()
-            if len(pending) == count:
+            if len(pending) == count and not loaded:
                 # One round trip for the whole batch (ZEO, RelStorage), in
                 # this transaction's view, the one that sees the claim.
                 self.conn.prefetch([oid.to_bytes(8, "big") for oid in pending])
