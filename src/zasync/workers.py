@@ -28,10 +28,31 @@ from BTrees.OOBTree import OOBTree
 
 class Heartbeat(persistent.Persistent):
     """When the worker was last seen, and until when its running jobs are
-    leased (epoch seconds)."""
+    leased (epoch seconds).
+
+    Written by the worker's own transactions, and by a producer's that
+    hands a job to one of its threads (zasync.handoff): concurrent changes
+    are merged, each time to the later one, but for a reset to 0 (the
+    worker starting or stopping), which wins."""
 
     last_seen: float = 0.0
     lease_until: float = 0.0
+
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:
+        merged = dict(committed)
+        for name in ("last_seen", "lease_until"):
+            before = old.get(name, 0.0)
+            theirs = committed.get(name, 0.0)
+            mine = new.get(name, 0.0)
+            if mine == before or mine == theirs:
+                continue
+            if theirs == before:
+                merged[name] = mine
+            elif 0.0 in (mine, theirs):
+                merged[name] = 0.0
+            else:
+                merged[name] = max(mine, theirs)
+        return merged
 
 
 class Slot(persistent.Persistent):
