@@ -57,6 +57,15 @@ def get(uuid: str | None = None) -> Dispatcher | None:
         return None
 
 
+def local_dispatchers(db) -> list[Dispatcher]:
+    """The running dispatchers of this process that serve ``db``."""
+    if not _dispatchers:
+        return []
+    with _registry_lock:
+        dispatchers = list(_dispatchers.values())
+    return [d for d in dispatchers if d._serves(db)]
+
+
 def wake_local(db) -> None:
     """Wake the dispatchers of this process that serve ``db``."""
     with _registry_lock:
@@ -142,12 +151,19 @@ class Dispatcher:
         self._registry_oids: frozenset = frozenset()
         self._peers_changed = False
         self._wake = threading.Event()
+        #: set while the loop waits to be woken (for tests)
+        self._waiting = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._runners: list[SlotRunner] = []
         self._inboxes: list[queue_module.SimpleQueue] = []
         self._idle: set[int] = set()
         self._busy: dict[int, float] = {}
+        #: idle threads given a job in a producer's transaction that has
+        #: not ended yet (see zasync.handoff), and those the loop is
+        #: claiming for (not given such jobs meanwhile)
+        self._reserved: set[int] = set()
+        self._claiming: set[int] = set()
         self._lock = threading.Lock()
         self._loop_thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
@@ -172,6 +188,8 @@ class Dispatcher:
         self.claims_committed = 0
         self.claims_conflicted = 0
         self.jobs_claimed = 0
+        #: jobs handed to a thread in the transaction that queued them
+        self.jobs_handed = 0
 
     def __repr__(self) -> str:  # the default repr, as zc.async's
         return object.__repr__(self)
@@ -496,7 +514,9 @@ class Dispatcher:
                 # A scheduled job: wake when it is due. (Jobs due already
                 # wait for a thread to become idle, which wakes the loop.)
                 timeout = min(timeout, next_due - time.time())
+            self._waiting.set()
             self._wake.wait(max(0.0, timeout))
+            self._waiting.clear()
             self._wake.clear()
             if self._stopping.is_set():
                 break
@@ -554,6 +574,15 @@ class Dispatcher:
             self._refresh_peers()
         with self._lock:
             idle = sorted(self._idle)
+            self._claiming = set(idle)
+        try:
+            return self._claim_for(idle)
+        finally:
+            with self._lock:
+                self._claiming = set()
+
+    def _claim_for(self, idle: list[int]) -> float | None:
+        """_claim_for_idle, for the threads ``idle``."""
         if not idle:
             # Every thread is busy; the first to be idle wakes the loop,
             # which looks then. Nothing is read now: with other workers on
@@ -590,6 +619,52 @@ class Dispatcher:
                 break
             idle = idle[1:]
         return next_due
+
+    # -- jobs handed over in the transaction that queued them (handoff) -----
+
+    def _reserve(self, queue, job) -> int | None:
+        """An idle thread for ``job``, just queued in ``queue`` in this
+        process, reserved for it until the producer's transaction ends;
+        None when this dispatcher does not serve the queue, the job is
+        meant for another worker, or no thread is free."""
+        if self.queue_names is not None and queue.name not in self.queue_names:
+            return None
+        if self._stopping.is_set() or self._loop_thread is None:
+            return None
+        peers = self._serving(queue.name)
+        if len(peers) > 1:
+            seed = zlib.crc32(job._p_oid)
+            if _rendezvous_rank(peers, self.uuid.encode(), seed) != 0:
+                return None
+        with self._lock:
+            free = sorted(self._idle - self._claiming)
+            if not free:
+                return None
+            index = free[0]
+            self._idle.discard(index)
+            self._reserved.add(index)
+        return index
+
+    def _release(self, index: int) -> None:
+        """Give back a reserved thread whose job was not handed over."""
+        with self._lock:
+            if index not in self._reserved:
+                return
+            self._reserved.discard(index)
+            if not self._stopping.is_set():
+                self._idle.add(index)
+        self._wake.set()
+
+    def _start_reserved(self, index: int, oid: int) -> None:
+        """The transaction that handed job ``oid`` to thread ``index``
+        committed: run it."""
+        with self._lock:
+            if index not in self._reserved:
+                return
+            self._reserved.discard(index)
+            self._busy[index] = time.time()
+        self.jobs_handed += 1
+        self._inboxes[index].put(([oid], False))
 
     def _claim_in(self, conn, tm, idle: list[int]) -> tuple:
         """Claim for the ``idle`` threads in ``conn`` (its transaction

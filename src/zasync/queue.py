@@ -49,6 +49,7 @@ from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 
+from zasync import handoff
 from zasync.interfaces import (
     CALLBACKS,
     KEY,
@@ -292,6 +293,7 @@ class Queue(persistent.Persistent):
         self._insert(job, _us(job.begin_after))
         job._status = PENDING
         _wake_after_commit(jar)
+        handoff.offer(self, job)
         return job
 
     def _insert(self, job: Job, due_us: int) -> None:
