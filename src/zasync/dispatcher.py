@@ -631,11 +631,9 @@ class Dispatcher:
             return None
         if self._stopping.is_set() or self._loop_thread is None:
             return None
-        peers = self._serving(queue.name)
-        if len(peers) > 1:
-            seed = zlib.crc32(job._p_oid)
-            if _rendezvous_rank(peers, self.uuid.encode(), seed) != 0:
-                return None
+        rank = self._ranking([queue])
+        if rank is not None and rank(queue, job, False) != 0:
+            return None
         with self._lock:
             free = sorted(self._idle - self._claiming)
             if not free:

@@ -77,7 +77,7 @@ def _before_commit(offered: list, db, txn) -> None:
         index = dispatcher._reserve(queue, job)
         if index is None:
             continue
-        handed = _Handed(dispatcher, index, job, txn)
+        handed = _Handed(dispatcher, index, job)
         try:
             assigned = _assign(dispatcher, index, queue, job, key)
         except BaseException:
@@ -126,12 +126,11 @@ class _Handed:
     started once the transaction has committed, and the thread released
     when it is aborted instead."""
 
-    def __init__(self, dispatcher, index: int, job, txn):
+    def __init__(self, dispatcher, index: int, job):
         self.dispatcher = dispatcher
         self.index = index
         self.oid = int.from_bytes(job._p_oid, "big")
         self.transaction_manager = job._p_jar.transaction_manager
-        self._txn = txn
 
     def release(self) -> None:
         self.dispatcher._release(self.index)
