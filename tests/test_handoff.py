@@ -219,34 +219,28 @@ def test_a_worker_registered_after_the_transaction_began(
 # -- the heartbeat that a producer's hand-off and the worker both write -------
 
 
-def test_heartbeat_changes_merge_to_the_later_time():
-    resolve = Heartbeat()._p_resolveConflict
-    old = {"last_seen": 1.0, "lease_until": 10.0}
-    assert resolve(
+@pytest.mark.parametrize(
+    "committed, new, merged",
+    [
+        # Each side changed one time: both changes kept.
+        ((5.0, 10.0), (1.0, 40.0), (5.0, 40.0)),
+        # Both changed the lease: the later one.
+        ((1.0, 50.0), (1.0, 40.0), (1.0, 50.0)),
+        # A worker stopping (or starting) resets the lease: that wins.
+        ((1.0, 0.0), (1.0, 40.0), (1.0, 0.0)),
+    ],
+    ids=["different times", "the later lease", "a reset"],
+)
+def test_heartbeat_changes_merge(committed, new, merged):
+    """(last_seen, lease_until) from the state both began with, (1, 10)."""
+    names = ("last_seen", "lease_until")
+    old = dict(zip(names, (1.0, 10.0), strict=True))
+    result = Heartbeat()._p_resolveConflict(
         old,
-        {"last_seen": 5.0, "lease_until": 10.0},
-        {"lease_until": 40.0, "last_seen": 1.0},
-    ) == {
-        "last_seen": 5.0,
-        "lease_until": 40.0,
-    }
-    assert resolve(
-        old,
-        {"last_seen": 1.0, "lease_until": 50.0},
-        {"last_seen": 1.0, "lease_until": 40.0},
-    ) == {
-        "last_seen": 1.0,
-        "lease_until": 50.0,
-    }
-    # A worker stopping (or starting) resets the lease: that wins.
-    assert (
-        resolve(
-            old,
-            {"last_seen": 1.0, "lease_until": 0.0},
-            {"last_seen": 1.0, "lease_until": 40.0},
-        )["lease_until"]
-        == 0.0
+        dict(zip(names, committed, strict=True)),
+        dict(zip(names, new, strict=True)),
     )
+    assert result == dict(zip(names, merged, strict=True))
 
 
 def test_concurrent_heartbeat_writes_both_commit(zasync_db, conn):
