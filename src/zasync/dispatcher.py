@@ -68,11 +68,8 @@ def local_dispatchers(db) -> list[Dispatcher]:
 
 def wake_local(db) -> None:
     """Wake the dispatchers of this process that serve ``db``."""
-    with _registry_lock:
-        dispatchers = list(_dispatchers.values())
-    for dispatcher in dispatchers:
-        if dispatcher._serves(db):
-            dispatcher.wake()
+    for dispatcher in local_dispatchers(db):
+        dispatcher.wake()
 
 
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> Any:

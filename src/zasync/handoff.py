@@ -35,7 +35,7 @@ from transaction.interfaces import IDataManager
 from ZODB.POSException import POSKeyError, ReadConflictError
 from ZODB.utils import load_current
 
-from zasync.interfaces import ACTIVE, PENDING
+from zasync.interfaces import PENDING, BadStatusError
 from zasync.job import now
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _before_commit(offered: list, db, txn) -> None:
             continue
         handed = _Handed(dispatcher, index, job)
         try:
-            assigned = _assign(dispatcher, index, queue, job, key)
+            assigned = _hand(dispatcher, index, queue, job)
         except BaseException:
             handed.release()
             raise
@@ -90,31 +90,27 @@ def _before_commit(offered: list, db, txn) -> None:
         handed.release()
 
 
-def _assign(dispatcher, index: int, queue, job, key) -> bool:
+def _hand(dispatcher, index: int, queue, job) -> bool:
     """Take ``job`` out of ``queue`` and assign it to the dispatcher's slot
-    ``index``, in the job's transaction; False when that cannot be done
-    without risk (nothing is changed then)."""
+    ``index``, in the job's transaction, as a claim does; False when that
+    cannot be done without risk (nothing is changed then)."""
+    from zasync.claim import _assign as assign  # zasync.claim imports queue
+
     conn = job._p_jar
     try:
         record = conn.get(dispatcher._record_oid)
-        active = record.slots[index].active
-        active._p_activate()
+        slot = record.slots[index]
+        slot.active._p_activate()
     except (ReadConflictError, POSKeyError, IndexError):
         return False  # the worker registered after this transaction began
-    _data, serial = load_current(conn.db().storage, active._p_oid)
-    if serial != active._p_serial:
+    _data, serial = load_current(conn.db().storage, slot.active._p_oid)
+    if serial != slot.active._p_serial:
         return False  # changed since this transaction began
-    shard = queue._shard_of(job)
-    if shard is None:
+    try:
+        queue._take(job)
+    except BadStatusError:
         return False
-    del shard[key]
-    queue._length.change(-1)
-    job._key = None
-    job._status = ACTIVE
-    job.active_start = now()
-    job._worker = dispatcher.uuid
-    job._slot = index
-    active[int.from_bytes(job._p_oid, "big")] = job
+    assign([job], [(slot, 1)], dispatcher.uuid, now())
     # As a claim does: the heartbeat's changes merge with the worker's own.
     dispatcher._extend_lease(record)
     return True
