@@ -317,6 +317,52 @@ def test_a_killed_workers_jobs_finish_on_another_worker(
     assert_clean(survivor)
 
 
+@pytest.mark.slow
+def test_a_job_handed_to_a_worker_killed_before_starting_it_runs_elsewhere(
+    zeo_server, client, workers, stamps
+):
+    """zasync.handoff: a producer hands a job to an idle thread of the
+    worker it is meant for, in the job's transaction. That worker is
+    frozen (SIGSTOP: it still looks live), then killed: the job, never
+    started, runs once, on the other worker, once the lease has run out."""
+    victim = workers(zeo_server.uri, "victim", threads=1, args=FAST_RESCUE)
+    survivor = workers(zeo_server.uri, "survivor", threads=1, args=FAST_RESCUE)
+    victim.start()
+    survivor.start()
+    wait_until(lambda: _registered(client) == 2, 20)
+    victim.signal(signal.SIGSTOP)
+    handed = None
+    ids = []
+    for _ in range(40):  # each job is the victim's with one chance in two
+        (job_id,), _ = client.put(1)
+        ids.append(job_id)
+        client.tm.begin()
+        job = find_job(client.conn, job_id)
+        mine = job._worker == victim.uuid and job.status == ACTIVE
+        client.tm.abort()
+        if mine:
+            handed = job_id
+            break
+        client.wait_completed([job_id], 20)
+    assert handed is not None, "no job was handed to the victim"
+    victim.kill()
+    killed_at = time.time()
+    client.wait_completed(ids, 30)
+    runs = runs_of(stamps)
+    assert [r.pid for r in runs[handed]] == [survivor.pid]
+    assert runs[handed][0].start > killed_at
+    assert all(len(runs[i]) == 1 for i in ids)
+    assert "rescued job" in survivor.log()
+
+
+def _registered(client: Client) -> int:
+    client.tm.begin()
+    try:
+        return len(client.conn.root()[KEY].workers)
+    finally:
+        client.tm.abort()
+
+
 def test_a_restarted_worker_recovers_its_jobs_at_once(
     zeo_server, client, workers, stamps
 ):

@@ -427,13 +427,21 @@ def _assign(taken: list, slots, worker: str, start_time) -> dict[int, list]:
             if len(result[slot.index]) < capacity:
                 break
         jobs = result[slot.index]
-        if not jobs and job._status == PENDING:
-            job._status = ACTIVE
-            job.active_start = start_time
-        elif job._status == PENDING:
-            job._status = ASSIGNED
-        job._worker = worker
-        job._slot = slot.index
+        _give(job, slot, worker, start_time, first=not jobs)
         slot.active[int.from_bytes(job._p_oid, "big")] = job
         jobs.append(job)
     return {index: jobs for index, jobs in result.items() if jobs}
+
+
+def _give(job, slot, worker: str, start_time, *, first: bool) -> None:
+    """Mark ``job`` as the ``slot``'s of ``worker``: a pending job is
+    ACTIVE, started at ``start_time``, when it is the ``first`` of the
+    slot (its thread starts it at once), else ASSIGNED."""
+    if job._status == PENDING:
+        if first:
+            job._status = ACTIVE
+            job.active_start = start_time
+        else:
+            job._status = ASSIGNED
+    job._worker = worker
+    job._slot = slot.index

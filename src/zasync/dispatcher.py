@@ -28,7 +28,7 @@ from zasync import maintenance
 from zasync.broken import replace_unimportable
 from zasync.claim import BACKLOG_CHUNK, claim
 from zasync.executor import SlotRunner, close_connection
-from zasync.interfaces import KEY, ConfigurationError, WorkerError
+from zasync.interfaces import ACTIVE, ASSIGNED, KEY, ConfigurationError, WorkerError
 from zasync.queue import Queues, _install, compact
 from zasync.recovery import recover_slot
 
@@ -146,6 +146,7 @@ class Dispatcher:
         #: oids whose invalidation means a worker came or went, and the
         #: flag it sets: the loop reads the workers again before it claims
         self._registry_oids: frozenset = frozenset()
+        self._inbox_oids: frozenset = frozenset()  # set by start()
         self._peers_changed = False
         self._wake = threading.Event()
         #: set while the loop waits to be woken (for tests)
@@ -187,6 +188,8 @@ class Dispatcher:
         self.jobs_claimed = 0
         #: jobs handed to a thread in the transaction that queued them
         self.jobs_handed = 0
+        #: jobs handed to its threads by producers in other processes
+        self.jobs_received = 0
 
     def __repr__(self) -> str:  # the default repr, as zc.async's
         return object.__repr__(self)
@@ -231,8 +234,18 @@ class Dispatcher:
                 outcomes = []
                 for slot in record.slots:
                     outcomes.extend(recover_slot(slot, why="its worker restarted"))
-                record._begin(self.threads, self.queue_names or (), time.time())
+                record._begin(
+                    self.threads,
+                    self.queue_names or (),
+                    time.time(),
+                    lease_seconds=self.lease_seconds,
+                    heartbeat_interval=self.heartbeat_interval,
+                )
         self._record_oid = record._p_oid
+        # Its threads' inboxes, where producers elsewhere hand jobs over.
+        self._inbox_oids = frozenset(
+            slot.inbox._p_oid for slot in record.slots[: self.threads]
+        )
         self._refresh_peers()
         for job, outcome in outcomes:
             log.warning(
@@ -296,11 +309,13 @@ class Dispatcher:
             )
 
     def _watch(self, queues) -> None:
-        """Watch the job counters of the queues there are now, and the
+        """Watch the job counters of the queues there are now, the
         container of queues (a queue added wakes the loop, which calls this
-        again)."""
+        again), and this worker's inboxes (jobs handed over, see
+        zasync.handoff)."""
         watched = {queue._length._p_oid for queue in queues.values()}
         watched.add(queues._queues._p_oid)
+        watched.update(self._inbox_oids)
         self._watched = watched
         self._watched_count = len(queues)
 
@@ -404,12 +419,27 @@ class Dispatcher:
         return found
 
     def _mark_stopped(self) -> None:
+        """Record the clean stop. Every thread has finished: jobs still in
+        the inboxes were never started (handed over by a producer
+        elsewhere while the worker stopped, see zasync.handoff), and go
+        back to their queues."""
         try:
             for attempt in self._tm.attempts(5):
                 with attempt:
                     record = self._record_in(self._conn)
+                    outcomes = []
+                    for slot in record.slots:
+                        if slot.inbox:
+                            for job in slot.inbox.jobs.values():
+                                job._status = ASSIGNED  # no thread started it
+                        if slot.active or slot.inbox:
+                            outcomes.extend(
+                                recover_slot(slot, why="its worker stopped")
+                            )
                     record.stopped = time.time()
                     record.heartbeat.lease_until = 0.0
+            for job, outcome in outcomes:
+                log.info("job %s, not started when stopping: %s", job.id, outcome)
         except Exception:
             log.exception("could not mark worker %s stopped", self.uuid)
 
@@ -614,7 +644,7 @@ class Dispatcher:
                 self._compact([c for c in compact if self._compacts(*c)])
             if not more:
                 break
-            idle = idle[1:]
+            idle = [index for index in idle[1:] if index not in batches]
         return next_due
 
     # -- jobs handed over in the transaction that queued them (handoff) -----
@@ -669,18 +699,21 @@ class Dispatcher:
         first thread's jobs were claimed, with more due)."""
         tm.begin()
         self._prefetch_fresh(conn)
+        record = self._record_in(conn)
+        handed = self._handed_over(record, idle)
+        if handed:
+            idle = [index for index in idle if index not in handed]
         queues = conn.root()[KEY]
         if len(queues) != self._watched_count:
             self._watch(queues)
         served = self._served_queues(queues)
-        if not any(len(q) for q in served):
+        if not idle or not any(len(q) for q in served):
             next_due = _next_due(served, self._known_stale)
             renew = self._lease_running_out(conn)
             tm.abort()
             if renew:
                 self._renew_lease()
-            return next_due, {}, [], False
-        record = self._record_in(conn)
+            return next_due, handed, [], False
         slots = [(record.slots[i], self._runners[i].batch_limit) for i in idle]
         now_dt = datetime.datetime.now(datetime.UTC)
         now_us = int(now_dt.timestamp() * 1_000_000)
@@ -703,11 +736,12 @@ class Dispatcher:
             with self._lock:
                 busy = bool(self._busy)
             if taken or busy:
-                self._extend_lease(record)
+                record._extend_lease(time.time())
             batches = {
                 index: [int.from_bytes(job._p_oid, "big") for job in jobs]
                 for index, jobs in taken.items()
             }
+            batches.update(handed)
             next_due = _next_due(served, self._known_stale)
             if taken.wait_until_us is not None:
                 # Jobs left to the workers they are meant for: take them
@@ -739,8 +773,27 @@ class Dispatcher:
                 # started together each read the registry before the
                 # others had registered).
                 self._refresh_peers()
-            return None, {}, [], False
+            return None, handed, [], False
         return next_due, batches, taken.compact, taken.more
+
+    def _handed_over(self, record, idle: list[int]) -> dict[int, list[int]]:
+        """{thread: oids} of the jobs producers in other processes handed
+        to the ``idle`` threads (zasync.handoff)."""
+        found = {}
+        uuid = self.uuid
+        for index in idle:
+            inbox = record.slots[index].inbox
+            if not inbox:
+                continue
+            oids = [
+                oid
+                for oid, job in inbox.jobs.items()
+                if job._status == ACTIVE and job._worker == uuid and job._slot == index
+            ]
+            if oids:
+                found[index] = oids
+                self.jobs_received += len(oids)
+        return found
 
     def _refresh_peers(self) -> None:
         """Read which workers are alive, and the queues they serve."""
@@ -856,13 +909,6 @@ class Dispatcher:
                 extra={"action": "claim", "job_id": job.id, "callable": name},
             )
 
-    def _extend_lease(self, record) -> None:
-        heartbeat = record.heartbeat
-        clock = time.time()
-        if heartbeat.lease_until - clock < self.lease_seconds * 2 / 3:
-            heartbeat.lease_until = clock + self.lease_seconds
-            heartbeat.last_seen = clock
-
     def _lease_running_out(self, conn) -> bool:
         """True when this worker runs jobs and the lease on them needs
         renewing (read in ``conn``'s current transaction)."""
@@ -877,7 +923,7 @@ class Dispatcher:
         """Extend the lease, in a transaction of its own."""
         for attempt in self._tm.attempts(5):
             with attempt:
-                self._extend_lease(self._record_in(self._conn))
+                self._record_in(self._conn)._extend_lease(time.time())
 
     def _heartbeat(self) -> None:
         for attempt in self._tm.attempts(5):

@@ -403,6 +403,14 @@ class SlotRunner:
             if slot.active.get(_oid_int(job)) is job:
                 del slot.active[_oid_int(job)]
             return
+        inbox = slot.inbox
+        if inbox and _oid_int(job) in inbox.jobs:
+            # Handed over by a producer elsewhere (zasync.handoff): into the
+            # slot, as a claimed job, and checked as claims check theirs.
+            inbox.remove(_oid_int(job))
+            slot.active[_oid_int(job)] = job
+            self._reusable = None  # a savepoint from before misses this
+            self.dispatcher._check_importable(job)
         started = now()
         deadline = job.begin_by and job.begin_after and job.begin_after + job.begin_by
         if deadline and started > deadline:

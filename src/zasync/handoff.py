@@ -1,41 +1,65 @@
-"""Handing a job just queued to an idle thread of a dispatcher in the
-producer's own process, in the producer's own transaction.
+"""Handing a job just queued to an idle worker thread in the producer's
+own transaction, instead of leaving it to a claim.
 
 Otherwise a job queued in an empty queue waits for the dispatcher's
 claim: a wake-up, a transaction that reads the queue, and a commit of its
-own (about 1 ms on FileStorage). Instead, just before the producer's
-transaction commits, the job is taken out of its queue and assigned to
-the idle thread's slot, as a claim would do; once the commit is done, the
-thread runs it. Two workers still never run the same job: it is assigned
-in the committed transaction that queued it, and no other worker ever
-sees it in the queue. A commit that fails leaves the thread idle again.
+own (about 1 ms on FileStorage, 2-4 ms on ZEO, 5-10 ms on RelStorage).
+Instead, just before the producer's transaction commits, the job is taken
+out of its queue and assigned to an idle thread's slot, as a claim would
+do. Two workers still never run the same job: it is assigned in the
+committed transaction that queued it, and no other worker ever sees it in
+the queue.
+
+The job goes to the worker it is meant for (see Dispatcher._ranking: the
+one the others leave a job just queued to), in one of two ways:
+
+- that worker runs in the producer's process: an idle thread is reserved
+  for the job in memory, the job is marked ACTIVE, and the thread starts
+  it once the transaction has committed (a commit that fails gives the
+  thread back);
+- it runs elsewhere (another process on the same ZEO or RelStorage
+  database): the job goes, ACTIVE, to the inbox of a slot of its that
+  holds no jobs (zasync.workers.Inbox, which merges the producers' and
+  the worker's concurrent changes). The commit reaches the worker as an
+  invalidation of the inbox (ZEO) or as the producers' NOTIFY
+  (RelStorage); its loop looks at its idle threads' inboxes before it
+  claims, and the thread moves the job to its slot as it starts it.
 
 Only when nothing else is disturbed, else the job waits for a claim:
 
 - the transaction queues this one job, due now, without quotas, in a
   queue that holds no other (no job queued earlier is overtaken);
-- the dispatcher serves the queue and is the live worker the job is
-  meant for (see Dispatcher._ranking);
-- the thread's slot is unchanged since the producer's transaction began
-  (writing an older version of it would fail the producer's commit).
+- the worker serves the queue, is live (not stopped, seen within three of
+  its heartbeats or its lease running) and is the one the job is meant
+  for; in this process, it has an idle thread; elsewhere, a slot without
+  jobs;
+- in this process, the slot is unchanged since the producer's
+  transaction began (writing an older version of it could fail the
+  producer's commit); elsewhere, the slot and its inbox hold no jobs in
+  the producer's view (were the thread busy after all, the job waits for
+  it: the inbox merges, nothing fails).
 
-As a claim does, the hand-off extends the worker's lease on its running
-jobs; the heartbeat merges concurrent changes (see
-zasync.workers.Heartbeat), so the worker's own writes to it never fail
-the producer's commit.
+As a claim does, the hand-off extends the worker's lease on its jobs;
+the heartbeat merges concurrent changes (see zasync.workers.Heartbeat),
+so the worker's own writes to it never fail the producer's commit. A
+worker killed without stopping looks live for up to three heartbeats: a
+job handed to it then runs when its lease has run out and another worker
+rescues it (lease_seconds and maintenance_interval), or when it restarts
+under its UUID.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 
 import zope.interface
 from transaction.interfaces import IDataManager
 from ZODB.POSException import POSKeyError, ReadConflictError
 from ZODB.utils import load_current
 
-from zasync.interfaces import PENDING, BadStatusError
+from zasync.interfaces import KEY, PENDING, BadStatusError
 from zasync.job import now
 
 log = logging.getLogger(__name__)
@@ -45,13 +69,10 @@ _OFFERED = object()  # transaction data: the (queue, job) put in it
 
 def offer(queue, job) -> None:
     """Called when ``job`` is put in ``queue``: hand it to an idle thread
-    of this process when the transaction commits, if it can be."""
-    from zasync.dispatcher import local_dispatchers
-
+    of the worker it is meant for when the transaction commits, if it can
+    be."""
     jar = queue._p_jar
     db = jar.db()
-    if not local_dispatchers(db):
-        return
     txn = jar.transaction_manager.get()
     try:
         offered = txn.data(_OFFERED)
@@ -73,7 +94,8 @@ def _before_commit(offered: list, db, txn) -> None:
         return
     from zasync.dispatcher import local_dispatchers
 
-    for dispatcher in local_dispatchers(db):
+    local = local_dispatchers(db)
+    for dispatcher in local:
         index = dispatcher._reserve(queue, job)
         if index is None:
             continue
@@ -88,13 +110,17 @@ def _before_commit(offered: list, db, txn) -> None:
             txn.addAfterCommitHook(handed.after_commit)
             return
         handed.release()
+    try:
+        _hand_elsewhere(queue, job, {dispatcher.uuid for dispatcher in local})
+    except (ReadConflictError, POSKeyError):
+        pass  # a worker's record not readable in this view: a claim takes it
 
 
 def _hand(dispatcher, index: int, queue, job) -> bool:
     """Take ``job`` out of ``queue`` and assign it to the dispatcher's slot
     ``index``, in the job's transaction, as a claim does; False when that
     cannot be done without risk (nothing is changed then)."""
-    from zasync.claim import _assign as assign  # zasync.claim imports queue
+    from zasync.claim import _give  # zasync.claim imports zasync.queue
 
     conn = job._p_jar
     try:
@@ -106,13 +132,70 @@ def _hand(dispatcher, index: int, queue, job) -> bool:
     _data, serial = load_current(conn.db().storage, slot.active._p_oid)
     if serial != slot.active._p_serial:
         return False  # changed since this transaction began
+    if not _take(queue, job):
+        return False
+    _give(job, slot, dispatcher.uuid, now(), first=True)
+    slot.active[int.from_bytes(job._p_oid, "big")] = job
+    # As a claim does: the heartbeat's changes merge with the worker's own.
+    record._extend_lease(time.time())
+    return True
+
+
+def _hand_elsewhere(queue, job, local: set[str]) -> bool:
+    """Hand ``job`` to a slot without jobs of the worker it is meant for,
+    when that worker runs in another process (not one of ``local``)."""
+    from zasync.claim import _give  # zasync.claim imports zasync.queue
+    from zasync.dispatcher import _rendezvous_rank
+
+    conn = job._p_jar
+    queues = conn.root().get(KEY)
+    if queues is None:
+        return False
+    clock = time.time()
+    name = queue.name
+    peers = [
+        record
+        for record in queues.workers.values()
+        if (not record.queue_names or name in record.queue_names)
+        and _live(record, clock)
+    ]
+    if not peers:
+        return False
+    ids = [record.uuid.encode() for record in peers]
+    seed = zlib.crc32(job._p_oid)
+    owner = next(r for r in peers if _rendezvous_rank(ids, r.uuid.encode(), seed) == 0)
+    if owner.uuid in local:
+        return False  # its own threads were asked (Dispatcher._reserve)
+    slots = [slot for slot in owner.slots[: owner.threads] if slot.inbox is not None]
+    conn.prefetch([obj for slot in slots for obj in (slot.active, slot.inbox)])
+    for slot in slots:
+        if not slot.active and not slot.inbox:
+            if not _take(queue, job):
+                return False
+            _give(job, slot, owner.uuid, now(), first=True)
+            slot.inbox.add(job)
+            owner._extend_lease(time.time())
+            return True
+    return False
+
+
+def _live(record, clock: float) -> bool:
+    """Whether a worker looks live to a producer: not stopped, its lease
+    running or seen within three heartbeats. (WorkerRecord.is_alive also
+    reads every slot, to call a worker that holds jobs past its lease
+    dead; the hand-off extends the lease of the one it picks.)"""
+    if record.stopped is not None:
+        return False
+    heartbeat = record.heartbeat
+    seen_until = heartbeat.last_seen + 3 * record.heartbeat_interval
+    return clock <= max(heartbeat.lease_until, seen_until)
+
+
+def _take(queue, job) -> bool:
     try:
         queue._take(job)
     except BadStatusError:
         return False
-    assign([job], [(slot, 1)], dispatcher.uuid, now())
-    # As a claim does: the heartbeat's changes merge with the worker's own.
-    dispatcher._extend_lease(record)
     return True
 
 

@@ -41,12 +41,19 @@ def release_quotas(job) -> None:
 
 
 def recover_slot(slot: Slot, *, why: str) -> list[tuple[object, str]]:
-    """Put right every job held by ``slot``: requeue it at the front of its
-    queue, or fail it, as its retry policy says. Returns (job, outcome)."""
+    """Put right every job held by ``slot`` (its inbox's too): requeue it
+    at the front of its queue, or fail it, as its retry policy says.
+    Returns (job, outcome)."""
     outcomes = []
     for oid, job in list(slot.active.items()):
         del slot.active[oid]
         outcomes.append((job, recover_job(job, slot=slot, why=why)))
+    inbox = slot.inbox
+    if inbox:
+        # Handed over (zasync.handoff) and maybe started: as active ones.
+        for oid, job in list(inbox.jobs.items()):
+            inbox.remove(oid)
+            outcomes.append((job, recover_job(job, slot=slot, why=why)))
     slot.live = {}
     return outcomes
 

@@ -6,7 +6,9 @@ the jobs it finished (``done``, for the retention period). Writers are
 kept apart so they never conflict:
 
 - the claim transaction writes a slot's ``active`` only while the thread is
-  idle, and the thread writes it only while busy;
+  idle, and the thread writes it only while busy; a producer that hands a
+  job to an idle thread (zasync.handoff) adds it only to an empty
+  ``active``, and BTrees merge that with the worker's own additions;
 - the heartbeat (``WorkerRecord.heartbeat``) is its own small object, written
   in the dispatcher's own transactions;
 - live annotations (progress) live on the Slot object itself, written only
@@ -55,12 +57,48 @@ class Heartbeat(persistent.Persistent):
         return merged
 
 
+class Inbox(persistent.Persistent):
+    """Jobs handed to a slot's thread by producers in other processes
+    (zasync.handoff), by oid (int). Producers add, the worker takes out:
+    concurrent changes are merged, so neither side's commit fails on the
+    other's (a BTree fails to merge a change that empties it)."""
+
+    def __init__(self):
+        self.jobs: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def add(self, job) -> None:
+        self.jobs[int.from_bytes(job._p_oid, "big")] = job
+        self._p_changed = True
+
+    def remove(self, oid: int) -> None:
+        del self.jobs[oid]
+        self._p_changed = True
+
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:
+        before = old.get("jobs", {})
+        mine = new.get("jobs", {})
+        merged = dict(committed.get("jobs", {}))
+        for oid, job in mine.items():
+            if oid not in before:
+                merged[oid] = job  # added here
+        for oid in before:
+            if oid not in mine:
+                merged.pop(oid, None)  # taken out here
+        return {**committed, "jobs": merged}
+
+
 class Slot(persistent.Persistent):
     """One thread's jobs: ``active`` (claimed, running or waiting for
-    callbacks) and ``done`` (finished, keyed by end time in microseconds)."""
+    callbacks), ``inbox`` (handed over by producers elsewhere, see Inbox;
+    each goes to ``active`` when the thread runs it) and ``done``
+    (finished, keyed by end time in microseconds)."""
 
     index: int = 0
     active: LOBTree | None = None
+    inbox: Inbox | None = None  # None in slots stored by earlier versions
     done: LOBTree | None = None
     #: live annotations of the running jobs: {oid int: {name: value}}
     live: dict | None = None
@@ -68,6 +106,7 @@ class Slot(persistent.Persistent):
     def __init__(self, index: int):
         self.index = index
         self.active = LOBTree()
+        self.inbox = Inbox()
         self.done = LOBTree()
         self.live = {}
 
@@ -87,6 +126,10 @@ class WorkerRecord(persistent.Persistent):
     threads: int = 0
     queue_names: tuple = ()
     started: float = 0.0
+    #: the worker's settings, for producers that hand it jobs
+    #: (zasync.handoff): how long a lease runs, how often it is seen
+    lease_seconds: float = 30.0
+    heartbeat_interval: float = 60.0
     #: set when the worker stopped cleanly or was found dead
     stopped: float | None = None
     heartbeat: Heartbeat | None = None
@@ -96,8 +139,18 @@ class WorkerRecord(persistent.Persistent):
         self.uuid = uuid
         self.heartbeat = Heartbeat()
 
-    def _begin(self, threads: int, queue_names: tuple[str, ...], clock: float) -> None:
+    def _begin(
+        self,
+        threads: int,
+        queue_names: tuple[str, ...],
+        clock: float,
+        *,
+        lease_seconds: float = 30.0,
+        heartbeat_interval: float = 60.0,
+    ) -> None:
         self.hostname = socket.gethostname()
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval
         self.pid = os.getpid()
         self.threads = threads
         self.queue_names = tuple(queue_names)
@@ -107,17 +160,32 @@ class WorkerRecord(persistent.Persistent):
             self.slots = self.slots + tuple(
                 Slot(i) for i in range(len(self.slots), threads)
             )
+        for slot in self.slots:
+            if slot.inbox is None:
+                slot.inbox = Inbox()
         hb = self.heartbeat
         hb.last_seen = clock
         hb.lease_until = 0.0
 
+    def _extend_lease(self, clock: float) -> None:
+        """Lease the jobs the worker holds for ``lease_seconds`` from
+        ``clock``, unless two thirds of that are still to run."""
+        heartbeat = self.heartbeat
+        if heartbeat.lease_until - clock < self.lease_seconds * 2 / 3:
+            heartbeat.lease_until = clock + self.lease_seconds
+            heartbeat.last_seen = clock
+
     def iter_active(self) -> Iterator[tuple[Slot, Any]]:
+        """(slot, job) of the jobs it holds, handed over ones included."""
         for slot in self.slots:
             for job in slot.active.values():
                 yield slot, job
+            if slot.inbox:
+                for job in slot.inbox.jobs.values():
+                    yield slot, job
 
     def active_count(self) -> int:
-        return sum(len(slot.active) for slot in self.slots)
+        return sum(len(slot.active) + len(slot.inbox or ()) for slot in self.slots)
 
     def is_alive(self, clock: float, heartbeat_interval: float) -> bool:
         """Alive: not stopped, and its lease still running; a worker that
