@@ -644,7 +644,7 @@ class Dispatcher:
                 self._compact([c for c in compact if self._compacts(*c)])
             if not more:
                 break
-            idle = [index for index in idle[1:] if index not in batches]
+            idle = [index for index in idle if index not in batches]
         return next_due
 
     # -- jobs handed over in the transaction that queued them (handoff) -----
@@ -695,25 +695,30 @@ class Dispatcher:
         """Claim for the ``idle`` threads in ``conn`` (its transaction
         manager ``tm``), the connection of the first of them or the loop's
         own. Returns (when the next scheduled job is due, {thread: oids of
-        the jobs it is to run}, shards worth compacting, whether only the
-        first thread's jobs were claimed, with more due)."""
+        the jobs it is to run}, shards worth compacting, whether to go on
+        for the threads given nothing: only the first thread's jobs were
+        claimed, with more due; or jobs handed over by producers elsewhere
+        were found, which start before the queues are read)."""
         tm.begin()
         self._prefetch_fresh(conn)
         record = self._record_in(conn)
         handed = self._handed_over(record, idle)
         if handed:
-            idle = [index for index in idle if index not in handed]
+            # Started at once; the queues are read for the other threads
+            # in the next round of _claim_for.
+            tm.abort()
+            return None, handed, [], True
         queues = conn.root()[KEY]
         if len(queues) != self._watched_count:
             self._watch(queues)
         served = self._served_queues(queues)
-        if not idle or not any(len(q) for q in served):
+        if not any(len(q) for q in served):
             next_due = _next_due(served, self._known_stale)
             renew = self._lease_running_out(conn)
             tm.abort()
             if renew:
                 self._renew_lease()
-            return next_due, handed, [], False
+            return next_due, {}, [], False
         slots = [(record.slots[i], self._runners[i].batch_limit) for i in idle]
         now_dt = datetime.datetime.now(datetime.UTC)
         now_us = int(now_dt.timestamp() * 1_000_000)
@@ -741,7 +746,6 @@ class Dispatcher:
                 index: [int.from_bytes(job._p_oid, "big") for job in jobs]
                 for index, jobs in taken.items()
             }
-            batches.update(handed)
             next_due = _next_due(served, self._known_stale)
             if taken.wait_until_us is not None:
                 # Jobs left to the workers they are meant for: take them
@@ -773,7 +777,7 @@ class Dispatcher:
                 # started together each read the registry before the
                 # others had registered).
                 self._refresh_peers()
-            return None, handed, [], False
+            return None, {}, [], False
         return next_due, batches, taken.compact, taken.more
 
     def _handed_over(self, record, idle: list[int]) -> dict[int, list[int]]:
