@@ -29,8 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-STEPS = ["invalidation", "wake", "claim begins", "claim ends", "claim committed"]
-STEPS += ["thread starts", "job starts"]
+STEPS = ["invalidation", "wake", "handed over", "claim begins", "claim ends"]
+STEPS += ["claim committed", "thread starts", "job starts"]
 
 
 class Trace:
@@ -65,7 +65,7 @@ class Trace:
             result = claim_for_idle(dispatcher)
             step = trace.local.round
             if step.get("jobs"):
-                if "claim committed" not in step:
+                if "claim committed" not in step and "handed over" not in step:
                     trace.lost_claims += 1  # its commit conflicted
                 else:
                     for job in step["jobs"]:
@@ -76,6 +76,23 @@ class Trace:
 
         dispatcher_module.Dispatcher._claim_for_idle = on_claim_for_idle
 
+        handed_over = dispatcher_module.Dispatcher._handed_over
+
+        def on_handed_over(dispatcher, record, idle):
+            found = handed_over(dispatcher, record, idle)
+            if found:
+                step = trace.local.round
+                step["handed over"] = time.time()
+                jobs = step.setdefault("jobs", [])
+                for oids in found.values():
+                    for oid in oids:
+                        key = oid.to_bytes(8, "big")
+                        trace.oid_job[key] = record._p_jar.get(key).args[1]
+                        jobs.append(trace.oid_job[key])
+            return found
+
+        dispatcher_module.Dispatcher._handed_over = on_handed_over
+
         claim = dispatcher_module.claim
 
         def on_claim(*args, **kw):
@@ -83,7 +100,7 @@ class Trace:
             taken = claim(*args, **kw)
             step = trace.local.round
             step["claim begins"], step["claim ends"] = began, time.time()
-            step["jobs"] = []
+            step.setdefault("jobs", [])
             for jobs in taken.values():
                 for job in jobs:
                     trace.oid_job[job._p_oid] = job.args[1]
