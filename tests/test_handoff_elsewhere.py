@@ -17,17 +17,11 @@ import transaction
 import jobfuncs
 import zasync
 from dbviews import other_connection
+from test_handoff import settled, wait_until
 from zasync.interfaces import ACTIVE, KEY, PENDING
 from zasync.storage import open_db
 from zasync.testing import wait_for_result
 from zasync.workers import Inbox
-
-
-def wait_until(check, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 class Producer:
@@ -74,17 +68,6 @@ def databases(request):
     worker_db.close()
 
 
-def idle(dispatcher) -> None:
-    """Wait until the dispatcher's loop waits with every thread idle."""
-    wait_until(
-        lambda: (
-            dispatcher._waiting.is_set()
-            and not dispatcher._claiming
-            and len(dispatcher._idle) == dispatcher.threads
-        )
-    )
-
-
 @pytest.fixture
 def worker(databases, start_dispatcher):
     """A dispatcher of two threads on the worker's database, idle after a
@@ -92,7 +75,7 @@ def worker(databases, start_dispatcher):
     worker_db, producer = databases
     dispatcher = start_dispatcher(db=worker_db, threads=2, poll_interval=30)
     wait_for_result(producer.put(zasync.Job(jobfuncs.noop)))
-    idle(dispatcher)
+    settled(dispatcher)
     return dispatcher
 
 
@@ -122,7 +105,7 @@ def test_jobs_queued_one_after_another_are_each_handed_over(databases, worker):
     for n in range(10):
         job = producer.put(zasync.Job(jobfuncs.add, n, 1))
         assert wait_for_result(job) == n + 1
-        idle(worker)
+        settled(worker)
     assert worker.jobs_received == received + 10
     assert worker.claims_committed == claims
 
@@ -168,7 +151,7 @@ def test_a_worker_not_seen_for_three_heartbeats_is_handed_nothing(
     worker_db, producer = databases
     dispatcher = start_dispatcher(db=worker_db, poll_interval=30)
     wait_for_result(producer.put(zasync.Job(jobfuncs.noop)))
-    idle(dispatcher)
+    settled(dispatcher)
     # As if it had died silently 181 s ago (3 heartbeats of 60 s).
     with other_connection(worker_db) as (conn, tm):
         heartbeat = conn.root()[KEY].workers[dispatcher.uuid].heartbeat
@@ -199,7 +182,7 @@ def test_each_job_goes_to_the_worker_it_is_meant_for(databases, start_dispatcher
         assert job._worker == owner.uuid
         assert wait_for_result(job) == n
         for w in workers:
-            idle(w)
+            settled(w)
     assert all(w.jobs_received > r for w, r in zip(workers, received, strict=True))
 
 
