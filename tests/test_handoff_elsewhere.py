@@ -56,9 +56,9 @@ class Producer:
 def databases(request):
     """(worker's database, producer) on one server: ZEO, or PostgreSQL
     for RelStorage when the test is parametrized so."""
-    kind = getattr(request, "param", "zeo")
-    uri = request.getfixturevalue("zeo_server").uri if kind == "zeo" else None
-    if uri is None:
+    if getattr(request, "param", "zeo") == "zeo":
+        uri = request.getfixturevalue("zeo_server").uri
+    else:
         uri = request.getfixturevalue("pg_uri")
     worker_db = open_db(uri)
     zasync.install(worker_db, ("", "mail"))

@@ -6,9 +6,11 @@ the jobs it finished (``done``, for the retention period). Writers are
 kept apart so they never conflict:
 
 - the claim transaction writes a slot's ``active`` only while the thread is
-  idle, and the thread writes it only while busy; a producer that hands a
-  job to an idle thread (zasync.handoff) adds it only to an empty
-  ``active``, and BTrees merge that with the worker's own additions;
+  idle, and the thread writes it only while busy; a producer in the
+  worker's process hands a job to a thread it reserved (zasync.handoff),
+  writing ``active`` only when it is unchanged since its transaction
+  began; producers elsewhere write the slot's ``inbox`` instead, which
+  merges their additions with the thread's removals (see Inbox);
 - the heartbeat (``WorkerRecord.heartbeat``) is its own small object, written
   in the dispatcher's own transactions;
 - live annotations (progress) live on the Slot object itself, written only
