@@ -303,6 +303,15 @@ def write_with_commit_conflict(counter, key):
     return counter.value
 
 
+def increment_and_linger(counter, seconds=0.02):
+    """Write ``counter``, then keep the transaction open a little: jobs of
+    this kind running side by side conflict, as Plone content created in
+    one folder does."""
+    counter.value += 1
+    time.sleep(seconds)
+    return counter.value
+
+
 def write_in_composite(counter, value):
     counter.log.append(value)
     return value

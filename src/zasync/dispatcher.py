@@ -27,7 +27,7 @@ from transaction.interfaces import TransientError
 from zasync import maintenance
 from zasync.broken import replace_unimportable
 from zasync.claim import BACKLOG_CHUNK, claim
-from zasync.executor import SlotRunner, close_connection
+from zasync.executor import SlotRunner, SoloGate, close_connection
 from zasync.interfaces import ACTIVE, ASSIGNED, KEY, ConfigurationError, WorkerError
 from zasync.queue import Queues, _install, compact
 from zasync.recovery import recover_slot
@@ -153,6 +153,8 @@ class Dispatcher:
         self._waiting = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        #: every job transaction of the threads passes it (SoloGate)
+        self.gate = SoloGate()
         self._runners: list[SlotRunner] = []
         self._inboxes: list[queue_module.SimpleQueue] = []
         self._idle: set[int] = set()

@@ -10,6 +10,7 @@ latency does not suffer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import threading
@@ -137,6 +138,67 @@ def _extra(job: Job, action: str) -> dict:
     }
 
 
+#: conflicts in a row after which a job's next attempt runs alone in its
+#: worker (see SoloGate)
+SOLO_AFTER = 2
+#: seconds a job about to run alone waits for the transactions of the
+#: worker's other threads to end, and the longest the others wait for it
+SOLO_WAIT = 5.0
+SOLO_HOLD = 60.0
+
+
+class SoloGate:
+    """Lets a job that keeps conflicting with the jobs beside it run alone.
+
+    Jobs that all write one object (a catalog, a counter, a folder) conflict
+    with each other when a worker runs them side by side, and the retries
+    conflict again: a job that lost SOLO_AFTER times in a row could lose
+    until its policy gives up (W6's Plone documents failed so, 3 in 500,
+    on a counter of CMFUid's). Every job transaction of a worker's threads
+    passes ``shared()``; such a job's next attempt passes ``alone()``
+    instead: no new transaction starts in this worker, the running ones end
+    (waited for at most ``wait`` seconds), and it runs by itself. One job
+    at a time runs alone, and the others' threads wait for it at most
+    ``hold`` seconds (a job that hangs does not stop its worker). Other
+    worker processes are not held: their jobs may still conflict with it.
+    """
+
+    def __init__(self, wait: float = SOLO_WAIT, hold: float = SOLO_HOLD):
+        self.wait = wait
+        self.hold = hold
+        self._cond = threading.Condition()
+        self._running = 0  # transactions in shared()
+        self._alone = 0  # jobs waiting to run alone, or running
+        #: jobs that ran alone (for diagnostics and tests)
+        self.solo_runs = 0
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone, self.hold)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._alone, self.hold)
+            self._alone += 1
+            self.solo_runs += 1
+            self._cond.wait_for(lambda: not self._running, self.wait)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone -= 1
+                self._cond.notify_all()
+
+
 class SlotRunner:
     """Runs the jobs of one slot in the calling thread's own connection and
     transaction manager (the thread's own, so that code in jobs that calls
@@ -204,54 +266,57 @@ class SlotRunner:
             started = time.monotonic()
             chunk: list[int] = []
             outcomes: list[tuple[Job, str]] = []
-            self._begin()
-            if len(pending) == count and not loaded:
-                # One round trip for the whole batch (ZEO, RelStorage), in
-                # this transaction's view, the one that sees the claim.
-                self.conn.prefetch([oid.to_bytes(8, "big") for oid in pending])
-            try:
-                slot = self._slot(self.conn)
-                for oid in pending:
-                    if chunk and self.dispatcher.dead:
-                        break  # commit what ran; leave the rest (_abandoned)
-                    job = self._load(oid)
-                    try:
-                        self._run_in_slot(job, slot, outcomes, first=not chunk)
-                    except _CommitFirst:
-                        break
-                    chunk.append(oid)
-                    if time.monotonic() - started > batch_seconds:
-                        break
-                self._settle_all(outcomes, slot)
-                self.tm.commit()
-            except _NotStorable as e:
-                self.tm.abort()
-                outcomes = []
-                for oid in chunk:
-                    outcomes.extend(self._run_alone(oid))
-                outcomes.extend(self._record_failure(e.oid, e.failure, 0))
-                chunk.append(e.oid)
-            except TransientError as e:
-                self.tm.abort()
-                self._conflicted_until = time.monotonic() + 10.0
-                log.info(
-                    "batch of %d jobs conflicted (%s); running them one by one",
-                    len(chunk) + 1,
-                    type(e).__name__,
-                )
-                if not chunk:
+            # The batch's transaction passes the gate; the fallbacks below
+            # pass it again, one job at a time.
+            fallback: Exception | None = None
+            with self.dispatcher.gate.shared():
+                self._begin()
+                if len(pending) == count and not loaded:
+                    # One round trip for the whole batch (ZEO, RelStorage),
+                    # in this transaction's view, the one that sees the claim.
+                    self.conn.prefetch([oid.to_bytes(8, "big") for oid in pending])
+                try:
+                    slot = self._slot(self.conn)
+                    for oid in pending:
+                        if chunk and self.dispatcher.dead:
+                            break  # commit what ran; leave the rest (_abandoned)
+                        job = self._load(oid)
+                        try:
+                            self._run_in_slot(job, slot, outcomes, first=not chunk)
+                        except _CommitFirst:
+                            break
+                        chunk.append(oid)
+                        if time.monotonic() - started > batch_seconds:
+                            break
+                    self._settle_all(outcomes, slot)
+                    self.tm.commit()
+                except _NotStorable as e:
+                    self.tm.abort()
+                    fallback = e
+                except TransientError as e:
+                    self.tm.abort()
+                    fallback = e
+                    self._conflicted_until = time.monotonic() + 10.0
+                    log.info(
+                        "batch of %d jobs conflicted (%s); running them one by one",
+                        len(chunk) + 1,
+                        type(e).__name__,
+                    )
+                except Exception as e:
+                    self.tm.abort()
+                    fallback = e
+                    log.exception("a batch of jobs could not be committed; one by one")
+            if fallback is not None:
+                if not chunk and not isinstance(fallback, _NotStorable):
                     chunk = [pending[0]]
                 outcomes = []
                 for oid in chunk:
                     outcomes.extend(self._run_alone(oid))
-            except Exception:
-                self.tm.abort()
-                log.exception("a batch of jobs could not be committed; one by one")
-                if not chunk:
-                    chunk = [pending[0]]
-                outcomes = []
-                for oid in chunk:
-                    outcomes.extend(self._run_alone(oid))
+                if isinstance(fallback, _NotStorable):
+                    outcomes.extend(
+                        self._record_failure(fallback.oid, fallback.failure, 0)
+                    )
+                    chunk.append(fallback.oid)
             del pending[: len(chunk)]
             self._after_commit(outcomes)
         self._adapt(count, self._working)
@@ -294,56 +359,74 @@ class SlotRunner:
         return self.conn.get(oid.to_bytes(8, "big"))
 
     def _run_alone(self, oid: int) -> list[tuple[Job, str]]:
-        """Run one job in transactions of its own until it is settled."""
+        """Run one job in transactions of its own until it is settled (by
+        itself in the worker once it conflicted SOLO_AFTER times in a
+        row, see SoloGate)."""
         conflicts = 0
+        delay = 0.0
         while True:
+            if delay:
+                time.sleep(delay)  # outside the gate: the others go on
             if self._abandoned([oid]):
                 return []
-            outcomes: list[tuple[Job, str]] = []
-            self._begin()
-            job = self._load(oid)
-            try:
-                slot = self._slot(self.conn)
-                job._conflicts += conflicts
-                self._run_in_slot(job, slot, outcomes, first=True)
-                self._settle_all(outcomes, slot)
-                self.tm.commit()
-                return outcomes
-            except _NotStorable as e:
-                self.tm.abort()
-                return self._record_failure(oid, e.failure, conflicts)
-            except TransientError as e:
-                failure = Failure(e)
-                self.tm.abort()
-                if _is_disconnection(e):
-                    # Not the job's fault nor a conflict: wait for the
-                    # storage to come back, then run the job again.
-                    if not self._wait_for_storage():
-                        return []  # stopping: the job goes to recovery
-                    continue
-                conflicts += 1
-                self.tm.begin()
+            with self._gate(conflicts, oid):
+                outcomes: list[tuple[Job, str]] = []
+                self._begin()
                 job = self._load(oid)
-                # The policy sees the conflicts before this one (as it sees
-                # errors): max_conflicts=2 retries twice.
-                job._conflicts += conflicts - 1
-                decision = make_policy(job).commit_error(failure)
-                self.tm.abort()
-                if decision.retry:
-                    log.info(
-                        "job %s conflicted (%s); trying again",
-                        job.id,
-                        failure.getErrorMessage(),
-                        extra=_extra(job, "conflict"),
-                    )
-                    if decision.delay:
-                        time.sleep(decision.delay)
-                    continue
-                return self._record_failure(oid, failure, conflicts)
-            except Exception as e:
-                failure = Failure(e)
-                self.tm.abort()
-                return self._record_failure(oid, failure, conflicts)
+                try:
+                    slot = self._slot(self.conn)
+                    job._conflicts += conflicts
+                    self._run_in_slot(job, slot, outcomes, first=True)
+                    self._settle_all(outcomes, slot)
+                    self.tm.commit()
+                    return outcomes
+                except _NotStorable as e:
+                    self.tm.abort()
+                    return self._record_failure(oid, e.failure, conflicts)
+                except TransientError as e:
+                    failure = Failure(e)
+                    self.tm.abort()
+                    if _is_disconnection(e):
+                        # Not the job's fault nor a conflict: wait for the
+                        # storage to come back, then run the job again.
+                        if not self._wait_for_storage():
+                            return []  # stopping: the job goes to recovery
+                        delay = 0.0
+                        continue
+                    conflicts += 1
+                    self.tm.begin()
+                    job = self._load(oid)
+                    # The policy sees the conflicts before this one (as it
+                    # sees errors): max_conflicts=2 retries twice.
+                    job._conflicts += conflicts - 1
+                    decision = make_policy(job).commit_error(failure)
+                    self.tm.abort()
+                    if decision.retry:
+                        log.info(
+                            "job %s conflicted (%s); trying again",
+                            job.id,
+                            failure.getErrorMessage(),
+                            extra=_extra(job, "conflict"),
+                        )
+                        delay = decision.delay
+                        continue
+                    return self._record_failure(oid, failure, conflicts)
+                except Exception as e:
+                    failure = Failure(e)
+                    self.tm.abort()
+                    return self._record_failure(oid, failure, conflicts)
+
+    def _gate(self, conflicts: int, oid: int):
+        """The dispatcher's SoloGate for a job's next attempt: alone after
+        SOLO_AFTER conflicts in a row, beside the others before."""
+        if conflicts < SOLO_AFTER:
+            return self.dispatcher.gate.shared()
+        log.info(
+            "job %s conflicted %d times in a row; running it alone in this worker",
+            f"0x{oid:x}",
+            conflicts,
+        )
+        return self.dispatcher.gate.alone()
 
     def _wait_for_storage(self) -> bool:
         """Wait until the storage is connected again; False if the
@@ -740,48 +823,52 @@ class SlotRunner:
     def _run_callback(self, parent_oid: int, cb_oid: int, *, last: bool) -> None:
         conflicts = 0
         committed = False
+        delay = 0.0
         while True:
-            self._begin()
-            self._finished_here = []
-            parent = self._load(parent_oid)
-            callback = self._load(cb_oid)
-            try:
-                callback._conflicts += conflicts
-                self._execute(callback, now(), first=True)
-                # A callback added meanwhile (it conflicted with this
-                # transaction, which then ran again) makes this one not last.
-                if (
-                    last
-                    and callback._status == COMPLETED
-                    and not parent._pending_callbacks()
-                ):
-                    self._complete_after_callbacks(parent)
-                self.tm.commit()
-                committed = True
-                break
-            except _NotStorable as e:
-                self.tm.abort()
-                self._record_callback_failure(cb_oid, e.failure)
-                break
-            except TransientError as e:
-                failure = Failure(e)
-                self.tm.abort()
-                conflicts += 1
-                self.tm.begin()
+            if delay:
+                time.sleep(delay)
+            with self._gate(conflicts, cb_oid):
+                self._begin()
+                self._finished_here = []
+                parent = self._load(parent_oid)
                 callback = self._load(cb_oid)
-                callback._conflicts += conflicts - 1  # as in _run_alone
-                decision = make_policy(callback).commit_error(failure)
-                self.tm.abort()
-                if decision.retry:
-                    if decision.delay:
-                        time.sleep(decision.delay)
-                    continue
-                self._record_callback_failure(cb_oid, failure)
-                break
-            except Exception as e:
-                self.tm.abort()
-                self._record_callback_failure(cb_oid, Failure(e))
-                break
+                try:
+                    callback._conflicts += conflicts
+                    self._execute(callback, now(), first=True)
+                    # A callback added meanwhile (it conflicted with this
+                    # transaction, which then ran again) makes this one not
+                    # last.
+                    if (
+                        last
+                        and callback._status == COMPLETED
+                        and not parent._pending_callbacks()
+                    ):
+                        self._complete_after_callbacks(parent)
+                    self.tm.commit()
+                    committed = True
+                    break
+                except _NotStorable as e:
+                    self.tm.abort()
+                    self._record_callback_failure(cb_oid, e.failure)
+                    break
+                except TransientError as e:
+                    failure = Failure(e)
+                    self.tm.abort()
+                    conflicts += 1
+                    self.tm.begin()
+                    callback = self._load(cb_oid)
+                    callback._conflicts += conflicts - 1  # as in _run_alone
+                    decision = make_policy(callback).commit_error(failure)
+                    self.tm.abort()
+                    if decision.retry:
+                        delay = decision.delay
+                        continue
+                    self._record_callback_failure(cb_oid, failure)
+                    break
+                except Exception as e:
+                    self.tm.abort()
+                    self._record_callback_failure(cb_oid, Failure(e))
+                    break
         self.tm.begin()
         callback = self._load(cb_oid)
         self.tm.abort()

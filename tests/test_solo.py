@@ -1,0 +1,135 @@
+"""A job that keeps conflicting with the jobs beside it runs alone in its
+worker (zasync.executor.SoloGate): the gate's rules with real threads, and
+a dispatcher whose four threads all write one object."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import transaction
+
+import jobfuncs
+from zasync.executor import SOLO_AFTER, SoloGate
+from zasync.job import Job
+from zasync.retry import RetryPolicy
+from zasync.testing import wait_for_result
+
+#: long enough for a thread that is not held to get through the gate
+WINDOW = 0.3
+
+
+class GiveUpAtSoloAfter(RetryPolicy):
+    """Retries a conflict SOLO_AFTER times: the last try is the one that
+    runs alone, so without the gate jobs fail."""
+
+    max_conflicts = SOLO_AFTER
+
+
+def _in_thread(target) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def _hold(context, entered: threading.Event, release: threading.Event):
+    def run():
+        with context:
+            entered.set()
+            release.wait(10)
+
+    return _in_thread(run)
+
+
+def _wait_until(predicate, timeout=10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_job_runs_alone_once_the_running_transactions_end():
+    gate = SoloGate()
+    running, release = threading.Event(), threading.Event()
+    _hold(gate.shared(), running, release)
+    assert running.wait(5)
+    alone, done = threading.Event(), threading.Event()
+    _hold(gate.alone(), alone, done)
+    _wait_until(lambda: gate._alone == 1)  # waiting for the other to end
+    assert not alone.wait(WINDOW)
+    release.set()
+    assert alone.wait(5)
+    done.set()
+
+
+def test_no_transaction_starts_while_a_job_runs_alone():
+    gate = SoloGate()
+    alone, done = threading.Event(), threading.Event()
+    _hold(gate.alone(), alone, done)
+    assert alone.wait(5)
+    beside, release = threading.Event(), threading.Event()
+    _hold(gate.shared(), beside, release)
+    assert not beside.wait(WINDOW)
+    done.set()
+    assert beside.wait(5)
+    release.set()
+    assert gate.solo_runs == 1
+
+
+def test_one_job_at_a_time_runs_alone():
+    gate = SoloGate()
+    first, first_done = threading.Event(), threading.Event()
+    _hold(gate.alone(), first, first_done)
+    assert first.wait(5)
+    second, second_done = threading.Event(), threading.Event()
+    _hold(gate.alone(), second, second_done)
+    assert not second.wait(WINDOW)
+    first_done.set()
+    assert second.wait(5)
+    second_done.set()
+    _wait_until(lambda: gate._alone == 0)
+
+
+def test_the_waits_are_bounded():
+    """A transaction that does not end does not keep a job from running
+    alone for longer than ``wait``, and one running alone that does not
+    end holds the others for at most ``hold``."""
+    gate = SoloGate(wait=0.05, hold=0.05)
+    stuck, never = threading.Event(), threading.Event()
+    _hold(gate.shared(), stuck, never)
+    assert stuck.wait(5)
+    alone, alone_never = threading.Event(), threading.Event()
+    _hold(gate.alone(), alone, alone_never)
+    assert alone.wait(5)  # after `wait`, the stuck one still running
+    beside, release = threading.Event(), threading.Event()
+    _hold(gate.shared(), beside, release)
+    assert beside.wait(5)  # after `hold`
+    release.set()
+    never.set()
+    alone_never.set()
+
+
+def test_jobs_that_all_write_one_object_all_complete(queue, start_dispatcher, caplog):
+    """Four threads, jobs that each write one counter and keep their
+    transaction open: they conflict with each other at every turn. A job
+    that lost SOLO_AFTER times runs alone and commits, so none gives up
+    (their policy allows no more tries) and no increment is lost."""
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    jobs = []
+    for _ in range(24):
+        job = Job(jobfuncs.increment_and_linger, counter)
+        job.retry_policy_factory = GiveUpAtSoloAfter
+        jobs.append(queue.put(job))
+    transaction.commit()
+    with caplog.at_level(logging.INFO, logger="zasync.executor"):
+        dispatcher = start_dispatcher(threads=4)
+        for job in jobs:
+            wait_for_result(job, 60)
+    failed = [job.result for job in jobs if job.failed]
+    assert not failed, failed
+    transaction.begin()
+    assert counter.value == 24
+    assert max(job._conflicts for job in jobs) >= SOLO_AFTER  # they did conflict
+    assert dispatcher.gate.solo_runs >= 1
+    assert "running it alone in this worker" in caplog.text
