@@ -43,7 +43,7 @@ WORKLOADS = {
 EPILOG = """\
 examples:
   python -m benchmarks --quick                 # under 3 minutes
-  python -m benchmarks                         # the full definitions, 13-20 min here
+  python -m benchmarks                         # the full definitions, 16-32 min here
   python -m benchmarks --only W1 --setups b,e  # W1 on ZEO with 1 and 4 workers
   python -m benchmarks --only storage,W2 --runs 5
 
