@@ -312,6 +312,11 @@ def increment_and_linger(counter, seconds=0.02):
     return counter.value
 
 
+def increment_after(counter, result):
+    """A callback of the kind above (it gets the job's result last)."""
+    return increment_and_linger(counter)
+
+
 def write_in_composite(counter, value):
     counter.log.append(value)
     return value

@@ -133,3 +133,23 @@ def test_jobs_that_all_write_one_object_all_complete(queue, start_dispatcher, ca
     assert max(job._conflicts for job in jobs) >= SOLO_AFTER  # they did conflict
     assert dispatcher.gate.solo_runs >= 1
     assert "running it alone in this worker" in caplog.text
+
+
+def test_callbacks_that_all_write_one_object_all_complete(queue, start_dispatcher):
+    """Callbacks run in transactions of their own and pass the gate too."""
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    jobs, callbacks = [], []
+    for _ in range(16):
+        job = queue.put(Job(jobfuncs.noop))
+        callback = job.addCallback(Job(jobfuncs.increment_after, counter))
+        callback.retry_policy_factory = GiveUpAtSoloAfter
+        jobs.append(job)
+        callbacks.append(callback)
+    transaction.commit()
+    start_dispatcher(threads=4)
+    for job in jobs:
+        wait_for_result(job, 60)
+    transaction.begin()
+    failed = [cb.result for cb in callbacks if cb.failed]
+    assert not failed, failed
+    assert counter.value == 16
