@@ -11,6 +11,7 @@ import time
 import transaction
 
 import jobfuncs
+import zasync
 from zasync.executor import SOLO_AFTER, SoloGate
 from zasync.job import Job
 from zasync.retry import RetryPolicy
@@ -153,3 +154,26 @@ def test_callbacks_that_all_write_one_object_all_complete(queue, start_dispatche
     failed = [cb.result for cb in callbacks if cb.failed]
     assert not failed, failed
     assert counter.value == 16
+
+
+def test_a_thread_held_at_the_gate_past_a_stop_leaves_its_jobs_to_recovery(
+    queue, start_dispatcher
+):
+    """stop(timeout) gives up on a thread that waits at the gate (a job
+    runs alone); when the gate opens the thread must not start the jobs
+    it holds: recovery runs them (else they would run twice)."""
+    dispatcher = start_dispatcher(threads=1)
+    holding, release = threading.Event(), threading.Event()
+    _hold(dispatcher.gate.alone(), holding, release)
+    assert holding.wait(5)
+    job = queue.put(Job(jobfuncs.count, "held"))
+    transaction.commit()
+    _wait_until(lambda: dispatcher._busy)  # the thread has it, at the gate
+    assert dispatcher.stop(0.2) is False  # gave up on that thread
+    release.set()
+    for thread in dispatcher._threads:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert jobfuncs.calls["held"] == 0
+    transaction.begin()
+    assert job.status in (zasync.ACTIVE, zasync.ASSIGNED)  # left to recovery

@@ -270,6 +270,8 @@ class SlotRunner:
             # pass it again, one job at a time.
             fallback: Exception | None = None
             with self.dispatcher.gate.shared():
+                if self._abandoned(pending):
+                    return  # stop() gave up while this thread waited at the gate
                 self._begin()
                 if len(pending) == count and not loaded:
                     # One round trip for the whole batch (ZEO, RelStorage),
@@ -370,6 +372,8 @@ class SlotRunner:
             if self._abandoned([oid]):
                 return []
             with self._gate(conflicts, oid):
+                if self._abandoned([oid]):
+                    return []
                 outcomes: list[tuple[Job, str]] = []
                 self._begin()
                 job = self._load(oid)
@@ -828,6 +832,8 @@ class SlotRunner:
             if delay:
                 time.sleep(delay)
             with self._gate(conflicts, cb_oid):
+                if self._abandoned([parent_oid]):
+                    return
                 self._begin()
                 self._finished_here = []
                 parent = self._load(parent_oid)
