@@ -12,7 +12,7 @@ import transaction
 
 import jobfuncs
 import zasync
-from zasync.executor import SOLO_AFTER, SoloGate
+from zasync.executor import SOLO_AFTER, WIDEN_AFTER, SoloGate
 from zasync.job import Job
 from zasync.retry import RetryPolicy
 from zasync.testing import wait_for_result
@@ -111,11 +111,64 @@ def test_the_waits_are_bounded():
     alone_never.set()
 
 
-def test_jobs_that_all_write_one_object_all_complete(queue, start_dispatcher, caplog):
+def test_conflicts_halve_the_threads_let_in_and_clean_commits_widen_it():
+    gate = SoloGate(limit=4)
+    gate.conflicted()
+    assert gate.cap == 2
+    gate.conflicted()
+    gate.conflicted()
+    assert gate.cap == 1 and gate.narrowed == 2
+    first, release_first = threading.Event(), threading.Event()
+    _hold(gate.shared(), first, release_first)
+    assert first.wait(5)
+    second, release_second = threading.Event(), threading.Event()
+    _hold(gate.shared(), second, release_second)
+    assert not second.wait(WINDOW)  # one at a time now
+    release_first.set()
+    assert second.wait(5)
+    for _ in range(WIDEN_AFTER):
+        gate.committed()
+    assert gate.cap == 2
+    third, release_third = threading.Event(), threading.Event()
+    _hold(gate.shared(), third, release_third)
+    assert third.wait(5)  # two at a time
+    release_second.set()
+    release_third.set()
+    for _ in range(WIDEN_AFTER * 2 + WIDEN_AFTER * 3):
+        gate.committed()
+    assert gate.cap == 4
+    gate.committed()
+    assert gate.cap == 4  # never wider than the threads
+
+
+def test_jobs_that_conflict_narrow_their_worker(queue, start_dispatcher, caplog):
+    """The same jobs, the worker narrowed by their conflicts: they run
+    about one at a time, and few of them conflict at all (without the
+    narrowing, 29-33 conflicts for these 40 jobs)."""
+    counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
+    jobs = [queue.put(Job(jobfuncs.increment_and_linger, counter)) for _ in range(40)]
+    transaction.commit()
+    with caplog.at_level(logging.INFO, logger="zasync.executor"):
+        dispatcher = start_dispatcher(threads=4)
+        for job in jobs:
+            wait_for_result(job, 60)
+    transaction.begin()
+    assert not [job.result for job in jobs if job.failed]
+    assert counter.value == 40
+    assert dispatcher.gate.narrowed >= 1
+    assert sum(job._conflicts for job in jobs) < 10
+    assert "at most 1 of 4 threads run jobs at once" in caplog.text
+
+
+def test_a_job_that_keeps_conflicting_runs_alone(
+    queue, start_dispatcher, caplog, monkeypatch
+):
     """Four threads, jobs that each write one counter and keep their
-    transaction open: they conflict with each other at every turn. A job
-    that lost SOLO_AFTER times runs alone and commits, so none gives up
-    (their policy allows no more tries) and no increment is lost."""
+    transaction open, the worker not narrowed by their conflicts (below):
+    they conflict with each other at every turn. A job that lost
+    SOLO_AFTER times runs alone and commits, so none gives up (their
+    policy allows no more tries) and no increment is lost."""
+    monkeypatch.setattr(SoloGate, "conflicted", lambda self: None)
     counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
     jobs = []
     for _ in range(24):
@@ -136,8 +189,12 @@ def test_jobs_that_all_write_one_object_all_complete(queue, start_dispatcher, ca
     assert "running it alone in this worker" in caplog.text
 
 
-def test_callbacks_that_all_write_one_object_all_complete(queue, start_dispatcher):
-    """Callbacks run in transactions of their own and pass the gate too."""
+def test_callbacks_that_keep_conflicting_run_alone(
+    queue, start_dispatcher, monkeypatch
+):
+    """Callbacks run in transactions of their own and pass the gate too
+    (the worker not narrowed, as above)."""
+    monkeypatch.setattr(SoloGate, "conflicted", lambda self: None)
     counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
     jobs, callbacks = [], []
     for _ in range(16):

@@ -154,7 +154,7 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         #: every job transaction of the threads passes it (SoloGate)
-        self.gate = SoloGate()
+        self.gate = SoloGate(threads)
         self._runners: list[SlotRunner] = []
         self._inboxes: list[queue_module.SimpleQueue] = []
         self._idle: set[int] = set()

@@ -147,35 +147,56 @@ SOLO_WAIT = 5.0
 SOLO_HOLD = 60.0
 
 
-class SoloGate:
-    """Lets a job that keeps conflicting with the jobs beside it run alone.
+#: commits without a conflict, per thread let in, after which a worker
+#: narrowed by conflicts lets one more thread run jobs (see SoloGate)
+WIDEN_AFTER = 4
 
-    Jobs that all write one object (a catalog, a counter, a folder) conflict
-    with each other when a worker runs them side by side, and the retries
-    conflict again: a job that lost SOLO_AFTER times in a row could lose
-    until its policy gives up (W6's Plone documents failed so, 3 in 500,
-    on a counter of CMFUid's). Every job transaction of a worker's threads
-    passes ``shared()``; such a job's next attempt passes ``alone()``
-    instead: no new transaction starts in this worker, the running ones end
-    (waited for at most ``wait`` seconds), and it runs by itself. One job
-    at a time runs alone, and the others' threads wait for it at most
-    ``hold`` seconds (a job that hangs does not stop its worker). Other
-    worker processes are not held: their jobs may still conflict with it.
+
+class SoloGate:
+    """Keeps a worker's jobs from conflicting with each other over and over.
+
+    Jobs that all write one object (a catalog, a counter, a folder)
+    conflict with each other when a worker runs them side by side, and the
+    retries conflict again: most of the work is thrown away, and a job
+    that lost until its policy gave up failed (W6's Plone documents, 3-4
+    in 500, on a counter of CMFUid's). Every job transaction of a worker's
+    threads passes ``shared()``, and says how it ended:
+
+    - each conflict halves how many of the threads may run jobs at once
+      (``cap``, down to one), and ``WIDEN_AFTER`` commits without one per
+      thread let in widen it by one, back to all of them (``limit``);
+    - a job that conflicted SOLO_AFTER times in a row passes ``alone()``
+      for its next attempt: no new transaction starts in this worker, the
+      running ones end (waited for at most ``wait`` seconds), and it runs
+      by itself.
+
+    A thread waits at the gate at most ``hold`` seconds (a job that hangs
+    does not stop its worker). Other worker processes are not held: their
+    jobs may still conflict with these.
     """
 
-    def __init__(self, wait: float = SOLO_WAIT, hold: float = SOLO_HOLD):
+    def __init__(
+        self, limit: int = 1, wait: float = SOLO_WAIT, hold: float = SOLO_HOLD
+    ):
+        self.limit = limit
+        #: how many threads may run jobs at once now
+        self.cap = limit
         self.wait = wait
         self.hold = hold
         self._cond = threading.Condition()
         self._running = 0  # transactions in shared()
         self._alone = 0  # jobs waiting to run alone, or running
-        #: jobs that ran alone (for diagnostics and tests)
+        self._clean = 0  # commits without a conflict since the cap changed
+        #: jobs that ran alone, and times the cap was halved (diagnostics)
         self.solo_runs = 0
+        self.narrowed = 0
 
     @contextlib.contextmanager
     def shared(self):
         with self._cond:
-            self._cond.wait_for(lambda: not self._alone, self.hold)
+            self._cond.wait_for(
+                lambda: not self._alone and self._running < self.cap, self.hold
+            )
             self._running += 1
         try:
             yield
@@ -197,6 +218,37 @@ class SoloGate:
             with self._cond:
                 self._alone -= 1
                 self._cond.notify_all()
+
+    def conflicted(self) -> None:
+        """A job transaction of this worker conflicted."""
+        with self._cond:
+            self._clean = 0
+            cap = max(1, self.cap // 2)
+            if cap == self.cap:
+                return
+            self.cap = cap
+            self.narrowed += 1
+        log.info(
+            "jobs conflict with each other: at most %d of %d threads run "
+            "jobs at once until they commit without conflicts",
+            cap,
+            self.limit,
+        )
+
+    def committed(self) -> None:
+        """A job transaction of this worker committed."""
+        if self.cap >= self.limit:  # the usual case: no lock taken
+            return
+        with self._cond:
+            self._clean += 1
+            if self._clean < WIDEN_AFTER * self.cap or self.cap >= self.limit:
+                return
+            self.cap += 1
+            self._clean = 0
+            self._cond.notify_all()
+            cap = self.cap
+        if cap == self.limit:
+            log.info("jobs commit without conflicts: all %d threads run jobs", cap)
 
 
 class SlotRunner:
@@ -292,12 +344,15 @@ class SlotRunner:
                             break
                     self._settle_all(outcomes, slot)
                     self.tm.commit()
+                    self.dispatcher.gate.committed()
                 except _NotStorable as e:
                     self.tm.abort()
                     fallback = e
                 except TransientError as e:
                     self.tm.abort()
                     fallback = e
+                    if not _is_disconnection(e):
+                        self.dispatcher.gate.conflicted()
                     self._conflicted_until = time.monotonic() + 10.0
                     log.info(
                         "batch of %d jobs conflicted (%s); running them one by one",
@@ -383,6 +438,7 @@ class SlotRunner:
                     self._run_in_slot(job, slot, outcomes, first=True)
                     self._settle_all(outcomes, slot)
                     self.tm.commit()
+                    self.dispatcher.gate.committed()
                     return outcomes
                 except _NotStorable as e:
                     self.tm.abort()
@@ -398,6 +454,7 @@ class SlotRunner:
                         delay = 0.0
                         continue
                     conflicts += 1
+                    self.dispatcher.gate.conflicted()
                     self.tm.begin()
                     job = self._load(oid)
                     # The policy sees the conflicts before this one (as it
@@ -851,6 +908,7 @@ class SlotRunner:
                     ):
                         self._complete_after_callbacks(parent)
                     self.tm.commit()
+                    self.dispatcher.gate.committed()
                     committed = True
                     break
                 except _NotStorable as e:
@@ -861,6 +919,7 @@ class SlotRunner:
                     failure = Failure(e)
                     self.tm.abort()
                     conflicts += 1
+                    self.dispatcher.gate.conflicted()
                     self.tm.begin()
                     callback = self._load(cb_oid)
                     callback._conflicts += conflicts - 1  # as in _run_alone
