@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 
+import pytest
 import transaction
 
 import jobfuncs
@@ -50,46 +51,34 @@ def _wait_until(predicate, timeout=10.0) -> None:
         time.sleep(0.005)
 
 
-def test_a_job_runs_alone_once_the_running_transactions_end():
-    gate = SoloGate()
-    running, release = threading.Event(), threading.Event()
-    _hold(gate.shared(), running, release)
-    assert running.wait(5)
-    alone, done = threading.Event(), threading.Event()
-    _hold(gate.alone(), alone, done)
-    _wait_until(lambda: gate._alone == 1)  # waiting for the other to end
-    assert not alone.wait(WINDOW)
-    release.set()
-    assert alone.wait(5)
-    done.set()
+def _assert_waits_for(first, second) -> None:
+    """The gate's context ``second``, entered after ``first``, is entered
+    only once ``first`` is left."""
+    entered_first, release_first = threading.Event(), threading.Event()
+    _hold(first, entered_first, release_first)
+    assert entered_first.wait(5)
+    entered_second, release_second = threading.Event(), threading.Event()
+    _hold(second, entered_second, release_second)
+    assert not entered_second.wait(WINDOW)
+    release_first.set()
+    assert entered_second.wait(5)
+    release_second.set()
 
 
-def test_no_transaction_starts_while_a_job_runs_alone():
-    gate = SoloGate()
-    alone, done = threading.Event(), threading.Event()
-    _hold(gate.alone(), alone, done)
-    assert alone.wait(5)
-    beside, release = threading.Event(), threading.Event()
-    _hold(gate.shared(), beside, release)
-    assert not beside.wait(WINDOW)
-    done.set()
-    assert beside.wait(5)
-    release.set()
-    assert gate.solo_runs == 1
-
-
-def test_one_job_at_a_time_runs_alone():
-    gate = SoloGate()
-    first, first_done = threading.Event(), threading.Event()
-    _hold(gate.alone(), first, first_done)
-    assert first.wait(5)
-    second, second_done = threading.Event(), threading.Event()
-    _hold(gate.alone(), second, second_done)
-    assert not second.wait(WINDOW)
-    first_done.set()
-    assert second.wait(5)
-    second_done.set()
-    _wait_until(lambda: gate._alone == 0)
+@pytest.mark.parametrize(
+    "first, second",
+    [("shared", "alone"), ("alone", "shared"), ("alone", "alone")],
+    ids=[
+        "a job runs alone once the running transactions end",
+        "no transaction starts while a job runs alone",
+        "one job at a time runs alone",
+    ],
+)
+def test_who_waits_for_whom(first, second):
+    gate = SoloGate(limit=4)
+    _assert_waits_for(getattr(gate, first)(), getattr(gate, second)())
+    _wait_until(lambda: gate._alone == 0 and gate._running == 0)
+    assert gate.solo_runs == [first, second].count("alone")
 
 
 def test_the_waits_are_bounded():
@@ -118,22 +107,15 @@ def test_conflicts_halve_the_threads_let_in_and_clean_commits_widen_it():
     gate.conflicted()
     gate.conflicted()
     assert gate.cap == 1 and gate.narrowed == 2
-    first, release_first = threading.Event(), threading.Event()
-    _hold(gate.shared(), first, release_first)
-    assert first.wait(5)
-    second, release_second = threading.Event(), threading.Event()
-    _hold(gate.shared(), second, release_second)
-    assert not second.wait(WINDOW)  # one at a time now
-    release_first.set()
-    assert second.wait(5)
+    _assert_waits_for(gate.shared(), gate.shared())  # one at a time
     for _ in range(WIDEN_AFTER):
         gate.committed()
     assert gate.cap == 2
-    third, release_third = threading.Event(), threading.Event()
-    _hold(gate.shared(), third, release_third)
-    assert third.wait(5)  # two at a time
-    release_second.set()
-    release_third.set()
+    entered, release = threading.Event(), threading.Event()
+    _hold(gate.shared(), entered, release)
+    assert entered.wait(5)
+    _assert_waits_for(gate.shared(), gate.shared())  # two at a time
+    release.set()
     for _ in range(WIDEN_AFTER * 2 + WIDEN_AFTER * 3):
         gate.committed()
     assert gate.cap == 4
