@@ -4,7 +4,8 @@ The job's writes, its result and its status commit in one transaction.
 Several short jobs share a transaction, each behind a savepoint: a job that
 raises is rolled back to its savepoint and recorded as failed while the
 others go on. A conflict at commit falls back to one transaction per job,
-retried as the job's policy says. Batches are bounded in time so that
+retried as the job's policy says, and narrows the worker while its jobs
+conflict with each other (SoloGate). Batches are bounded in time so that
 latency does not suffer.
 """
 
@@ -142,13 +143,13 @@ def _extra(job: Job, action: str) -> dict:
 #: worker (see SoloGate)
 SOLO_AFTER = 2
 #: seconds a job about to run alone waits for the transactions of the
-#: worker's other threads to end, and the longest the others wait for it
+#: worker's other threads to end
 SOLO_WAIT = 5.0
+#: seconds a thread waits at the gate at most (for a job running alone,
+#: or for its turn in a worker narrowed by conflicts)
 SOLO_HOLD = 60.0
-
-
 #: commits without a conflict, per thread let in, after which a worker
-#: narrowed by conflicts lets one more thread run jobs (see SoloGate)
+#: narrowed by conflicts lets one more thread run jobs
 WIDEN_AFTER = 4
 
 
