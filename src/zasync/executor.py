@@ -455,14 +455,7 @@ class SlotRunner:
                         delay = 0.0
                         continue
                     conflicts += 1
-                    self.dispatcher.gate.conflicted()
-                    self.tm.begin()
-                    job = self._load(oid)
-                    # The policy sees the conflicts before this one (as it
-                    # sees errors): max_conflicts=2 retries twice.
-                    job._conflicts += conflicts - 1
-                    decision = make_policy(job).commit_error(failure)
-                    self.tm.abort()
+                    job, decision = self._after_conflict(oid, failure, conflicts)
                     if decision.retry:
                         log.info(
                             "job %s conflicted (%s); trying again",
@@ -477,6 +470,19 @@ class SlotRunner:
                     failure = Failure(e)
                     self.tm.abort()
                     return self._record_failure(oid, failure, conflicts)
+
+    def _after_conflict(self, oid: int, failure: Failure, conflicts: int):
+        """(job, its policy's Decision) after the ``conflicts``-th conflict
+        in a row of job ``oid``'s transaction, the worker narrowed for it.
+        The policy sees the conflicts before this one (as it sees errors):
+        max_conflicts=2 retries twice."""
+        self.dispatcher.gate.conflicted()
+        self.tm.begin()
+        job = self._load(oid)
+        job._conflicts += conflicts - 1
+        decision = make_policy(job).commit_error(failure)
+        self.tm.abort()
+        return job, decision
 
     def _gate(self, conflicts: int, oid: int):
         """The dispatcher's SoloGate for a job's next attempt: alone after
@@ -920,12 +926,7 @@ class SlotRunner:
                     failure = Failure(e)
                     self.tm.abort()
                     conflicts += 1
-                    self.dispatcher.gate.conflicted()
-                    self.tm.begin()
-                    callback = self._load(cb_oid)
-                    callback._conflicts += conflicts - 1  # as in _run_alone
-                    decision = make_policy(callback).commit_error(failure)
-                    self.tm.abort()
+                    _, decision = self._after_conflict(cb_oid, failure, conflicts)
                     if decision.retry:
                         delay = decision.delay
                         continue
