@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,7 +74,10 @@ def open_db(uri_or_path: str, **kw: Any) -> ZODB.DB:
     ``keep_history=true``; on failure nothing stays open. Raises
     :class:`StorageError` (one line, password hidden, with the fix) for any
     failure: unknown scheme, missing extra, unreachable server, missing
-    database, locked FileStorage, invalid ZConfig file.
+    database, locked FileStorage, invalid ZConfig file. Processes that
+    open a new, empty database at the same time (workers started together)
+    all succeed: the ones that lose the race to create its root object
+    (RelStorage: its tables) open it again.
     """
     spec = parse_uri(uri_or_path)
     opener = {
@@ -81,19 +86,54 @@ def open_db(uri_or_path: str, **kw: Any) -> ZODB.DB:
         "relstorage": _open_relstorage,
         "zconfig": _open_zconfig,
     }[spec.kind]
-    try:
-        db = opener(spec, kw)
-    except StorageError:
-        raise
-    except Exception as exc:
-        # The boundary between user input and storage internals: whatever a
-        # storage raises while opening becomes one clear StorageError. Even
-        # ZEO's ClientDisconnected (a TransientError) is final here: no
-        # transaction is running that a retry loop could repeat.
-        logger.debug("opening %s failed", spec.display, exc_info=True)
-        raise _translate(spec, exc) from exc
+    attempt = 1
+    while True:
+        try:
+            db = opener(spec, kw)
+            break
+        except StorageError:
+            raise
+        except Exception as exc:
+            if attempt < OPEN_ATTEMPTS and _lost_creation_race(exc):
+                logger.info(
+                    "%s: another process created the new database at the same "
+                    "time; opening it again (%s)",
+                    spec.display,
+                    type(exc).__name__,
+                )
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
+                attempt += 1
+                continue
+            # The boundary between user input and storage internals:
+            # whatever a storage raises while opening becomes one clear
+            # StorageError. Even ZEO's ClientDisconnected (a TransientError)
+            # is final here: no transaction is running that a retry loop
+            # could repeat.
+            logger.debug("opening %s failed", spec.display, exc_info=True)
+            raise _translate(spec, exc) from exc
     logger.info("opened %s (%s)", spec.display, storage_kind(db))
     return db
+
+
+#: times :func:`open_db` tries when it loses the race to create a new
+#: database (see :func:`_lost_creation_race`)
+OPEN_ATTEMPTS = 5
+
+#: PostgreSQL's codes for creating what another session created meanwhile:
+#: unique_violation (in its catalogue), duplicate_table, duplicate_object
+_PG_CREATED_MEANWHILE = {"23505", "42P07", "42710"}
+
+
+def _lost_creation_race(exc: BaseException) -> bool:
+    """Whether opening failed because another process was creating the
+    same new database: ZODB.DB's first transaction (the root object)
+    conflicted with theirs, or RelStorage's schema with theirs. Opening
+    again finds what they made."""
+    from ZODB.POSException import ConflictError
+
+    return isinstance(exc, ConflictError) or (
+        getattr(exc, "pgcode", None) in _PG_CREATED_MEANWHILE
+    )
 
 
 def _db(storage: Any, kw: Mapping[str, Any]) -> ZODB.DB:
