@@ -24,14 +24,18 @@ def write(results: Results, directory: Path, prefix: str) -> list[Path]:
     written = []
     w1 = results.extra.get("w1") or {}
     if w1:
-        written.append(_w1(w1, directory / f"{prefix}w1_workers.png"))
+        zeo_alone = results.extra.get("zeo_clients") or {}
+        written.append(_w1(w1, zeo_alone, directory / f"{prefix}w1_workers.png"))
     w2 = results.extra.get("w2") or {}
     if w2:
         written.append(_w2(w2, directory / f"{prefix}w2_latency.png"))
     return written
 
 
-def _w1(w1: dict, path: Path) -> Path:
+def _w1(w1: dict, zeo_alone: dict, path: Path) -> Path:
+    """W1's jobs/s against the worker processes; beside it, on an axis of
+    its own, ZEO's commits/s alone against its client processes (the
+    storage figures of the same run), which bound it."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
@@ -62,23 +66,43 @@ def _w1(w1: dict, path: Path) -> Path:
                 linestyle="none",
                 label=name,
             )
-    for n, bound, text in ((1, 400, "ZEO 1: 400"), (4, 1000, "ZEO 4: 1,000")):
+    for n, bound, text, side in (
+        (1, 400, "ZEO 1: 400", 1),
+        (4, 1000, "ZEO 4: 1,000", -1),
+    ):
         ax.plot([n], [bound], marker="_", markersize=18, color="grey")
         ax.annotate(
             f"target {text}",
             (n, bound),
             textcoords="offset points",
-            xytext=(8, -4),
+            xytext=(10 * side, -3),
+            ha="left" if side > 0 else "right",
             fontsize=7,
             color="grey",
         )
-    ax.set_xlabel("worker processes")
+    ax.set_xlabel("worker processes (ZEO alone: client processes)")
     ax.set_ylabel("jobs per second (median, min-max)")
     ax.set_xticks([1, 2, 4])
     ax.set_ylim(bottom=0)
     ax.set_title("W1 throughput, 4 threads per worker")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    alone = sorted((int(n), s) for n, s in zeo_alone.items() if s)
+    if alone:
+        other = ax.twinx()
+        line = other.plot(
+            [n for n, _ in alone],
+            [statistics.median(s) for _, s in alone],
+            marker="x",
+            linestyle="--",
+            color="grey",
+            label="ZEO alone, all clients (right axis)",
+        )
+        other.set_ylabel("ZEO alone: commits per second, all clients (median)")
+        other.set_ylim(bottom=0)
+        handles += line
+        labels.append(line[0].get_label())
+    ax.legend(handles, labels, fontsize=8, loc="lower center")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -55,6 +55,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def server_cpu_seconds(store) -> float | None:
+    """CPU time so far of a setup's server process (ZEO); None when the
+    setup has none of its own (FileStorage in process, PostgreSQL)."""
+    return None if store.server_pid is None else cpu_seconds(store.server_pid)
+
+
 class Proc:
     """A child process whose standard output says when it is ready."""
 

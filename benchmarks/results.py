@@ -22,6 +22,9 @@ TARGETS: dict[tuple[str, str, str], tuple[str, float]] = {
     ("W1", "a", "throughput"): (">=", 3000),
     ("W1", "b", "throughput"): (">=", 400),
     ("W1", "e", "throughput"): (">=", 1000),
+    # "more workers never slower": four workers against the faster of one
+    # and two (the ratio of the medians)
+    ("W1", "e", "throughput against 1 or 2 workers"): (">=", 1),
     ("W1", "d", "throughput"): (">=", 250),
     ("W2", "a", "p50"): ("<=", 1),
     ("W2", "a", "p99"): ("<=", 5),
@@ -108,6 +111,24 @@ class Results:
         fig = Figure(workload, setup, metric, unit)
         self.figures.append(fig)
         return fig
+
+    def median(self, workload: str, setup: str, metric: str) -> float | None:
+        """A figure's median; None when it has no samples (or no figure:
+        none is made)."""
+        for fig in self.figures:
+            if (fig.workload, fig.setup, fig.metric) == (workload, setup, metric):
+                return fig.median
+        return None
+
+    def ratio(self, workload, setup, metric, numerator, denominators) -> None:
+        """Add the figure ``metric``: the median of ``numerator`` ((setup,
+        metric)) over the largest median of ``denominators``; nothing when
+        one of them has no samples (a setup missing, or not run)."""
+        top = self.median(workload, *numerator)
+        below = [self.median(workload, *d) for d in denominators]
+        if top is None or None in below or not max(below):
+            return
+        self.add(workload, setup, metric, "x", top / max(below))
 
     def add(self, workload, setup, metric, unit, value) -> None:
         self.figure(workload, setup, metric, unit).samples.append(value)

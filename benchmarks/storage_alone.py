@@ -1,14 +1,20 @@
 """The storages alone: how many small commits per second one client makes
 (one object changed per transaction), to set beside the workloads, whose
-rates a storage's commit rate bounds."""
+rates a storage's commit rate bounds. ZEO also with 2 and 4 client
+processes, each changing an object of its own, as W1's workers do: what the
+storage allows all of them together, and the CPU each commit costs the
+clients (each receives the others' invalidations) and the server."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 
 import transaction
 from persistent.mapping import PersistentMapping
 
+from benchmarks import procs
 from benchmarks.context import Context
 from benchmarks.setups import store_for
 
@@ -18,21 +24,52 @@ SETUPS = {
     "d": ("RelStorage", "relstorage"),
 }
 
+#: label -> client processes, all on one ZEO server (W1 (c) and (e))
+ZEO_CLIENTS = {"ZEO, 2 clients": 2, "ZEO, 4 clients": 4}
+
+RATE = "commits/s, one client"
+ALL = "commits/s, all clients"
+CLIENT_CPU = "clients' CPU per 1,000 commits"
+SERVER_CPU = "server's CPU per 1,000 commits"
+
 
 def run(ctx: Context) -> None:
     p = ctx.params
+    # ZEO's commits/s by the number of clients, for the plot of W1
+    by_clients = ctx.results.extra.setdefault("zeo_clients", {})
     for _letter, (label, kind) in SETUPS.items():
         with ctx.setup("storage", label):
             for _index in range(p.runs):
-                rate = _once(ctx, kind, p.storage_seconds)
-                ctx.results.add("storage", label, "commits/s, one client", "1/s", rate)
-            median = ctx.results.figure(
-                "storage", label, "commits/s, one client", "1/s"
-            ).median
-            ctx.progress(f"storage {label}: {median:,.0f} commits/s")
+                figures = _once(ctx, kind, p.storage_seconds)
+                for metric, unit, value in figures:
+                    ctx.results.add("storage", label, metric, unit, value)
+            figure = ctx.results.figure("storage", label, RATE, "1/s")
+            if kind == "zeo":
+                by_clients[1] = figure.samples
+            ctx.progress(f"storage {label}: {figure.median:,.0f} commits/s")
+    for label, clients in ZEO_CLIENTS.items():
+        with ctx.setup("storage", label):
+            for _index in range(p.runs):
+                figures = _clients(ctx, clients, p.storage_seconds)
+                for metric, unit, value in figures:
+                    ctx.results.add("storage", label, metric, unit, value)
+            figure = ctx.results.figure("storage", label, ALL, "1/s")
+            by_clients[clients] = figure.samples
+            ctx.progress(f"storage {label}: {figure.median:,.0f} commits/s in all")
+    # What W1 (e) against (b) and (c) is set beside: four clients against
+    # the faster of one and two.
+    ctx.results.ratio(
+        "storage",
+        "ZEO, 4 clients",
+        "commits/s against 1 or 2 clients",
+        ("ZEO, 4 clients", ALL),
+        [("ZEO", RATE), ("ZEO, 2 clients", ALL)],
+    )
 
 
-def _once(ctx: Context, kind: str, seconds: float) -> float:
+def _once(ctx: Context, kind: str, seconds: float) -> list:
+    """Figures of one client in the harness's process (and of the server,
+    for ZEO)."""
     from zasync.storage import open_db
 
     work = ctx.scratch(f"storage-{kind}")
@@ -44,6 +81,8 @@ def _once(ctx: Context, kind: str, seconds: float) -> float:
             with tm:
                 conn.root()["bench"] = PersistentMapping()
             count = 0
+            server_cpu = procs.server_cpu_seconds(store)
+            cpu = time.process_time()
             started = time.perf_counter()
             deadline = started + seconds
             while True:
@@ -53,7 +92,57 @@ def _once(ctx: Context, kind: str, seconds: float) -> float:
                 if count % 16 == 0 and time.perf_counter() > deadline:
                     break
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu
+            if server_cpu is not None:
+                server_cpu = procs.server_cpu_seconds(store) - server_cpu
         finally:
             conn.close()
             db.close()
-    return count / elapsed
+    figures = [(RATE, "1/s", count / elapsed), (CLIENT_CPU, "s", cpu * 1000 / count)]
+    if server_cpu is not None:
+        figures.append((SERVER_CPU, "s", server_cpu * 1000 / count))
+    return figures
+
+
+def _clients(ctx: Context, clients: int, seconds: float) -> list:
+    """Figures of ``clients`` processes (``benchmarks.storage_client``)
+    committing at once on one ZEO server."""
+    from zasync.storage import open_db
+
+    work = ctx.scratch(f"storage-zeo-{clients}")
+    with store_for("zeo", work / "server") as store:
+        open_db(store.uri).close()  # the root, made before they start
+        group = [
+            procs.Proc(
+                f"client {index}",
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.storage_client",
+                    store.uri,
+                    f"client{index}",
+                    str(seconds),
+                ],
+                stamps=work / "stamps",
+                log=work / "logs" / f"client{index}.log",
+            )
+            for index in range(clients)
+        ]
+        try:
+            for proc in group:
+                if proc.read_line() != "ready":
+                    raise procs.ProcessFailed(f"{proc.name} did not say ready")
+            server_cpu = procs.server_cpu_seconds(store)
+            for proc in group:
+                proc.send("go")
+            reports = [json.loads(proc.read_line(seconds + 60)) for proc in group]
+            server_cpu = procs.server_cpu_seconds(store) - server_cpu
+        finally:
+            for proc in group:
+                proc.stop()
+    commits = sum(r["commits"] for r in reports)
+    return [
+        (ALL, "1/s", sum(r["commits"] / r["seconds"] for r in reports)),
+        (CLIENT_CPU, "s", sum(r["cpu"] for r in reports) * 1000 / commits),
+        (SERVER_CPU, "s", server_cpu * 1000 / commits),
+    ]

@@ -38,6 +38,14 @@ def run(ctx: Context) -> None:
             ctx.results.extra.setdefault("w1", {})[letter] = ctx.results.figure(
                 "W1", label, "throughput", "jobs/s"
             ).samples
+    # More workers never slower: four against the faster of one and two.
+    ctx.results.ratio(
+        "W1",
+        SETUPS["e"][0],
+        "throughput against 1 or 2 workers",
+        (SETUPS["e"][0], "throughput"),
+        [(SETUPS[letter][0], "throughput") for letter in "bc"],
+    )
 
 
 def _figures(jobs, seconds, enq, ran, txns, first):
@@ -50,10 +58,6 @@ def _figures(jobs, seconds, enq, ran, txns, first):
     if txns is not None:
         figures.append(("worker transactions per 1,000 jobs", "", txns * 1000 / jobs))
     return figures
-
-
-def _server_cpu(store) -> float | None:
-    return None if store.server_pid is None else procs.cpu_seconds(store.server_pid)
 
 
 def _inproc(ctx: Context, kind: str, workers: int):
@@ -93,14 +97,14 @@ def _processes(ctx: Context, kind: str, workers: int):
             group = procs.gated_workers(
                 store.uri, workers, stamps=work / "stamps", logs=work / "logs"
             )
-            server_cpu = _server_cpu(store)
+            server_cpu = procs.server_cpu_seconds(store)
             try:
                 started = procs.go(group)
                 ended = watcher.wait_completed(
                     stamps, p.w1_jobs, timeout=900, workers=group
                 )
                 if server_cpu is not None:
-                    server_cpu = _server_cpu(store) - server_cpu
+                    server_cpu = procs.server_cpu_seconds(store) - server_cpu
                 size2 = store.size()
             finally:
                 procs.stop_all(group)

@@ -1,0 +1,54 @@
+"""One client of the storage-alone figures with several clients.
+
+``python -m benchmarks.storage_client URI KEY SECONDS`` opens the database,
+makes its own object (``root[KEY]``), prints ``ready``, waits for a line on
+its standard input, then commits a one-object change to it in a loop for
+SECONDS and prints one JSON line: the commits, the seconds they took and the
+process's CPU seconds meanwhile (all threads: ZEO's I/O thread included,
+which receives the other clients' invalidations).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import transaction
+from persistent.mapping import PersistentMapping
+
+from zasync.storage import open_db
+
+
+def main(argv: list[str] | None = None) -> int:
+    uri, key, seconds = (argv or sys.argv[1:])[:3]
+    db = open_db(uri)
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    try:
+        for attempt in tm.attempts(10):
+            with attempt:
+                conn.root()[key] = PersistentMapping()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        count = 0
+        cpu = time.process_time()
+        started = time.perf_counter()
+        deadline = started + float(seconds)
+        while True:
+            with tm:
+                conn.root()[key]["n"] = count
+            count += 1
+            if count % 16 == 0 and time.perf_counter() > deadline:
+                break
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+    finally:
+        conn.close()
+        db.close()
+    print(json.dumps({"commits": count, "seconds": elapsed, "cpu": cpu}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
