@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 
 import transaction
 from persistent.mapping import PersistentMapping
 
 from benchmarks import procs
 from benchmarks.context import Context
+from benchmarks.results import Figure
 from benchmarks.setups import store_for
 
 SETUPS = {
@@ -39,21 +41,17 @@ def run(ctx: Context) -> None:
     by_clients = ctx.results.extra.setdefault("zeo_clients", {})
     for _letter, (label, kind) in SETUPS.items():
         with ctx.setup("storage", label):
-            for _index in range(p.runs):
-                figures = _once(ctx, kind, p.storage_seconds)
-                for metric, unit, value in figures:
-                    ctx.results.add("storage", label, metric, unit, value)
-            figure = ctx.results.figure("storage", label, RATE, "1/s")
+            figure = _runs(
+                ctx, label, RATE, partial(_once, ctx, kind, p.storage_seconds)
+            )
             if kind == "zeo":
                 by_clients[1] = figure.samples
             ctx.progress(f"storage {label}: {figure.median:,.0f} commits/s")
     for label, clients in ZEO_CLIENTS.items():
         with ctx.setup("storage", label):
-            for _index in range(p.runs):
-                figures = _clients(ctx, clients, p.storage_seconds)
-                for metric, unit, value in figures:
-                    ctx.results.add("storage", label, metric, unit, value)
-            figure = ctx.results.figure("storage", label, ALL, "1/s")
+            figure = _runs(
+                ctx, label, ALL, partial(_clients, ctx, clients, p.storage_seconds)
+            )
             by_clients[clients] = figure.samples
             ctx.progress(f"storage {label}: {figure.median:,.0f} commits/s in all")
     # What W1 (e) against (b) and (c) is set beside: four clients against
@@ -65,6 +63,15 @@ def run(ctx: Context) -> None:
         ("ZEO, 4 clients", ALL),
         [("ZEO", RATE), ("ZEO, 2 clients", ALL)],
     )
+
+
+def _runs(ctx: Context, label: str, rate: str, once) -> Figure:
+    """Call ``once()`` for each run, add the figures it returns ((metric,
+    unit, value)) to setup ``label``, and return its figure ``rate``."""
+    for _index in range(ctx.params.runs):
+        for metric, unit, value in once():
+            ctx.results.add("storage", label, metric, unit, value)
+    return ctx.results.figure("storage", label, rate, "1/s")
 
 
 def _once(ctx: Context, kind: str, seconds: float) -> list:
