@@ -195,24 +195,31 @@ def gated_workers(
 ) -> list[Proc]:
     """``count`` benchmarks.worker processes, each with its database open
     and waiting for :func:`go`."""
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        "--db",
+        uri,
+        "--threads",
+        str(threads),
+    ]
+    return gated("worker", [argv] * count, stamps=stamps, logs=logs)
+
+
+def gated(name: str, argvs: list[list[str]], *, stamps: Path, logs: Path) -> list[Proc]:
+    """A process for each of ``argvs`` (``name`` 1, 2...), each of which
+    prints ``ready`` and then waits for :func:`go`; returned once all are
+    ready (all killed if one is not)."""
     procs = []
     try:
-        for index in range(count):
-            argv = [
-                sys.executable,
-                "-m",
-                "benchmarks.worker",
-                "--db",
-                uri,
-                "--threads",
-                str(threads),
-            ]
+        for index, argv in enumerate(argvs, 1):
             procs.append(
                 Proc(
-                    f"worker {index + 1}",
+                    f"{name} {index}",
                     argv,
                     stamps=stamps,
-                    log=logs / f"worker-{index + 1}.log",
+                    log=logs / f"{name}-{index}.log",
                 )
             )
         for proc in procs:

@@ -104,21 +104,24 @@ class Results:
         self.figures: list[Figure] = []
         self.extra: dict[str, object] = {}  # raw data for the plots
 
-    def figure(self, workload: str, setup: str, metric: str, unit: str) -> Figure:
+    def _find(self, workload: str, setup: str, metric: str) -> Figure | None:
         for fig in self.figures:
             if (fig.workload, fig.setup, fig.metric) == (workload, setup, metric):
                 return fig
-        fig = Figure(workload, setup, metric, unit)
-        self.figures.append(fig)
+        return None
+
+    def figure(self, workload: str, setup: str, metric: str, unit: str) -> Figure:
+        fig = self._find(workload, setup, metric)
+        if fig is None:
+            fig = Figure(workload, setup, metric, unit)
+            self.figures.append(fig)
         return fig
 
     def median(self, workload: str, setup: str, metric: str) -> float | None:
         """A figure's median; None when it has no samples (or no figure:
         none is made)."""
-        for fig in self.figures:
-            if (fig.workload, fig.setup, fig.metric) == (workload, setup, metric):
-                return fig.median
-        return None
+        fig = self._find(workload, setup, metric)
+        return None if fig is None else fig.median
 
     def ratio(self, workload, setup, metric, numerator, denominators) -> None:
         """Add the figure ``metric``: the median of ``numerator`` ((setup,

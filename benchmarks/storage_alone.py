@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from functools import partial
 
 import transaction
@@ -19,6 +18,7 @@ from benchmarks import procs
 from benchmarks.context import Context
 from benchmarks.results import Figure
 from benchmarks.setups import store_for
+from benchmarks.storage_client import commit_loop
 
 SETUPS = {
     "a": ("FileStorage", "file"),
@@ -87,19 +87,8 @@ def _once(ctx: Context, kind: str, seconds: float) -> list:
         try:
             with tm:
                 conn.root()["bench"] = PersistentMapping()
-            count = 0
             server_cpu = procs.server_cpu_seconds(store)
-            cpu = time.process_time()
-            started = time.perf_counter()
-            deadline = started + seconds
-            while True:
-                with tm:
-                    conn.root()["bench"]["n"] = count
-                count += 1
-                if count % 16 == 0 and time.perf_counter() > deadline:
-                    break
-            elapsed = time.perf_counter() - started
-            cpu = time.process_time() - cpu
+            count, elapsed, cpu = commit_loop(conn, tm, "bench", seconds)
             if server_cpu is not None:
                 server_cpu = procs.server_cpu_seconds(store) - server_cpu
         finally:
@@ -119,34 +108,25 @@ def _clients(ctx: Context, clients: int, seconds: float) -> list:
     work = ctx.scratch(f"storage-zeo-{clients}")
     with store_for("zeo", work / "server") as store:
         open_db(store.uri).close()  # the root, made before they start
-        group = [
-            procs.Proc(
-                f"client {index}",
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.storage_client",
-                    store.uri,
-                    f"client{index}",
-                    str(seconds),
-                ],
-                stamps=work / "stamps",
-                log=work / "logs" / f"client{index}.log",
-            )
+        argvs = [
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.storage_client",
+                store.uri,
+                f"client{index}",
+                str(seconds),
+            ]
             for index in range(clients)
         ]
+        group = procs.gated("client", argvs, stamps=work / "stamps", logs=work / "logs")
         try:
-            for proc in group:
-                if proc.read_line() != "ready":
-                    raise procs.ProcessFailed(f"{proc.name} did not say ready")
             server_cpu = procs.server_cpu_seconds(store)
-            for proc in group:
-                proc.send("go")
+            procs.go(group)
             reports = [json.loads(proc.read_line(seconds + 60)) for proc in group]
             server_cpu = procs.server_cpu_seconds(store) - server_cpu
         finally:
-            for proc in group:
-                proc.stop()
+            procs.stop_all(group)
     commits = sum(r["commits"] for r in reports)
     return [
         (ALL, "1/s", sum(r["commits"] / r["seconds"] for r in reports)),

@@ -20,6 +20,23 @@ from persistent.mapping import PersistentMapping
 from zasync.storage import open_db
 
 
+def commit_loop(conn, tm, key: str, seconds: float) -> tuple[int, float, float]:
+    """Commit a change to ``root[key]`` (a mapping) in a loop for
+    ``seconds``; return the commits, the seconds they took and the
+    process's CPU seconds meanwhile."""
+    count = 0
+    cpu = time.process_time()
+    started = time.perf_counter()
+    deadline = started + seconds
+    while True:
+        with tm:
+            conn.root()[key]["n"] = count
+        count += 1
+        if count % 16 == 0 and time.perf_counter() > deadline:
+            break
+    return count, time.perf_counter() - started, time.process_time() - cpu
+
+
 def main(argv: list[str] | None = None) -> int:
     uri, key, seconds = (argv or sys.argv[1:])[:3]
     db = open_db(uri)
@@ -31,18 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn.root()[key] = PersistentMapping()
         print("ready", flush=True)
         sys.stdin.readline()
-        count = 0
-        cpu = time.process_time()
-        started = time.perf_counter()
-        deadline = started + float(seconds)
-        while True:
-            with tm:
-                conn.root()[key]["n"] = count
-            count += 1
-            if count % 16 == 0 and time.perf_counter() > deadline:
-                break
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+        count, elapsed, cpu = commit_loop(conn, tm, key, float(seconds))
     finally:
         conn.close()
         db.close()
