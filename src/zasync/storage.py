@@ -21,11 +21,16 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import ZConfig
 import ZODB
+import ZODB.config
+import ZODB.FileStorage
+from ZODB.POSException import ConflictError
 
+from zasync.storagekind import is_relstorage, pushes_invalidations, storage_kind
 from zasync.uri import (
     _RELSTORAGE_EXTRA,
     _ZEO_EXTRA,
@@ -33,12 +38,12 @@ from zasync.uri import (
     DEFAULT_ZEO_WAIT_TIMEOUT,
     SUPPORTED,
     StorageError,
-    StorageKind,
     StorageURI,
     _error,
     describe_uri,
     parse_uri,
 )
+from zasync.wakeup import NotifyingStorage, register_dsn
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +134,6 @@ def _lost_creation_race(exc: BaseException) -> bool:
     same new database: ZODB.DB's first transaction (the root object)
     conflicted with theirs, or RelStorage's schema with theirs. Opening
     again finds what they made."""
-    from ZODB.POSException import ConflictError
-
     return isinstance(exc, ConflictError) or (
         getattr(exc, "pgcode", None) in _PG_CREATED_MEANWHILE
     )
@@ -145,8 +148,6 @@ def _db(storage: Any, kw: Mapping[str, Any]) -> ZODB.DB:
 
 
 def _open_file(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
-    import ZODB.FileStorage
-
     assert spec.path is not None
     options = dict(spec.options)
     if not options.get("read_only"):
@@ -165,11 +166,9 @@ def _open_file(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
 
 def _open_zeo(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
     try:
-        import ZEO.ClientStorage
+        import ZEO.ClientStorage  # noqa: PLC0415 - optional: zasync[zeo]
     except ImportError as exc:
         raise _error(spec.display, f"ZEO is not installed ({exc})", _ZEO_EXTRA)
-    from zasync.wakeup import NotifyingStorage
-
     storage = ZEO.ClientStorage.ClientStorage(spec.address, **spec.options)
     # Reports the server's invalidations so that dispatchers wake at once.
     return _db(NotifyingStorage(storage), kw)
@@ -177,10 +176,10 @@ def _open_zeo(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
 
 def _open_relstorage(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
     try:
-        import psycopg2
-        from relstorage.adapters.postgresql import PostgreSQLAdapter
-        from relstorage.options import Options
-        from relstorage.storage import RelStorage
+        import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
+        from relstorage.adapters.postgresql import PostgreSQLAdapter  # noqa: PLC0415 - optional: zasync[relstorage]
+        from relstorage.options import Options  # noqa: PLC0415 - optional: zasync[relstorage]
+        from relstorage.storage import RelStorage  # noqa: PLC0415 - optional: zasync[relstorage]
     except ImportError as exc:
         raise _error(
             spec.display,
@@ -193,8 +192,6 @@ def _open_relstorage(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
     adapter = PostgreSQLAdapter(dsn=spec.dsn, options=options)
     storage = RelStorage(adapter, options=options)
     db = _db(storage, kw)
-    from zasync.wakeup import register_dsn
-
     register_dsn(db, spec.dsn)  # for LISTEN/NOTIFY wake-ups
     return db
 
@@ -234,9 +231,6 @@ def _check_relstorage_schema(spec: StorageURI, psycopg2: Any) -> None:
 
 
 def _open_zconfig(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
-    import ZConfig
-    import ZODB.config
-
     assert spec.path is not None
     if kw:
         raise _error(
@@ -277,48 +271,12 @@ def _translate(spec: StorageURI, exc: BaseException) -> StorageError:
     message = str(exc) or name
     if spec.password:
         message = message.replace(spec.password, "***")
-    lowered = message.lower()
-
-    if name == "zc.lockfile.LockError":
-        return _error(
-            display,
-            f"the FileStorage is locked ({message}): another process, or another"
-            " DB in this one, has it open",
-            "stop that process, or share the database through a ZEO server "
-            "(zeo://host:port)",
-        )
-    if name == "ZEO.Exceptions.ClientDisconnected":
-        # ZEO keeps retrying until wait_timeout whatever went wrong: nothing
-        # listening, or a server without the storage asked for (logged by
-        # ZEO as "unknown storage").
-        wait = spec.options.get("wait_timeout")
-        problem = "no ZEO server answered"
-        if wait:
-            problem += f" within {wait:g}s"
-        if "storage" in spec.options:
-            problem += f" with a storage named {spec.options['storage']!r}"
-        return _error(
-            display,
-            f"{problem} ({message})",
-            "start the server (runzeo) or fix the address"
-            + (" or the storage name" if "storage" in spec.options else "")
-            + "; a slow server may need a larger ?wait_timeout=",
-        )
-    if name == "ZODB.POSException.ReadOnlyError":
-        return _error(
-            display,
-            "the storage is read-only and the database has no root object yet",
-            "open it writable once, or drop read_only",
-        )
+    known = _KNOWN_ERRORS.get(name)
+    if known is not None:
+        return known(spec, message)
     if isinstance(exc, ImportError):
-        if "relstorage" in lowered or "psycopg" in lowered:
-            return _error(
-                display, f"a driver is missing ({message})", _RELSTORAGE_EXTRA
-            )
-        if "zeo" in lowered:
-            return _error(display, f"a driver is missing ({message})", _ZEO_EXTRA)
-        return _error(display, message, "install the missing package")
-    if name.startswith("psycopg2") or name.startswith("relstorage"):
+        return _missing_driver(display, message)
+    if name.startswith(("psycopg2", "relstorage")):
         return _postgres_error(display, message)
     if isinstance(exc, PermissionError):
         return _error(display, message, "fix the permissions or choose another path")
@@ -331,6 +289,61 @@ def _translate(spec: StorageURI, exc: BaseException) -> StorageError:
             "check that the path names a Data.fs file",
         )
     return _error(display, f"{type(exc).__name__}: {message}", "see the debug log")
+
+
+def _locked(spec: StorageURI, message: str) -> StorageError:
+    return _error(
+        spec.display,
+        f"the FileStorage is locked ({message}): another process, or another"
+        " DB in this one, has it open",
+        "stop that process, or share the database through a ZEO server "
+        "(zeo://host:port)",
+    )
+
+
+def _no_zeo_server(spec: StorageURI, message: str) -> StorageError:
+    # ZEO keeps retrying until wait_timeout whatever went wrong: nothing
+    # listening, or a server without the storage asked for (logged by
+    # ZEO as "unknown storage").
+    wait = spec.options.get("wait_timeout")
+    problem = "no ZEO server answered"
+    if wait:
+        problem += f" within {wait:g}s"
+    if "storage" in spec.options:
+        problem += f" with a storage named {spec.options['storage']!r}"
+    return _error(
+        spec.display,
+        f"{problem} ({message})",
+        "start the server (runzeo) or fix the address"
+        + (" or the storage name" if "storage" in spec.options else "")
+        + "; a slow server may need a larger ?wait_timeout=",
+    )
+
+
+def _read_only_and_empty(spec: StorageURI, message: str) -> StorageError:
+    return _error(
+        spec.display,
+        "the storage is read-only and the database has no root object yet",
+        "open it writable once, or drop read_only",
+    )
+
+
+#: errors recognised by their class's dotted name (their packages are
+#: optional, or their class is not public)
+_KNOWN_ERRORS: dict[str, Callable[[StorageURI, str], StorageError]] = {
+    "zc.lockfile.LockError": _locked,
+    "ZEO.Exceptions.ClientDisconnected": _no_zeo_server,
+    "ZODB.POSException.ReadOnlyError": _read_only_and_empty,
+}
+
+
+def _missing_driver(display: str, message: str) -> StorageError:
+    lowered = message.lower()
+    if "relstorage" in lowered or "psycopg" in lowered:
+        return _error(display, f"a driver is missing ({message})", _RELSTORAGE_EXTRA)
+    if "zeo" in lowered:
+        return _error(display, f"a driver is missing ({message})", _ZEO_EXTRA)
+    return _error(display, message, "install the missing package")
 
 
 def _postgres_error(display: str, message: str) -> StorageError:
@@ -365,57 +378,3 @@ def _postgres_error(display: str, message: str) -> StorageError:
             "start PostgreSQL or fix host and port in the URI",
         )
     return _error(display, f"PostgreSQL said: {message}", "check the server log")
-
-
-# --------------------------------------------------------------------------
-# What kind of storage a DB has
-# --------------------------------------------------------------------------
-
-
-def _base_storage(storage: Any) -> Any:
-    """Unwrap storage wrappers (zc.zlibstorage style ``base`` attributes)."""
-    for _ in range(10):
-        kind = _kind_of(storage)
-        if kind != "other":
-            return storage
-        inner = getattr(storage, "base", None) or getattr(storage, "_storage", None)
-        if inner is None or inner is storage:
-            return storage
-        storage = inner
-    return storage
-
-
-def _kind_of(storage: Any) -> StorageKind:
-    for cls in type(storage).__mro__:
-        module = cls.__module__
-        if module.startswith("relstorage."):
-            return "relstorage"
-        if module == "ZEO.ClientStorage" and cls.__name__ == "ClientStorage":
-            return "zeo"
-        if module == "ZODB.FileStorage.FileStorage" and cls.__name__ == "FileStorage":
-            return "file"
-    return "other"
-
-
-def storage_kind(db: ZODB.DB) -> StorageKind:
-    """Say what kind of storage ``db`` uses: 'file', 'zeo', 'relstorage' or
-    'other', looking through storage wrappers that keep their inner storage
-    in ``base`` (zc.zlibstorage, zasync's own wrappers). Never raises.
-    """
-    return _kind_of(_base_storage(getattr(db, "storage", None)))
-
-
-def is_relstorage(db: ZODB.DB) -> bool:
-    """True if ``db`` stores in RelStorage, which learns of other processes'
-    commits only by polling."""
-    return storage_kind(db) == "relstorage"
-
-
-def pushes_invalidations(db: ZODB.DB) -> bool:
-    """True if commits by other connections reach ``db`` without polling.
-
-    A ZEO server pushes them; a storage open in one process (FileStorage,
-    MappingStorage, DemoStorage) has no other writer. Only RelStorage needs
-    polling.
-    """
-    return storage_kind(db) != "relstorage"

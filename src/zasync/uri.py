@@ -34,8 +34,6 @@ SUPPORTED = (
 _ZEO_EXTRA = "pip install 'zasync[zeo]'"
 _RELSTORAGE_EXTRA = "pip install 'zasync[relstorage]'"
 
-StorageKind = Literal["file", "zeo", "relstorage", "other"]
-
 
 class StorageError(ZasyncError):
     """The database named by a URI could not be opened.
@@ -428,8 +426,3 @@ def _parse_postgresql(text: str, display: str) -> StorageURI:
 
 def _libpq_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-# --------------------------------------------------------------------------
-# Opening
-# --------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 
 import zope.interface
 
+from zasync.storagekind import base_storage
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "zasync_queued"
@@ -137,9 +139,7 @@ def dsn_of(db) -> str | None:
 
 
 def _adapter_dsn(storage: Any) -> str | None:
-    from zasync.storage import _base_storage
-
-    adapter = getattr(_base_storage(storage), "_adapter", None)
+    adapter = getattr(base_storage(storage), "_adapter", None)
     if not type(adapter).__module__.startswith("relstorage.adapters.postgresql"):
         return None
     dsn = getattr(adapter, "_dsn", None)
@@ -152,7 +152,7 @@ def notify_postgres(db) -> None:
     if dsn is None:
         return
     try:
-        import psycopg2
+        import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
 
         with _senders_lock:
             conn = _senders.get(dsn)
@@ -188,7 +188,7 @@ class PostgresListener:
         self._thread.join(2)
 
     def _run(self) -> None:
-        import psycopg2
+        import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
 
         while not self._stop.is_set():
             conn = None
