@@ -112,11 +112,15 @@ def test_a_thread_left_running_by_stop_runs_nothing_more(queue, start_dispatcher
     assert jobfuncs.gate("a-started").wait(10)
     assert first.stop(0.1) is False
     start_dispatcher(uuid=name, threads=1)
-    assert wait_for_result(a) == 2
+    # Recovery requeues a, then b, each at the front of the queue, where the
+    # later requeue comes first (zasync.queue._front_due): the new thread
+    # runs b, then a.
     assert jobfuncs.gate("b-started").wait(10)  # the new thread runs b
+    assert jobfuncs.calls["a"] == 1  # not yet run again: b holds the thread
     jobfuncs.gate("a").set()  # the abandoned thread gets its job back
     first._threads[0].join(10)
     assert not first._threads[0].is_alive()
     jobfuncs.gate("b").set()
     assert wait_for_result(b) == 1
-    assert jobfuncs.calls["b"] == 1
+    assert wait_for_result(a) == 2  # the new thread's call, not the abandoned one's
+    assert jobfuncs.calls == {"a": 2, "b": 1}
