@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import (
-    machine,
-    plots,
-    results,
+from benchmarks import machine, plots, results
+from benchmarks.context import Context, Params
+from benchmarks.workloads import (
     storage_alone,
     w1_throughput,
     w2_latency,
@@ -26,7 +25,6 @@ from benchmarks import (
     w5_contention,
     w6_plone,
 )
-from benchmarks.context import Context, Params
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import transaction
 
-from benchmarks.procs import ProcessFailed
 from benchmarks.results import Results
 from benchmarks.setups import SetupMissing
+from benchmarks.spawn import ProcessFailed
 from benchmarks.stamps import StampReader
 
 

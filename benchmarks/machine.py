@@ -8,7 +8,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from benchmarks.procs import ROOT
+from benchmarks.spawn import ROOT
 
 PACKAGES = (
     "ZODB",

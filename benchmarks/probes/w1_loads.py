@@ -1,7 +1,7 @@
 """W1 (a) with its object loads counted: which thread loaded what, per job,
 and the process's CPU per job.
 
-``python -m benchmarks.w1_loads [--jobs 20000]`` runs W1 (a) (a
+``python -m benchmarks.probes.w1_loads [--jobs 20000]`` runs W1 (a) (a
 FileStorage in a temporary directory, the jobs queued first, one
 dispatcher of four threads in this process) with ZODB's
 ``Connection.setstate`` wrapped to count each load by the thread that made
@@ -23,13 +23,13 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.w1_loads")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.probes.w1_loads")
     parser.add_argument("--jobs", type=int, default=20_000)
     args = parser.parse_args(argv)
 
     from ZODB.Connection import Connection
 
-    from benchmarks import inproc
+    from benchmarks.procs import inproc
 
     loads: collections.Counter = collections.Counter()
     setstate = Connection.setstate

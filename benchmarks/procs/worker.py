@@ -1,6 +1,6 @@
 """A worker process that starts on a signal from the harness.
 
-``python -m benchmarks.worker --db URI [--threads N]`` imports the jobs,
+``python -m benchmarks.procs.worker --db URI [--threads N]`` imports the jobs,
 opens the database, prints ``ready``, waits for a line on its standard input,
 then starts a :class:`zasync.dispatcher.Dispatcher` with the defaults of
 ``zasync worker`` and prints ``started <time>``. It stops on SIGTERM (or when
@@ -44,7 +44,7 @@ def read_stats(log_path) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.procs.worker")
     parser.add_argument("--db", required=True)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args(argv)

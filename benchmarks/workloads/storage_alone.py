@@ -14,11 +14,11 @@ from functools import partial
 import transaction
 from persistent.mapping import PersistentMapping
 
-from benchmarks import procs
+from benchmarks import spawn
 from benchmarks.context import Context
+from benchmarks.procs.storage_client import commit_loop
 from benchmarks.results import Figure
 from benchmarks.setups import store_for
-from benchmarks.storage_client import commit_loop
 
 SETUPS = {
     "a": ("FileStorage", "file"),
@@ -87,10 +87,10 @@ def _once(ctx: Context, kind: str, seconds: float) -> list:
         try:
             with tm:
                 conn.root()["bench"] = PersistentMapping()
-            server_cpu = procs.server_cpu_seconds(store)
+            server_cpu = spawn.server_cpu_seconds(store)
             count, elapsed, cpu = commit_loop(conn, tm, "bench", seconds)
             if server_cpu is not None:
-                server_cpu = procs.server_cpu_seconds(store) - server_cpu
+                server_cpu = spawn.server_cpu_seconds(store) - server_cpu
         finally:
             conn.close()
             db.close()
@@ -101,7 +101,7 @@ def _once(ctx: Context, kind: str, seconds: float) -> list:
 
 
 def _clients(ctx: Context, clients: int, seconds: float) -> list:
-    """Figures of ``clients`` processes (``benchmarks.storage_client``)
+    """Figures of ``clients`` processes (``benchmarks.procs.storage_client``)
     committing at once on one ZEO server."""
     from zasync.storage import open_db
 
@@ -112,21 +112,21 @@ def _clients(ctx: Context, clients: int, seconds: float) -> list:
             [
                 sys.executable,
                 "-m",
-                "benchmarks.storage_client",
+                "benchmarks.procs.storage_client",
                 store.uri,
                 f"client{index}",
                 str(seconds),
             ]
             for index in range(clients)
         ]
-        group = procs.gated("client", argvs, stamps=work / "stamps", logs=work / "logs")
+        group = spawn.gated("client", argvs, stamps=work / "stamps", logs=work / "logs")
         try:
-            server_cpu = procs.server_cpu_seconds(store)
-            procs.go(group)
+            server_cpu = spawn.server_cpu_seconds(store)
+            spawn.go(group)
             reports = [json.loads(proc.read_line(seconds + 60)) for proc in group]
-            server_cpu = procs.server_cpu_seconds(store) - server_cpu
+            server_cpu = spawn.server_cpu_seconds(store) - server_cpu
         finally:
-            procs.stop_all(group)
+            spawn.stop_all(group)
     commits = sum(r["commits"] for r in reports)
     return [
         (ALL, "1/s", sum(r["commits"] / r["seconds"] for r in reports)),

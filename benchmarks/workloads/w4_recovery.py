@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from benchmarks import procs
+from benchmarks import spawn
 from benchmarks.context import Context, Watcher, enqueue, open_installed
 from benchmarks.jobs import nap
 from benchmarks.setups import store_for
@@ -58,8 +58,8 @@ def _once(ctx: Context, *, restart: bool):
         try:
             enqueue(db, jobs, batch=100, func=nap)
 
-            def start(name: str) -> procs.Proc:
-                proc = procs.cli_worker(
+            def start(name: str) -> spawn.Proc:
+                proc = spawn.cli_worker(
                     store.uri,
                     stamps=work / "stamps",
                     log=work / "logs" / f"{name}-{len(group)}.log",
@@ -91,7 +91,7 @@ def _once(ctx: Context, *, restart: bool):
                 error = e
             completed = watcher.completed_ids()
         finally:
-            procs.stop_all(group)
+            spawn.stop_all(group)
             watcher.close()
             db.close()
     runs = defaultdict(list)

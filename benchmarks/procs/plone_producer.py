@@ -2,7 +2,7 @@
 queues the jobs through ``IAsyncService``, as the member who will own the
 documents.
 
-``python -m benchmarks.plone_producer --zope-conf ZOPE_CONF``, with the
+``python -m benchmarks.procs.plone_producer --zope-conf ZOPE_CONF``, with the
 instance's zope.conf of examples/cluster, starts Zope from that zope.conf
 as ``zconsole run`` does (the instance's role, ``single_db_instance``: it
 queues, it runs no dispatcher), prints
@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "w6-bench-secret-42"
 SITE = "Plone"
 
@@ -156,7 +156,7 @@ class Producer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.plone_producer")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.procs.plone_producer")
     parser.add_argument("--zope-conf", required=True)
     args = parser.parse_args(argv)
     producer = Producer(args.zope_conf)

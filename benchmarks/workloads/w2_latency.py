@@ -8,11 +8,11 @@ import json
 import sys
 import time
 
-from benchmarks import procs
+from benchmarks import spawn
 from benchmarks.context import Context, Watcher, open_installed, percentile
 from benchmarks.setups import store_for
 from benchmarks.stamps import StampReader, first_starts
-from benchmarks.w1_throughput import SETUPS
+from benchmarks.workloads.w1_throughput import SETUPS
 
 LETTERS = "abcd"
 
@@ -51,7 +51,7 @@ def _inproc(ctx: Context, kind: str, workers: int):
     p = ctx.params
     work = ctx.scratch("w2-file")
     with store_for("file", work) as store:
-        result = procs.run_inproc(
+        result = spawn.run_inproc(
             ["w2", "--db", store.uri, "--jobs", str(p.w2_jobs)]
             + ["--interval", str(p.w2_interval)],
             work=work,
@@ -71,7 +71,7 @@ def _processes(ctx: Context, kind: str, workers: int):
         try:
             for index in range(workers):
                 group.append(
-                    procs.cli_worker(
+                    spawn.cli_worker(
                         store.uri,
                         stamps=work / "stamps",
                         log=work / "logs" / f"worker-{index + 1}.log",
@@ -80,9 +80,9 @@ def _processes(ctx: Context, kind: str, workers: int):
                 )
             time.sleep(1.0)  # idle and running
             out = work / "producer.json"
-            producer = procs.Proc(
+            producer = spawn.Proc(
                 "producer",
-                [sys.executable, "-m", "benchmarks.producer", "--db", store.uri]
+                [sys.executable, "-m", "benchmarks.procs.producer", "--db", store.uri]
                 + ["--out", str(out), "--count", str(p.w2_jobs)]
                 + ["--interval", str(p.w2_interval)],
                 stamps=work / "stamps",
@@ -90,14 +90,14 @@ def _processes(ctx: Context, kind: str, workers: int):
             )
             try:
                 if producer.read_line() != "ready":
-                    raise procs.ProcessFailed(f"producer not ready{producer.tail()}")
+                    raise spawn.ProcessFailed(f"producer not ready{producer.tail()}")
                 producer.send("go")
                 producer.read_line(timeout=p.w2_jobs * p.w2_interval + 120)
             finally:
                 producer.stop()
             watcher.wait_completed(stamps, p.w2_jobs, timeout=60, workers=group)
         finally:
-            procs.stop_all(group)
+            spawn.stop_all(group)
             watcher.close()
             db.close()
     commits = json.loads(out.read_text())["commits"]

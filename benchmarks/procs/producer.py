@@ -1,6 +1,6 @@
 """A producer process: queues ``add`` jobs, one per transaction.
 
-``python -m benchmarks.producer --db URI --out FILE --count N --tag A``
+``python -m benchmarks.procs.producer --db URI --out FILE --count N --tag A``
 opens the database, prints ``ready``, waits for a line on its standard
 input, then queues ``add(A, i)`` for i in 0..N-1, each in its own committed
 transaction: every ``--interval`` seconds (W2), or as fast as it can (W5,
@@ -90,7 +90,7 @@ def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.producer")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.procs.producer")
     parser.add_argument("--db", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--count", type=int, required=True)

@@ -1,9 +1,10 @@
-"""Worker and producer processes, started and stopped by the harness.
+"""Starting, releasing and stopping the child processes of the workloads
+(the entry points of benchmarks/procs/, and ``python -m zasync worker``).
 
 Workers are either the real command, ``python -m zasync worker``, or
-``python -m benchmarks.worker``, which opens the database and then waits for
-``go`` on its standard input before it starts its dispatcher, so that
-several workers start together and the time of their start is known.
+``python -m benchmarks.procs.worker``, which opens the database and then
+waits for ``go`` on its standard input before it starts its dispatcher, so
+that several workers start together and the time of their start is known.
 """
 
 from __future__ import annotations
@@ -193,12 +194,12 @@ def cli_worker(
 def gated_workers(
     uri: str, count: int, *, stamps: Path, logs: Path, threads: int = 4
 ) -> list[Proc]:
-    """``count`` benchmarks.worker processes, each with its database open
+    """``count`` benchmarks.procs.worker processes, each with its database open
     and waiting for :func:`go`."""
     argv = [
         sys.executable,
         "-m",
-        "benchmarks.worker",
+        "benchmarks.procs.worker",
         "--db",
         uri,
         "--threads",
@@ -249,12 +250,12 @@ def stop_all(procs: list[Proc], timeout: float = 20.0) -> None:
 
 
 def run_inproc(args: list[str], *, work: Path, timeout: float) -> dict:
-    """Run ``python -m benchmarks.inproc ARGS`` (setups where the worker
+    """Run ``python -m benchmarks.procs.inproc ARGS`` (setups where the worker
     runs in the process that holds the FileStorage) with its stamps in
     ``work``; return the JSON it printed last. Raises RuntimeError, quoting
     its error output, when it fails."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.inproc", *args],
+        [sys.executable, "-m", "benchmarks.procs.inproc", *args],
         cwd=ROOT,
         env=bench_env(work / "stamps"),
         capture_output=True,
@@ -262,5 +263,5 @@ def run_inproc(args: list[str], *, work: Path, timeout: float) -> dict:
         timeout=timeout,
     )
     if out.returncode:
-        raise RuntimeError(f"benchmarks.inproc failed: {out.stderr[-2000:]}")
+        raise RuntimeError(f"benchmarks.procs.inproc failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import procs
+from benchmarks import spawn
 from benchmarks.context import Context, Watcher, open_installed
 from benchmarks.setups import store_for
 from benchmarks.stamps import StampReader
@@ -44,7 +44,7 @@ def _once(ctx: Context):
         try:
             for index in range(2):
                 workers.append(
-                    procs.cli_worker(
+                    spawn.cli_worker(
                         store.uri,
                         stamps=work / "stamps",
                         log=work / "logs" / f"worker-{index + 1}.log",
@@ -53,9 +53,9 @@ def _once(ctx: Context):
                 )
             for tag in range(1, p.w5_producers + 1):
                 producers.append(
-                    procs.Proc(
+                    spawn.Proc(
                         f"producer {tag}",
-                        [sys.executable, "-m", "benchmarks.producer"]
+                        [sys.executable, "-m", "benchmarks.procs.producer"]
                         + [
                             "--db",
                             store.uri,
@@ -69,15 +69,15 @@ def _once(ctx: Context):
                 )
             for producer in producers:
                 if producer.read_line() != "ready":
-                    raise procs.ProcessFailed(f"{producer.name}{producer.tail()}")
-            started = procs.go(producers)
+                    raise spawn.ProcessFailed(f"{producer.name}{producer.tail()}")
+            started = spawn.go(producers)
             for producer in producers:
                 producer.read_line(timeout=600)
             ended = watcher.wait_completed(stamps, total, timeout=600, workers=workers)
             completed = watcher.completed_ids()
         finally:
-            procs.stop_all(producers)
-            procs.stop_all(workers)
+            spawn.stop_all(producers)
+            spawn.stop_all(workers)
             watcher.close()
             db.close()
     conflicts = 0

@@ -7,8 +7,8 @@ control panel and the REST API (``zasync.plone.browser.jobs``) on a fresh
 connection (cold: objects loaded from the storage) and again (warm: from
 the connection's cache)::
 
-    .venv/bin/python -m benchmarks.ui_listing            # 100,000 jobs
-    .venv/bin/python -m benchmarks.ui_listing --jobs 10000 --hours 1
+    .venv/bin/python -m benchmarks.probes.ui_listing            # 100,000 jobs
+    .venv/bin/python -m benchmarks.probes.ui_listing --jobs 10000 --hours 1
 
 Needs Plone installed (``zasync[plone]``); outside the default test run.
 """

@@ -5,11 +5,11 @@ and (file-based storages) the transactions the workers committed."""
 
 from __future__ import annotations
 
-from benchmarks import procs
+from benchmarks import spawn
 from benchmarks.context import Context, Watcher, enqueue, open_installed
+from benchmarks.procs.worker import read_stats
 from benchmarks.setups import store_for
 from benchmarks.stamps import StampReader
-from benchmarks.worker import read_stats
 
 #: letter -> (label, storage kind, worker processes)
 SETUPS = {
@@ -65,7 +65,7 @@ def _inproc(ctx: Context, kind: str, workers: int):
     jobs = ctx.params.w1_jobs
     work = ctx.scratch("w1-file")
     with store_for("file", work) as store:
-        result = procs.run_inproc(
+        result = spawn.run_inproc(
             ["w1", "--db", store.uri, "--jobs", str(jobs)], work=work, timeout=900
         )
         if result["done"] < jobs:
@@ -94,20 +94,20 @@ def _processes(ctx: Context, kind: str, workers: int):
             enqueue(db, p.w1_jobs, batch=p.w1_batch)
             size1 = store.size()
             position = store.end() if store.data_path else None
-            group = procs.gated_workers(
+            group = spawn.gated_workers(
                 store.uri, workers, stamps=work / "stamps", logs=work / "logs"
             )
-            server_cpu = procs.server_cpu_seconds(store)
+            server_cpu = spawn.server_cpu_seconds(store)
             try:
-                started = procs.go(group)
+                started = spawn.go(group)
                 ended = watcher.wait_completed(
                     stamps, p.w1_jobs, timeout=900, workers=group
                 )
                 if server_cpu is not None:
-                    server_cpu = procs.server_cpu_seconds(store) - server_cpu
+                    server_cpu = spawn.server_cpu_seconds(store) - server_cpu
                 size2 = store.size()
             finally:
-                procs.stop_all(group)
+                spawn.stop_all(group)
             stats = [read_stats(proc.log_path) for proc in group]
             txns = store.transactions_since(position) if position else None
         finally:

@@ -1,7 +1,7 @@
 """Where W2's latency goes: each step of a job's way from the producer's
 commit to its start, timed.
 
-``python -m benchmarks.w2_trace [--jobs 300] [--workers 1]`` starts a ZEO
+``python -m benchmarks.probes.w2_trace [--jobs 300] [--workers 1]`` starts a ZEO
 server, ``--workers`` dispatchers (4 threads each, each with a database of
 its own) in this process, and the W2 producer in another; it then prints,
 for each step, the median and 90th percentile of its time after the
@@ -171,7 +171,7 @@ def _row(name: str, values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.w2_trace")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.probes.w2_trace")
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--interval", type=float, default=0.02)
     parser.add_argument("--workers", type=int, default=1)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_file(args, work: Path, trace: Trace):
     """One dispatcher and the producer (a thread) on a FileStorage."""
-    from benchmarks.producer import produce
+    from benchmarks.procs.producer import produce
     from zasync.dispatcher import Dispatcher
     from zasync.queue import install
     from zasync.storage import open_db
@@ -240,7 +240,7 @@ def _run_zeo(args, work: Path, trace: Trace):
         dispatchers = [Dispatcher(db, threads=4).start() for db in dbs]
         out = work / "producer.json"
         producer = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.producer", "--db", server.uri]
+            [sys.executable, "-m", "benchmarks.procs.producer", "--db", server.uri]
             + ["--out", str(out), "--count", str(args.jobs)]
             + ["--interval", str(args.interval)],
             stdin=subprocess.PIPE,

@@ -9,7 +9,7 @@ example files as they are; the environment gives them their paths
 
 - a ZEO server (zasync.testservers.ZEOServer, with blobs) for the whole
   workload;
-- the producer, ``python -m benchmarks.plone_producer`` with the instance's
+- the producer, ``python -m benchmarks.procs.plone_producer`` with the instance's
   zope.conf: creates the site as examples/create_site.py does (with
   zasync), a member, and for each run a new folder where the member is
   Contributor, then queues the jobs as that member, 100 per transaction;
@@ -39,12 +39,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import procs
+from benchmarks import spawn
 from benchmarks.context import Context, Watcher, percentile
 from benchmarks.setups import SetupMissing
 from benchmarks.stamps import StampReader, first_starts
 
-EXAMPLES = procs.ROOT / "examples"
+EXAMPLES = spawn.ROOT / "examples"
 CLUSTER = EXAMPLES / "cluster"
 INSTANCE_CONF = CLUSTER / "instance" / "etc" / "zope.conf"
 WORKER_CONF = CLUSTER / "worker" / "etc" / "worker-1.conf"
@@ -100,9 +100,9 @@ def run(ctx: Context) -> None:
     }
     producer = db = watcher = None
     try:
-        producer = procs.Proc(
+        producer = spawn.Proc(
             "producer",
-            [sys.executable, "-m", "benchmarks.plone_producer"]
+            [sys.executable, "-m", "benchmarks.procs.plone_producer"]
             + ["--zope-conf", str(INSTANCE_CONF)],
             stamps=work / "stamps",
             log=work / "logs" / "producer.log",
@@ -165,7 +165,7 @@ def run(ctx: Context) -> None:
         server.stop()
 
 
-def _line(proc: procs.Proc, wanted, timeout: float) -> str:
+def _line(proc: spawn.Proc, wanted, timeout: float) -> str:
     """The first line of ``proc``'s output for which ``wanted`` is true
     (Zope may print other lines first)."""
     deadline = time.monotonic() + timeout
@@ -175,7 +175,7 @@ def _line(proc: procs.Proc, wanted, timeout: float) -> str:
             return line
 
 
-def _ask(proc: procs.Proc, command: dict, timeout: float) -> dict:
+def _ask(proc: spawn.Proc, command: dict, timeout: float) -> dict:
     proc.send(json.dumps(command))
     line = _line(proc, lambda line: line.startswith("W6 "), timeout)
     answer = json.loads(line[3:])
@@ -206,7 +206,7 @@ def _once(ctx, *, server, env, producer, watcher, tag, threads, quota):
     position = os.path.getsize(server.data_path)
     stamps = StampReader(work / "stamps")
     launched = time.time()
-    worker = procs.Proc(
+    worker = spawn.Proc(
         "worker",
         [sys.executable, "-m", "zasync", "--log-level", LOG_LEVEL, "worker"]
         + ["--zope-conf", str(WORKER_CONF), "--threads", str(threads)]
@@ -276,7 +276,7 @@ def _outcome(watcher: Watcher, uuid: str, tag: int):
         watcher.tm.abort()
 
 
-def _check_documents(producer: procs.Proc, folder: str, count: int) -> None:
+def _check_documents(producer: spawn.Proc, folder: str, count: int) -> None:
     """The folder holds a document for each job that did not fail, made
     and owned by the member who queued it (asked of the producer, which
     has Plone's components)."""

@@ -1,6 +1,6 @@
 """One client of the storage-alone figures with several clients.
 
-``python -m benchmarks.storage_client URI KEY SECONDS`` opens the database,
+``python -m benchmarks.procs.storage_client URI KEY SECONDS`` opens the database,
 makes its own object (``root[KEY]``), prints ``ready``, waits for a line on
 its standard input, then commits a one-object change to it in a loop for
 SECONDS and prints one JSON line: the commits, the seconds they took and the

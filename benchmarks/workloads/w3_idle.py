@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from benchmarks import procs
+from benchmarks import spawn
 from benchmarks.context import Context, open_installed
 from benchmarks.setups import store_for
 
@@ -32,7 +32,7 @@ def run(ctx: Context) -> None:
                     work = ctx.scratch(f"w3-{kind}-{index + 1}")
                     store = stack.enter_context(store_for(kind, work / "server"))
                     open_installed(store.uri).close()
-                    worker = procs.cli_worker(
+                    worker = spawn.cli_worker(
                         store.uri,
                         stamps=work / "stamps",
                         log=work / "logs" / "worker.log",

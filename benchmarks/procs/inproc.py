@@ -2,8 +2,8 @@
 the measuring process (a :class:`zasync.dispatcher.Dispatcher` with the
 default threads) and W2's producer is a thread beside it.
 
-``python -m benchmarks.inproc w1 --db URI --jobs N`` and
-``python -m benchmarks.inproc w2 --db URI --jobs N --interval S --out FILE``
+``python -m benchmarks.procs.inproc w1 --db URI --jobs N`` and
+``python -m benchmarks.procs.inproc w2 --db URI --jobs N --interval S --out FILE``
 print one JSON object on their last line.
 """
 
@@ -17,7 +17,7 @@ import time
 
 import zasync
 from benchmarks.context import Watcher, enqueue
-from benchmarks.producer import produce
+from benchmarks.procs.producer import produce
 from zasync import dispatcher as dispatcher_module
 from zasync.dispatcher import Dispatcher
 from zasync.storage import open_db, parse_uri
@@ -113,7 +113,7 @@ def run_w2(uri: str, jobs: int, interval: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.inproc")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.procs.inproc")
     parser.add_argument("workload", choices=("w1", "w2"))
     parser.add_argument("--db", required=True)
     parser.add_argument("--jobs", type=int, required=True)

@@ -1,0 +1,1 @@
+"""The workloads of ``python -m benchmarks``: one module each, with ``run(ctx)``."""
