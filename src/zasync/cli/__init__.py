@@ -1,0 +1,109 @@
+"""The ``zasync`` command (also ``python -m zasync``).
+
+A thin layer over the library: each subcommand parses its flags, opens the
+database, calls zasync.admin or a Dispatcher, and prints a table (for
+people) or JSON (``--json``, for scripts). One module per group of
+commands: :mod:`~zasync.cli.worker`, :mod:`~zasync.cli.inspection`
+(status, jobs, show), :mod:`~zasync.cli.actions` (retry, cancel, prune),
+:mod:`~zasync.cli.demo`; the exit codes are in :mod:`~zasync.cli.exitcodes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from zasync.cli import actions, demo, inspection, worker
+from zasync.cli.exitcodes import EXIT_ERROR, EXIT_STORAGE
+from zasync.cli.options import LOG_LEVELS, LONG_RUNNING
+from zasync.interfaces import ZasyncError
+from zasync.storage import StorageError
+
+__all__ = ["build_parser", "main"]
+
+EPILOG = """\
+examples:
+  zasync worker --db zeo://127.0.0.1:8100 --threads 4 --import myapp.jobs
+  zasync worker --db var/Data.fs --uuid-file var/worker-uuid.txt
+  zasync worker --zope-conf worker/etc/zope.conf   # Plone jobs, in Zope
+  zasync status --db zeo://127.0.0.1:8100
+  zasync jobs --db zeo://127.0.0.1:8100 --status failed --json
+  zasync show 3f2a --db zeo://127.0.0.1:8100
+  zasync retry 3f2a --db zeo://127.0.0.1:8100
+  zasync cancel 3f2b --db zeo://127.0.0.1:8100
+  zasync prune --db zeo://127.0.0.1:8100 --older-than 7
+
+The database (--db, or the ZASYNC_DB environment variable) is a URI:
+file:///path/Data.fs (or a plain path), zeo://host:port, zeo:///path/to.sock,
+postgresql://user@host/dbname (RelStorage), or a ZConfig .conf file.
+
+exit codes: 0 ok, 1 the operation failed, 2 bad usage, 3 database unavailable
+"""
+
+#: a command: its parsed flags and the parser (for usage errors) -> exit code
+Command = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
+
+COMMANDS: dict[str, Command] = {
+    "worker": worker.run_worker,
+    "status": inspection.run_status,
+    "jobs": inspection.run_jobs,
+    "show": inspection.run_show,
+    "retry": actions.run_retry,
+    "cancel": actions.run_cancel,
+    "prune": actions.run_prune,
+    "demo": demo.run_demo,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``zasync`` command and flag."""
+    parser = argparse.ArgumentParser(
+        prog="zasync",
+        description="Run and inspect zasync workers and jobs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=LOG_LEVELS,
+        help="default: INFO for worker and demo, WARNING for the others",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    worker.add_parser(sub)
+    inspection.add_parsers(sub)
+    actions.add_parsers(sub)
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` (default: ``sys.argv[1:]``) names; return
+    its exit code. Bad usage exits (code 2) through argparse."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "zope_conf", None):
+        worker.check_zope_flags(args, parser)
+    elif args.db is None:
+        parser.error(
+            f"{args.command}: --db is required (or set ZASYNC_DB)"
+            + (", or --zope-conf" if args.command == "worker" else "")
+        )
+    logging.basicConfig(
+        level=getattr(
+            logging,
+            args.log_level or ("INFO" if args.command in LONG_RUNNING else "WARNING"),
+        ),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args, parser)
+    except StorageError as e:
+        print(f"zasync {args.command}: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except ZasyncError as e:
+        print(f"zasync {args.command}: {e}", file=sys.stderr)
+        return EXIT_ERROR

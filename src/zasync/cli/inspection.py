@@ -1,0 +1,144 @@
+"""``zasync status``, ``zasync jobs`` and ``zasync show``: what the queues,
+the workers and the jobs look like, as a table (for people) or JSON
+(``--json``, for scripts). They change nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from zasync import admin
+from zasync.cli.database import in_transaction, one_job, open_database
+from zasync.cli.exitcodes import EXIT_OK
+from zasync.cli.options import add_db, add_json, positive_int
+
+
+def add_parsers(sub: Any) -> None:
+    """The ``status``, ``jobs`` and ``show`` commands, on ``sub``."""
+    status = sub.add_parser("status", help="queues, quotas, workers and throughput")
+    add_db(status)
+    add_json(status)
+
+    jobs = sub.add_parser("jobs", help="list jobs")
+    add_db(jobs)
+    jobs.add_argument("--status", action="append", default=[], choices=admin.FILTERS)
+    jobs.add_argument("--queue", action="append", default=[], metavar="NAME")
+    jobs.add_argument(
+        "--callable", metavar="TEXT", help="only callables whose name contains TEXT"
+    )
+    jobs.add_argument("--limit", type=positive_int, default=50)
+    add_json(jobs)
+
+    add_job_parser(sub, "show", "show one job")
+
+
+def add_job_parser(sub: Any, name: str, text: str) -> None:
+    """A command on one job, named by its id: ``zasync <name> ID``."""
+    cmd = sub.add_parser(name, help=text)
+    cmd.add_argument(
+        "job_id", metavar="ID", help="the job's id, as `zasync jobs` shows it"
+    )
+    add_db(cmd)
+    add_json(cmd)
+
+
+def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``zasync status``: queues, quotas, workers and throughput."""
+    db = open_database(args)
+    try:
+        data = in_transaction(db, lambda queues, conn: admin.summary(queues))
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    _print_queues(data["queues"])
+    print()
+    _print_workers(data["workers"])
+    print()
+    for window, t in data["throughput"].items():
+        print(f"last {window:>3}: {t['completed']} completed, {t['failed']} failed")
+    return EXIT_OK
+
+
+def _print_queues(queues: dict[str, Any]) -> None:
+    print(f"{'queue':<16} {'pending':>8} {'scheduled':>9} {'active':>7}  quotas")
+    for name, info in queues.items():
+        c = info["counts"]
+        quotas = ", ".join(
+            f"{q} {v['used']}/{v['size']}" for q, v in info["quotas"].items()
+        )
+        print(
+            f"{name or '(default)':<16} {c['pending']:>8} {c['scheduled']:>9} {c['active']:>7}  {quotas}"
+        )
+
+
+def _print_workers(workers: list[dict[str, Any]]) -> None:
+    print(
+        f"{'worker':<38} {'host:pid':<24} {'state':<6} {'threads':>7} {'running':>7}  last seen"
+    )
+    for w in workers:
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w["last_seen"]))
+        print(
+            f"{w['uuid']:<38} {w['host'] + ':' + str(w['pid']):<24} "
+            f"{'alive' if w['alive'] else 'dead':<6} {w['threads']:>7} {len(w['running']):>7}  {seen}"
+        )
+
+
+def run_jobs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``zasync jobs``: the jobs the filters select, newest first."""
+    db = open_database(args)
+
+    def work(queues: Any, conn: Any) -> list[dict[str, Any]]:
+        jobs = admin.list_jobs(
+            queues,
+            status=tuple(args.status),
+            queue_names=tuple(args.queue),
+            limit=args.limit,
+            callable_contains=args.callable,
+        )
+        return [admin.describe(job) for job in jobs]
+
+    try:
+        rows = in_transaction(db, work)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{'id':<10} {'kind':<10} {'queue':<10} {'callable':<40} when")
+    for r in rows:
+        when = r["active_end"] or r["active_start"] or r["begin_after"] or ""
+        print(
+            f"{r['id']:<10} {r['kind']:<10} {_queue_label(r['queue']):<10} {r['callable'][:40]:<40} {when[:19]}"
+        )
+    if not rows:
+        print("(no jobs)")
+    return EXIT_OK
+
+
+def _queue_label(name: str | None) -> str:
+    return "" if name is None else name or "(default)"
+
+
+def print_job(data: dict[str, Any], as_json: bool) -> None:
+    """One job as ``admin.describe`` gives it: JSON, or one field a line
+    with the traceback last."""
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if key == "traceback":
+            continue
+        print(f"{key:>13}: {value}")
+    if "traceback" in data:
+        print()
+        print(data["traceback"].rstrip())
+
+
+def run_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``zasync show ID``: one job, whole."""
+    print_job(one_job(args, admin.describe), args.json)
+    return EXIT_OK

@@ -1,0 +1,57 @@
+"""Flags and argument types that several ``zasync`` commands share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: commands that run for a while and say what they do; the others log only
+#: warnings, so that their output (and a one-line error) stands alone
+LONG_RUNNING = ("worker", "demo")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be 1 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    return value
+
+
+def add_db(parser: argparse.ArgumentParser, *, group: Any = None) -> None:
+    """--db (in ``group``, a mutually exclusive group, when given), and
+    --log-level after the command."""
+    (group or parser).add_argument(
+        "--db",
+        default=os.environ.get("ZASYNC_DB"),
+        metavar="URI",
+        help="the database (default: $ZASYNC_DB)",
+    )
+    # Also accepted after the command; SUPPRESS keeps one given before it.
+    parser.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=LOG_LEVELS,
+        help=argparse.SUPPRESS,
+    )
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    """--json: print JSON (for scripts) instead of a table."""
+    parser.add_argument("--json", action="store_true")

@@ -1,0 +1,211 @@
+"""``zasync worker``: a worker in the foreground, on a database named by
+``--db`` (the core engine) or in a Zope process (``--zope-conf``, Plone
+jobs), until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import sys
+from typing import Any
+
+from zasync.cli.database import open_database
+from zasync.cli.exitcodes import EXIT_ERROR
+from zasync.cli.options import add_db, positive_float, positive_int
+from zasync.cli.signals import StopSignals, serve_until_signalled
+from zasync.dispatcher import Dispatcher
+from zasync.identity import worker_uuid
+
+#: threads of ``zasync worker --db`` unless --threads says otherwise
+DEFAULT_WORKER_THREADS = 4
+#: the flags that set the dispatcher, with their defaults: a --zope-conf
+#: worker takes these settings from Zope, and refuses the flags
+DISPATCHER_FLAGS: dict[str, Any] = {
+    "queue": [],
+    "poll_interval": 1.0,
+    "heartbeat": 60.0,
+    "lease": 30.0,
+    "maintenance_interval": 5.0,
+    "retention_days": 7.0,
+}
+
+EPILOG = """\
+examples:
+  zasync worker --db zeo://127.0.0.1:8100 --threads 8 --import myapp.jobs
+  ZASYNC_UUID=var/worker.uuid zasync worker --db var/Data.fs
+  zasync worker --zope-conf worker/etc/zope.conf
+
+--zope-conf runs Plone jobs: Zope starts from that zope.conf without
+serving HTTP, and its site.zcml must include zasync.plone's
+single_db_worker.zcml or multi_db_worker.zcml. The UUID file and the
+threads then come from --uuid-file / --threads, else ZASYNC_UUID /
+ZASYNC_THREADS (zope.conf's <environment> or the environment)."""
+
+
+def add_parser(sub: Any) -> None:
+    """The ``worker`` command, on ``sub`` (the parser's subparsers)."""
+    worker = sub.add_parser(
+        "worker",
+        help="run a worker in the foreground",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = worker.add_mutually_exclusive_group()
+    add_db(worker, group=source)
+    source.add_argument(
+        "--zope-conf",
+        metavar="FILE",
+        help="run Plone jobs in a Zope process started from this zope.conf "
+        "(instead of --db; needs zasync[plone])",
+    )
+    worker.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help=f"worker threads (default {DEFAULT_WORKER_THREADS}; with "
+        f"--zope-conf: $ZASYNC_THREADS or 2)",
+    )
+    worker.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="serve this queue (repeatable; default: all queues)",
+    )
+    worker.add_argument(
+        "--uuid-file",
+        metavar="FILE",
+        help="where the worker's UUID is kept (default: $ZASYNC_UUID)",
+    )
+    worker.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first (your job functions; repeatable)",
+    )
+    _add_dispatcher_flags(worker)
+
+
+def _add_dispatcher_flags(worker: argparse.ArgumentParser) -> None:
+    worker.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        default=DISPATCHER_FLAGS["poll_interval"],
+        metavar="SECONDS",
+    )
+    worker.add_argument(
+        "--heartbeat",
+        type=positive_float,
+        default=DISPATCHER_FLAGS["heartbeat"],
+        metavar="SECONDS",
+        help="idle heartbeat interval (default 60)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=positive_float,
+        default=DISPATCHER_FLAGS["lease"],
+        metavar="SECONDS",
+        help="lease on running jobs: a dead worker's jobs are rescued after it",
+    )
+    worker.add_argument(
+        "--maintenance-interval",
+        type=positive_float,
+        default=DISPATCHER_FLAGS["maintenance_interval"],
+        metavar="SECONDS",
+        help="how often dead workers' jobs are looked for and finished "
+        "jobs pruned (default 5)",
+    )
+    worker.add_argument(
+        "--retention-days",
+        type=positive_float,
+        default=DISPATCHER_FLAGS["retention_days"],
+        metavar="DAYS",
+        help="keep finished jobs this long (default 7)",
+    )
+    worker.add_argument(
+        "--stop-timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for running jobs (default 30)",
+    )
+
+
+def check_zope_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--zope-conf (which argparse keeps apart from --db) excludes the
+    dispatcher flags a Zope worker does not take: a usage error names the
+    first one given."""
+    for dest, default in DISPATCHER_FLAGS.items():
+        if getattr(args, dest) != default:
+            flag = "--" + dest.replace("_", "-")
+            parser.error(
+                f"worker: {flag} cannot be used with --zope-conf (a Zope "
+                f"worker's dispatcher has the default settings; only "
+                f"--uuid-file, --threads and --stop-timeout apply)"
+            )
+
+
+def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``zasync worker``: serve until a signal; EXIT_OK when every running
+    job finished within --stop-timeout."""
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            parser.error(f"--import {module}: {e}")
+    if args.zope_conf:
+        return _zope_worker(args)
+    db = open_database(args)
+    uuid = worker_uuid(args.uuid_file)
+    threads = args.threads or DEFAULT_WORKER_THREADS
+    dispatcher = Dispatcher(
+        db,
+        uuid=uuid,
+        threads=threads,
+        queue_names=tuple(args.queue) or None,
+        poll_interval=args.poll_interval,
+        heartbeat_interval=args.heartbeat,
+        lease_seconds=args.lease,
+        maintenance_interval=args.maintenance_interval,
+        retention=datetime.timedelta(days=args.retention_days),
+    )
+    signals = StopSignals().install()
+    dispatcher.start()
+    print(
+        f"zasync worker {uuid} on {args.db}: {threads} threads; Ctrl-C to stop",
+        flush=True,
+    )
+
+    def stop(timeout: float) -> bool:
+        clean = dispatcher.stop(timeout)
+        db.close()
+        return clean
+
+    return serve_until_signalled(signals, stop, args)
+
+
+def _zope_worker(args: argparse.Namespace) -> int:
+    """``zasync worker --zope-conf``: Plone jobs in a Zope process."""
+    try:
+        from zasync.plone import zopeworker  # noqa: PLC0415 - needs Zope (zasync[plone])
+    except ImportError as e:
+        print(
+            f"zasync worker: --zope-conf needs Zope and Plone ({e}): "
+            f"pip install -c constraints.txt 'zasync[plone]'",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    signals = StopSignals().install()
+    worker = zopeworker.start(
+        args.zope_conf, uuid_file=args.uuid_file, threads=args.threads
+    )
+    print(
+        f"zasync worker {worker.uuid} in Zope ({args.zope_conf}, role "
+        f"{worker.role.name}, database {worker.database_name!r}): "
+        f"{worker.threads} threads; Ctrl-C to stop",
+        flush=True,
+    )
+    return serve_until_signalled(signals, worker.stop, args)
