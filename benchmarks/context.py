@@ -17,10 +17,14 @@ from pathlib import Path
 
 import transaction
 
+import zasync
+from benchmarks.jobs import add
 from benchmarks.results import Results
-from benchmarks.setups import SetupMissing
-from benchmarks.spawn import ProcessFailed
+from benchmarks.setups import SetupMissingError
+from benchmarks.spawn import ProcessFailedError
 from benchmarks.stamps import StampReader
+from zasync.failure import Failure
+from zasync.storage import open_db
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class Context:
         becomes the row's note, and the other setups go on."""
         try:
             yield
-        except SetupMissing as e:
+        except SetupMissingError as e:
             self.results.note(workload, setup, f"setup missing: {e}")
             self.progress(f"{workload} {setup}: setup missing: {e}")
         except Exception as e:
@@ -116,9 +120,6 @@ class Context:
 
 def open_installed(uri: str):
     """Open ``uri`` with zasync's default queue installed."""
-    import zasync
-    from zasync.storage import open_db
-
     db = open_db(uri)
     try:
         zasync.install(db)
@@ -131,9 +132,6 @@ def open_installed(uri: str):
 def enqueue(db, count: int, *, batch: int, func=None, tag: int = 0) -> None:
     """Queue ``func(tag, i)`` (default ``add``) for i < count, ``batch``
     jobs per transaction."""
-    import zasync
-    from benchmarks.jobs import add
-
     func = func or add
     tm = transaction.TransactionManager(explicit=True)
     conn = db.open(transaction_manager=tm)
@@ -169,9 +167,6 @@ class Watcher:
 
     def completed_ids(self) -> set[tuple[int, int]]:
         """The (a, b) arguments of every COMPLETED job that did not fail."""
-        import zasync
-        from zasync.failure import Failure
-
         self.tm.begin()
         try:
             ids = set()
@@ -192,14 +187,14 @@ class Watcher:
         """Wait until ``count`` jobs are finished (nothing pending or
         running); return the time it was seen. Reads the stamp files until
         ``count`` jobs started, then the database every 10 ms. Raises
-        TimeoutError, or ProcessFailed when one of ``workers`` exits."""
+        TimeoutError, or ProcessFailedError when one of ``workers`` exits."""
         deadline = time.monotonic() + timeout
         while stamps.count() < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{stamps.count()} of {count} jobs started")
             for worker in workers:
                 if worker.popen.poll() is not None:
-                    raise ProcessFailed(f"{worker.name} exited{worker.tail()}")
+                    raise ProcessFailedError(f"{worker.name} exited{worker.tail()}")
             time.sleep(0.01)
         while True:
             pending, active, done = self.counts()
@@ -215,8 +210,6 @@ class Watcher:
 
 def counts(conn) -> tuple[int, int, int]:
     """(pending, claimed or running, finished) jobs as ``conn`` sees them."""
-    import zasync
-
     queues = conn.root()[zasync.KEY]
     pending = sum(len(queue) for queue in queues.values())
     active = done = 0

@@ -9,6 +9,7 @@ import sys
 from importlib import metadata
 
 from benchmarks.spawn import ROOT
+from zasync.testservers import _connect_server
 
 PACKAGES = (
     "ZODB",
@@ -53,8 +54,6 @@ def _cpu_model() -> str | None:
 
 def _postgres_version() -> str | None:
     try:
-        from zasync.testservers import _connect_server
-
         conn = _connect_server()
     except Exception:
         return None

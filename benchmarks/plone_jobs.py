@@ -19,7 +19,10 @@ import os
 import threading
 import time
 
+from ZODB.utils import u64
+
 from benchmarks.jobs import ENV, stamp
+from zasync import local
 from zasync.plone.tests.funcs import createDocument
 
 _ends: dict[int, int | None] = {}
@@ -45,10 +48,6 @@ def _ends_fd() -> int | None:
 
 
 def _job_oid() -> int:
-    from ZODB.utils import u64
-
-    from zasync import local
-
     try:
         oid = local.getJob()._p_oid
     except Exception:  # called outside a worker

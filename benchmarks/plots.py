@@ -11,14 +11,14 @@ from benchmarks.results import Results
 
 def available() -> str | None:
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401, PLC0415 - optional: the bench extra
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]'): no plots"
     return None
 
 
 def write(results: Results, directory: Path, prefix: str) -> list[Path]:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - optional: the bench extra
 
     matplotlib.use("Agg")
     written = []
@@ -36,7 +36,7 @@ def _w1(w1: dict, zeo_alone: dict, path: Path) -> Path:
     """W1's jobs/s against the worker processes; beside it, on an axis of
     its own, ZEO's commits/s alone against its client processes (the
     storage figures of the same run), which bound it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional: the bench extra
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     zeo = [
@@ -110,7 +110,7 @@ def _w1(w1: dict, zeo_alone: dict, path: Path) -> Path:
 
 
 def _w2(w2: dict, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional: the bench extra
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for label, values in w2.items():

@@ -4,7 +4,7 @@
 yield a :class:`Store`: its URI, and how to read the storage's size and
 transaction count from outside (the FileStorage file, the ZEO server's file,
 the PostgreSQL database). A setup that cannot be had raises
-:class:`SetupMissing` with the reason, which the workload's row shows.
+:class:`SetupMissingError` with the reason, which the workload's row shows.
 """
 
 from __future__ import annotations
@@ -15,8 +15,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ZODB.FileStorage import FileIterator
 
-class SetupMissing(Exception):
+from zasync.storage import parse_uri
+from zasync.testservers import (
+    ZEOServer,
+    drop_postgres_database,
+    fresh_postgres_database,
+    postgres_available,
+)
+
+
+class SetupMissingError(Exception):
     """A setup's server or driver is not available here."""
 
 
@@ -41,8 +51,6 @@ class Store:
 
     def transactions_since(self, position: int) -> int:
         """Transactions committed after ``position`` (from :meth:`end`)."""
-        from ZODB.FileStorage import FileIterator
-
         iterator = FileIterator(str(self.data_path), pos=position)
         try:
             return sum(1 for _ in iterator)
@@ -51,9 +59,7 @@ class Store:
 
 
 def _pg_size(uri: str) -> int:
-    import psycopg2
-
-    from zasync.storage import parse_uri
+    import psycopg2  # noqa: PLC0415 - optional: the relstorage extra
 
     conn = psycopg2.connect(parse_uri(uri).dsn)
     try:
@@ -73,7 +79,7 @@ def file_store(directory: Path) -> Iterator[Store]:
 
 def zeo_available() -> str | None:
     try:
-        import ZEO  # noqa: F401
+        import ZEO  # noqa: F401, PLC0415 - optional: the zeo extra
     except ImportError:
         return "ZEO is not installed: pip install 'zasync[zeo]'"
     return None
@@ -83,8 +89,7 @@ def zeo_available() -> str | None:
 def zeo_store(directory: Path) -> Iterator[Store]:
     problem = zeo_available()
     if problem:
-        raise SetupMissing(problem)
-    from zasync.testservers import ZEOServer
+        raise SetupMissingError(problem)
 
     server = ZEOServer(directory)
     server.start()
@@ -95,8 +100,6 @@ def zeo_store(directory: Path) -> Iterator[Store]:
 
 
 def pg_available() -> str | None:
-    from zasync.testservers import postgres_available
-
     return postgres_available()
 
 
@@ -104,8 +107,7 @@ def pg_available() -> str | None:
 def pg_store() -> Iterator[Store]:
     problem = pg_available()
     if problem:
-        raise SetupMissing(problem)
-    from zasync.testservers import drop_postgres_database, fresh_postgres_database
+        raise SetupMissingError(problem)
 
     uri = fresh_postgres_database("zasync_bench")
     try:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class ProcessFailed(RuntimeError):
+class ProcessFailedError(RuntimeError):
     """A helper process exited early or did not say it was ready."""
 
 
@@ -76,7 +76,7 @@ class Proc:
     ):
         self.name = name
         self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        self._log = open(log, "ab")  # closed in wait()
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -99,7 +99,7 @@ class Proc:
         while not buffer.endswith(b"\n"):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ProcessFailed(
+                raise ProcessFailedError(
                     f"{self.name}: no answer in {timeout:g} s{self.tail()}"
                 )
             ready, _, _ = select.select([out], [], [], remaining)
@@ -107,7 +107,7 @@ class Proc:
                 byte = os.read(out.fileno(), 1)
                 if not byte:
                     self.popen.wait(5)
-                    raise ProcessFailed(
+                    raise ProcessFailedError(
                         f"{self.name} exited with code {self.popen.returncode}"
                         f"{self.tail()}"
                     )
@@ -187,7 +187,7 @@ def cli_worker(
     line = proc.read_line()
     if not line.startswith("zasync worker"):
         proc.kill()
-        raise ProcessFailed(f"{name} said {line!r}{proc.tail()}")
+        raise ProcessFailedError(f"{name} said {line!r}{proc.tail()}")
     return proc
 
 
@@ -225,7 +225,7 @@ def gated(name: str, argvs: list[list[str]], *, stamps: Path, logs: Path) -> lis
             )
         for proc in procs:
             if proc.read_line() != "ready":
-                raise ProcessFailed(f"{proc.name} did not get ready{proc.tail()}")
+                raise ProcessFailedError(f"{proc.name} did not get ready{proc.tail()}")
     except BaseException:
         for proc in procs:
             proc.kill()

@@ -21,15 +21,15 @@ import threading
 import time
 from pathlib import Path
 
+from ZODB.Connection import Connection
+
+from benchmarks.procs import inproc
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probes.w1_loads")
     parser.add_argument("--jobs", type=int, default=20_000)
     args = parser.parse_args(argv)
-
-    from ZODB.Connection import Connection
-
-    from benchmarks.procs import inproc
 
     loads: collections.Counter = collections.Counter()
     setstate = Connection.setstate

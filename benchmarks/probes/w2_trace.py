@@ -12,7 +12,7 @@ and the producer in a thread of this process.
 
 A diagnostic, not a workload of BENCH.md: it wraps zasync's and ZEO's
 functions to take its stamps (which costs some of the time it measures),
-and its dispatchers share one process. docs/performance.md quotes it.
+and its dispatchers share one process.
 """
 
 from __future__ import annotations
@@ -29,6 +29,19 @@ import threading
 import time
 from pathlib import Path
 
+from ZEO.ClientStorage import ClientStorage
+from ZODB.FileStorage import FileStorage
+
+import benchmarks.jobs  # noqa: F401 - the job it runs
+import zasync.dispatcher as dispatcher_module
+import zasync.executor as executor_module
+import zasync.wakeup as wakeup_module
+from benchmarks.procs.producer import produce
+from zasync.dispatcher import Dispatcher
+from zasync.queue import install
+from zasync.storage import open_db
+from zasync.testservers import ZEOServer
+
 STEPS = ["invalidation", "wake", "handed over", "claim begins", "claim ends"]
 STEPS += ["claim committed", "thread starts", "job starts"]
 
@@ -44,10 +57,18 @@ class Trace:
 
     def install(self, kind: str) -> None:
         """Wrap the functions whose calls are the steps."""
-        import zasync.dispatcher as dispatcher_module
-        import zasync.executor as executor_module
-        import zasync.wakeup as wakeup_module
+        self._wrap_invalidate()
+        self._wrap_claim_for_idle()
+        self._wrap_handed_over()
+        self._wrap_claim()
+        self._wrap_run()
+        storage_class = ClientStorage if kind == "zeo" else FileStorage
+        for name in ("tpc_begin", "tpc_vote", "tpc_finish", "loadBefore"):
+            function = getattr(storage_class, name)
+            setattr(storage_class, name, self._timed(name, function))
 
+    def _wrap_invalidate(self) -> None:
+        """The invalidation reaches the worker."""
         trace = self
         notifying = wakeup_module.NotifyingStorage
         invalidate = notifying.invalidate
@@ -58,24 +79,31 @@ class Trace:
 
         notifying.invalidate = on_invalidate
 
+    def _wrap_claim_for_idle(self) -> None:
+        """The loop wakes; each round's steps go to the jobs it took."""
+        trace = self
         claim_for_idle = dispatcher_module.Dispatcher._claim_for_idle
 
         def on_claim_for_idle(dispatcher):
             trace.local.round = {"wake": time.time()}
             result = claim_for_idle(dispatcher)
-            step = trace.local.round
-            if step.get("jobs"):
-                if "claim committed" not in step and "handed over" not in step:
-                    trace.lost_claims += 1  # its commit conflicted
-                else:
-                    for job in step["jobs"]:
-                        trace.by_job[job].update(
-                            {k: v for k, v in step.items() if k != "jobs"}
-                        )
+            trace._end_round(trace.local.round)
             return result
 
         dispatcher_module.Dispatcher._claim_for_idle = on_claim_for_idle
 
+    def _end_round(self, step: dict) -> None:
+        if not step.get("jobs"):
+            return
+        if "claim committed" not in step and "handed over" not in step:
+            self.lost_claims += 1  # its commit conflicted
+            return
+        for job in step["jobs"]:
+            self.by_job[job].update({k: v for k, v in step.items() if k != "jobs"})
+
+    def _wrap_handed_over(self) -> None:
+        """The loop finds jobs in its threads' inboxes."""
+        trace = self
         handed_over = dispatcher_module.Dispatcher._handed_over
 
         def on_handed_over(dispatcher, record, idle):
@@ -93,6 +121,9 @@ class Trace:
 
         dispatcher_module.Dispatcher._handed_over = on_handed_over
 
+    def _wrap_claim(self) -> None:
+        """The claim begins and ends."""
+        trace = self
         claim = dispatcher_module.claim
 
         def on_claim(*args, **kw):
@@ -109,6 +140,9 @@ class Trace:
 
         dispatcher_module.claim = on_claim
 
+    def _wrap_run(self) -> None:
+        """A thread starts its jobs."""
+        trace = self
         run = executor_module.SlotRunner.run
 
         def on_run(runner, oids, **kw):
@@ -120,13 +154,6 @@ class Trace:
             return run(runner, oids, **kw)
 
         executor_module.SlotRunner.run = on_run
-
-        if kind == "zeo":
-            from ZEO.ClientStorage import ClientStorage as storage
-        else:
-            from ZODB.FileStorage import FileStorage as storage
-        for name in ("tpc_begin", "tpc_vote", "tpc_finish", "loadBefore"):
-            setattr(storage, name, self._timed(name, getattr(storage, name)))
 
     def _timed(self, name, function):
         trace = self
@@ -184,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     stamps = work / "stamps"
     stamps.mkdir()
     os.environ["ZASYNC_BENCH_STAMPS"] = str(stamps)
-    import benchmarks.jobs  # noqa: F401 - the job it runs
 
     trace = Trace()
     trace.install(args.storage)
@@ -198,11 +224,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_file(args, work: Path, trace: Trace):
     """One dispatcher and the producer (a thread) on a FileStorage."""
-    from benchmarks.procs.producer import produce
-    from zasync.dispatcher import Dispatcher
-    from zasync.queue import install
-    from zasync.storage import open_db
-
     db = open_db(f"file://{work / 'Data.fs'}")
     try:
         install(db)
@@ -228,11 +249,6 @@ def _wait_for_starts(stamps: Path, count: int) -> None:
 
 def _run_zeo(args, work: Path, trace: Trace):
     """The dispatchers in this process, the producer in another, on ZEO."""
-    from zasync.dispatcher import Dispatcher
-    from zasync.queue import install
-    from zasync.storage import open_db
-    from zasync.testservers import ZEOServer
-
     stamps = work / "stamps"
     with ZEOServer(work / "zeo") as server:
         dbs = [open_db(server.uri) for _ in range(args.workers)]

@@ -33,7 +33,22 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
+
+import transaction
+import Zope2
+from AccessControl.SecurityManagement import newSecurityManager
+from AccessControl.users import system
+from Testing.makerequest import makerequest
+from zope.component import getUtility
+from zope.component.hooks import setSite
+from zope.globalrequest import setRequest
+from Zope2.Startup.run import make_wsgi_app
+
+from benchmarks.plone_jobs import create_document
+from zasync.plone.interfaces import IAsyncService
+from zasync.plone.location import get_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "w6-bench-secret-42"
@@ -46,11 +61,6 @@ def answer(data: dict) -> None:
 
 class Producer:
     def __init__(self, zope_conf: str):
-        import Zope2
-        from Testing.makerequest import makerequest
-        from zope.globalrequest import setRequest
-        from Zope2.Startup.run import make_wsgi_app
-
         make_wsgi_app({}, zope_conf)
         self.app = makerequest(Zope2.app())
         self.app.REQUEST["PARENTS"] = [self.app]
@@ -58,23 +68,16 @@ class Producer:
         self.as_system()
 
     def as_system(self) -> None:
-        from AccessControl.SecurityManagement import newSecurityManager
-        from AccessControl.users import system
-
         newSecurityManager(None, system)
 
     def site(self):
-        from zope.component.hooks import setSite
-
         site = self.app[SITE]
         setSite(site)
         return site
 
     def setup(self, user: str) -> dict:
-        import transaction
-
         sys.path.insert(0, str(ROOT / "examples"))
-        import create_site  # the examples' own: site, zasync, manager
+        import create_site  # noqa: PLC0415 - examples/ is on sys.path only now
 
         transaction.begin()
         create_site.ensure(self.app)
@@ -82,7 +85,6 @@ class Producer:
         if site.acl_users.getUserById(user) is None:
             site.acl_users._doAddUser(user, PASSWORD, ["Member"], [])
         transaction.commit()
-        from zasync.plone.location import get_queues
 
         transaction.begin()
         queue = get_queues(site._p_jar)[""]
@@ -93,12 +95,6 @@ class Producer:
     def queue(
         self, *, user: str, folder: str, tag: int, count: int, batch: int, quotas: bool
     ) -> dict:
-        import transaction
-        from AccessControl.SecurityManagement import newSecurityManager
-        from zope.component import getUtility
-
-        from benchmarks.plone_jobs import create_document
-        from zasync.plone.interfaces import IAsyncService
 
         self.as_system()
         transaction.begin()
@@ -139,8 +135,6 @@ class Producer:
         return {"began": began, "commits": commits}
 
     def check(self, *, folder: str) -> dict:
-        import transaction
-
         transaction.begin()
         try:
             owners: dict[str, int] = {}
@@ -176,11 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 answer({"error": f"unknown op {op!r}"})
         except Exception as e:
-            import traceback
-
             traceback.print_exc()
             answer({"error": f"{type(e).__name__}: {e}"})
-    import Zope2
 
     db = getattr(Zope2, "DB", None)
     if db is not None:

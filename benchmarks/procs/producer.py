@@ -21,7 +21,9 @@ import time
 import transaction
 from ZODB.POSException import ConflictError
 
+import zasync
 from benchmarks.jobs import add
+from zasync.storage import open_db
 
 
 def _class_of(conn, tm, error: ConflictError) -> str:
@@ -31,8 +33,6 @@ def _class_of(conn, tm, error: ConflictError) -> str:
         return "?"
     tm.begin()
     try:
-        import zasync
-
         obj = conn.get(error.oid)
         name = f"{type(obj).__module__}.{type(obj).__qualname__}"
         for queue in conn.root()[zasync.KEY].values():
@@ -46,8 +46,6 @@ def _class_of(conn, tm, error: ConflictError) -> str:
 
 
 def produce(db, *, count: int, tag: int, interval: float | None) -> dict:
-    import zasync
-
     tm = transaction.TransactionManager(explicit=True)
     conn = db.open(transaction_manager=tm)
     commits: list[float] = []
@@ -97,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", type=int, default=0)
     parser.add_argument("--interval", type=float, default=None)
     args = parser.parse_args(argv)
-
-    from zasync.storage import open_db
 
     db = open_db(args.db)
     print("ready", flush=True)

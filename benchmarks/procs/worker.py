@@ -18,6 +18,8 @@ import threading
 import time
 
 import benchmarks.jobs  # noqa: F401 - the jobs it runs
+from zasync.dispatcher import Dispatcher
+from zasync.storage import open_db
 
 #: the line, in the worker's log (its standard error), of its counters at exit
 STATS = "zasync-bench-stats"
@@ -48,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args(argv)
-
-    from zasync.dispatcher import Dispatcher
-    from zasync.storage import open_db
 
     db = open_db(args.db)
     stopping = threading.Event()

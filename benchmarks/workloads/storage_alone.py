@@ -19,6 +19,7 @@ from benchmarks.context import Context
 from benchmarks.procs.storage_client import commit_loop
 from benchmarks.results import Figure
 from benchmarks.setups import store_for
+from zasync.storage import open_db
 
 SETUPS = {
     "a": ("FileStorage", "file"),
@@ -77,8 +78,6 @@ def _runs(ctx: Context, label: str, rate: str, once) -> Figure:
 def _once(ctx: Context, kind: str, seconds: float) -> list:
     """Figures of one client in the harness's process (and of the server,
     for ZEO)."""
-    from zasync.storage import open_db
-
     work = ctx.scratch(f"storage-{kind}")
     with store_for(kind, work / "server") as store:
         db = open_db(store.uri)
@@ -103,8 +102,6 @@ def _once(ctx: Context, kind: str, seconds: float) -> list:
 def _clients(ctx: Context, clients: int, seconds: float) -> list:
     """Figures of ``clients`` processes (``benchmarks.procs.storage_client``)
     committing at once on one ZEO server."""
-    from zasync.storage import open_db
-
     work = ctx.scratch(f"storage-zeo-{clients}")
     with store_for("zeo", work / "server") as store:
         open_db(store.uri).close()  # the root, made before they start

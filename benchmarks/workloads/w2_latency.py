@@ -90,7 +90,9 @@ def _processes(ctx: Context, kind: str, workers: int):
             )
             try:
                 if producer.read_line() != "ready":
-                    raise spawn.ProcessFailed(f"producer not ready{producer.tail()}")
+                    raise spawn.ProcessFailedError(
+                        f"producer not ready{producer.tail()}"
+                    )
                 producer.send("go")
                 producer.read_line(timeout=p.w2_jobs * p.w2_interval + 120)
             finally:

@@ -69,7 +69,7 @@ def _once(ctx: Context):
                 )
             for producer in producers:
                 if producer.read_line() != "ready":
-                    raise spawn.ProcessFailed(f"{producer.name}{producer.tail()}")
+                    raise spawn.ProcessFailedError(f"{producer.name}{producer.tail()}")
             started = spawn.go(producers)
             for producer in producers:
                 producer.read_line(timeout=600)

@@ -39,10 +39,18 @@ import sys
 import time
 from pathlib import Path
 
+from persistent.TimeStamp import TimeStamp
+from ZODB.FileStorage import FileIterator
+from ZODB.utils import u64
+
+import zasync
 from benchmarks import spawn
 from benchmarks.context import Context, Watcher, percentile
-from benchmarks.setups import SetupMissing
+from benchmarks.setups import SetupMissingError
 from benchmarks.stamps import StampReader, first_starts
+from zasync.failure import Failure
+from zasync.storage import open_db
+from zasync.testservers import ZEOServer
 
 EXAMPLES = spawn.ROOT / "examples"
 CLUSTER = EXAMPLES / "cluster"
@@ -71,10 +79,10 @@ def letters(ctx: Context) -> str:
 
 def _plone_missing() -> str | None:
     try:
-        import Products.CMFPlone  # noqa: F401
-        import ZEO  # noqa: F401
+        import Products.CMFPlone  # noqa: F401, PLC0415 - optional: the plone extra
+        import ZEO  # noqa: F401, PLC0415 - optional: the zeo extra
 
-        import zasync.plone.service  # noqa: F401
+        import zasync.plone.service  # noqa: F401, PLC0415 - needs Plone
     except ImportError as e:
         return (
             f"needs Plone and ZEO ({e}): pip install -c constraints.txt 'zasync[plone]'"
@@ -85,9 +93,7 @@ def _plone_missing() -> str | None:
 def run(ctx: Context) -> None:
     problem = _plone_missing()
     if problem:
-        raise SetupMissing(problem)
-    from zasync.storage import open_db
-    from zasync.testservers import ZEOServer
+        raise SetupMissingError(problem)
 
     p = ctx.params
     work = ctx.scratch("w6")
@@ -253,9 +259,7 @@ def _outcome(watcher: Watcher, uuid: str, tag: int):
     """(the dispatcher's start, the indexes of the run's jobs COMPLETED
     without error, the failures' messages, the ConflictErrors its jobs
     met), from the database."""
-    import zasync
-    from zasync.failure import Failure
-    from zasync.plone.runner import run_as_user
+    from zasync.plone.runner import run_as_user  # noqa: PLC0415 - needs Plone
 
     watcher.tm.begin()
     try:
@@ -306,10 +310,6 @@ def _ends(directory: Path) -> list[tuple[float, int, float]]:
 def _commit_times(data_path: Path, position: int, oids: set[int]):
     """oid -> the times of the transactions (their tids) that wrote it,
     for the transactions after ``position`` in the FileStorage file."""
-    from persistent.TimeStamp import TimeStamp
-    from ZODB.FileStorage import FileIterator
-    from ZODB.utils import u64
-
     writes: dict[int, list[float]] = {}
     iterator = FileIterator(str(data_path), pos=position)
     try:
