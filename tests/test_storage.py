@@ -16,6 +16,7 @@ import transaction
 import ZODB
 from tests.processes import subprocess_env, wait_until
 from ZEO.Exceptions import ClientDisconnected
+from ZODB.blob import Blob
 
 from zasync.interfaces import ZasyncError
 from zasync.storage import (
@@ -100,8 +101,6 @@ def test_bare_path_roundtrip_and_db_keywords(tmp_path: Path) -> None:
 
 
 def test_file_uri_with_blob_directory(tmp_path: Path) -> None:
-    from ZODB.blob import Blob
-
     blobs = tmp_path / "blobs"
     uri = f"file://{tmp_path / 'Data.fs'}?blobs={blobs}"
     db = open_db(uri)

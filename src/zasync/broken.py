@@ -15,6 +15,8 @@ says what to do. The dotted name is kept, and shown as the job's callable.
 from __future__ import annotations
 
 import functools
+import os
+import socket
 from typing import Any
 
 from ZODB.broken import Broken
@@ -35,9 +37,6 @@ class UnimportableCallable:
         self.__qualname__ = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        import os
-        import socket
-
         raise ImportError(
             f"{self.module}.{self.name} cannot be imported in the worker "
             f"(pid {os.getpid()} on {socket.gethostname()}): define job "

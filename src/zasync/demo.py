@@ -7,6 +7,7 @@ this process, and prints progress and results as they commit.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import transaction
 
@@ -40,7 +41,7 @@ def flaky(threshold: int) -> str:
     return f"succeeded on attempt {job.attempts}"
 
 
-def report(result) -> str:
+def report(result: Any) -> str:
     """A callback: gets the job's result (or Failure)."""
     return f"callback saw {result!r}"
 

@@ -10,9 +10,11 @@ message: a Failure is always storable.
 
 from __future__ import annotations
 
+import builtins
 import pickle
+import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import zope.interface
 
@@ -30,7 +32,7 @@ class UnpicklableError(Exception):
         self.type_name = type_name
         self.message = message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         return (type(self), (self.type_name, self.message))
 
     def __str__(self) -> str:
@@ -42,8 +44,6 @@ def _dotted(cls: type) -> str:
 
 
 def _importable(cls: type) -> bool:
-    import sys
-
     module = sys.modules.get(cls.__module__)
     if module is None or "<locals>" in cls.__qualname__:
         return False
@@ -69,8 +69,6 @@ class Failure:
 
     def __init__(self, exception: BaseException | None = None):
         if exception is None:
-            import sys
-
             exception = sys.exc_info()[1]
             if exception is None:
                 raise ValueError(
@@ -91,15 +89,16 @@ class Failure:
             self.type = UnpicklableError
             self.value = UnpicklableError(self.type_name, message)
 
-    def getTraceback(self) -> str:
+    def getTraceback(self) -> str:  # noqa: N802 - compat name
         """The traceback as formatted when the exception was caught."""
         return self._traceback
 
-    def getErrorMessage(self) -> str:
+    def getErrorMessage(self) -> str:  # noqa: N802 - compat name
         """The exception's message (``str(exception)``)."""
         return _message(self.value) if self.value is not None else ""
 
-    def check(self, *types: type) -> type | None:
+    # builtins.type: in the class body, ``type`` is the attribute above.
+    def check(self, *types: builtins.type) -> builtins.type | None:
         """Return the first of ``types`` the recorded exception is an
         instance of (by class, or by dotted name for a stand-in), else None."""
         for t in types:
@@ -110,8 +109,11 @@ class Failure:
                     return t
         return None
 
-    def raiseException(self):
-        """Raise the recorded exception (or its stand-in) again."""
+    def raiseException(self) -> NoReturn:  # noqa: N802 - compat name
+        """Raise the recorded exception (or its stand-in) again; TypeError
+        for a Failure that records none."""
+        if self.value is None:
+            raise TypeError(f"{self!r} records no exception to raise")
         raise self.value
 
     def __repr__(self) -> str:

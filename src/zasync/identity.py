@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 
 from zasync.interfaces import ConfigurationError
 
 ENV_NAMES = ("ZASYNC_UUID", "ZC_ASYNC_UUID")
 
 
-def uuid_file_from_env(environ=os.environ) -> str | None:
+def uuid_file_from_env(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The UUID file the environment names (``ZASYNC_UUID``, else
+    ``ZC_ASYNC_UUID``), or None."""
     for name in ENV_NAMES:
         value = environ.get(name)
         if value:
@@ -76,7 +79,9 @@ def _create(path: str) -> str | None:
     return value
 
 
-def worker_uuid(path: str | None = None, environ=os.environ) -> str:
+def worker_uuid(
+    path: str | None = None, environ: Mapping[str, str] = os.environ
+) -> str:
     """The UUID for this process: from ``path``, else from the file the
     environment names, else a new one that is not kept."""
     path = path or uuid_file_from_env(environ)

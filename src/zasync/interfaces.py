@@ -7,8 +7,14 @@ The prose of each interface is the specification; the implementations in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import zope.interface
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:  # both import this module
+    from zasync.failure import Failure
+    from zasync.job import Job
 
 #: The key under which :func:`zasync.install` keeps the Queues in the root.
 KEY = "zasync"
@@ -36,7 +42,7 @@ class BadStatusError(ZasyncError):
     """The job is not in a status that allows this operation."""
 
 
-class TimeoutError(ZasyncError):  # noqa: A001 - the compat name of zc.async
+class TimeoutError(ZasyncError):  # shadows the builtin: zc.async's name
     """The job could not start before its ``begin_by`` deadline, or ran past
     its timeout."""
 
@@ -69,17 +75,17 @@ class IFailure(Interface):
     type = Attribute("The exception class (or a stand-in when unimportable)")
     value = Attribute("The exception instance (or a stand-in)")
 
-    def getTraceback():
+    def getTraceback():  # noqa: N802 - compat name
         """The formatted traceback, as text."""
 
-    def getErrorMessage():
+    def getErrorMessage():  # noqa: N802 - compat name
         """``str()`` of the exception."""
 
     def check(*types):
         """The first of ``types`` that the exception is an instance of, or
         None."""
 
-    def raiseException():
+    def raiseException():  # noqa: N802 - compat name
         """Raise the recorded exception again."""
 
 
@@ -101,11 +107,11 @@ class IJob(Interface):
     retry_policy_factory = Attribute("Makes the job's retry policy")
     failed = Attribute("True when the result is a Failure")
 
-    def addCallback(callback):
+    def addCallback(callback):  # noqa: N802 - compat name
         """Add a callback (a callable or a Job) that gets the result; return
         the callback job."""
 
-    def addCallbacks(success=None, failure=None):
+    def addCallbacks(success=None, failure=None):  # noqa: N802 - compat name
         """Add callbacks for success and failure; return the callback job."""
 
     def fail(e=None):
@@ -139,12 +145,12 @@ class IRetryPolicy(Interface):
     """Decides what happens to a job after a transient error, an application
     error, or an interruption."""
 
-    def jobError(failure, data_cache):
+    def jobError(failure, data_cache):  # noqa: N802 - compat name
         """The job raised: return True to run it again at once, or a
         timedelta / timezone-aware datetime to reschedule it, or False to
         record the failure."""
 
-    def commitError(failure, data_cache):
+    def commitError(failure, data_cache):  # noqa: N802 - compat name
         """The commit of the job's transaction failed: as jobError."""
 
     def interrupted():
@@ -174,7 +180,7 @@ class IJobFailed(IJobEvent):
 
 @zope.interface.implementer(IJobEvent)
 class JobEvent:
-    def __init__(self, job):
+    def __init__(self, job: Job):
         self.job = job
 
     def __repr__(self) -> str:
@@ -188,13 +194,13 @@ class JobStarted(JobEvent):
 
 @zope.interface.implementer(IJobSucceeded)
 class JobSucceeded(JobEvent):
-    def __init__(self, job, result):
+    def __init__(self, job: Job, result: Any):
         super().__init__(job)
         self.result = result
 
 
 @zope.interface.implementer(IJobFailed)
 class JobFailed(JobEvent):
-    def __init__(self, job, failure):
+    def __init__(self, job: Job, failure: Failure):
         super().__init__(job)
         self.failure = failure

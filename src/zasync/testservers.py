@@ -321,7 +321,7 @@ def _server_dsn() -> str:
 
 
 def _connect_server(**overrides: Any) -> Any:
-    import psycopg2
+    import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
 
     params: dict[str, Any] = {"connect_timeout": 5}
     params.update(overrides)
@@ -334,8 +334,8 @@ def postgres_available() -> str | None:
     """None if the test PostgreSQL server accepts connections, else a
     one-line message saying what is missing and how to fix it."""
     try:
-        import psycopg2
-        import relstorage  # noqa: F401
+        import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
+        import relstorage  # noqa: F401, PLC0415 - optional: only looked for
     except ImportError as exc:
         return f"PostgreSQL tests need {exc.name}: pip install 'zasync[relstorage]'"
     try:
@@ -358,7 +358,7 @@ def fresh_postgres_database(name_prefix: str = "zasync_test") -> str:
     dropped first. Raises ``ValueError`` for a prefix that is not a lowercase
     SQL identifier, ``psycopg2.Error`` if the server refuses.
     """
-    from psycopg2.extensions import parse_dsn
+    from psycopg2.extensions import parse_dsn  # noqa: PLC0415 - optional: zasync[relstorage]
 
     if not _DB_NAME.match(name_prefix):
         raise ValueError(
@@ -403,7 +403,7 @@ def drop_postgres_database(uri: str) -> None:
     Idempotent. Raises ``ValueError`` for the server's own maintenance
     databases, ``psycopg2.Error`` if the server refuses.
     """
-    from psycopg2.extensions import parse_dsn
+    from psycopg2.extensions import parse_dsn  # noqa: PLC0415 - optional: zasync[relstorage]
 
     spec = parse_uri(uri)
     if spec.kind != "relstorage" or spec.dsn is None:
@@ -418,7 +418,7 @@ def drop_postgres_database(uri: str) -> None:
 
 def _drop_database(name: str, *, create: bool = False) -> None:
     """Drop database ``name`` if it exists (and create it anew)."""
-    from psycopg2 import sql
+    from psycopg2 import sql  # noqa: PLC0415 - optional: zasync[relstorage]
 
     conn = _connect_server()
     try:

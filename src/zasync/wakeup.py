@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import ZODB
 import zope.interface
 
 from zasync.storagekind import base_storage
@@ -29,6 +30,10 @@ from zasync.storagekind import base_storage
 log = logging.getLogger(__name__)
 
 CHANNEL = "zasync_queued"
+
+
+#: what a listener gets: the oids invalidated, or None for the whole cache
+Listener = Callable[[Iterable[bytes] | None], None]
 
 
 class NotifyingStorage:
@@ -39,8 +44,8 @@ class NotifyingStorage:
 
     def __init__(self, base: Any):
         self.base = base
-        self._db = None
-        self._listeners: list[Callable[[Iterable[bytes] | None], None]] = []
+        self._db: Any = None  # the DB, once registerDB() gave it
+        self._listeners: list[Listener] = []
         zope.interface.directlyProvides(self, zope.interface.providedBy(base))
 
     def __getattr__(self, name: str) -> Any:
@@ -49,20 +54,23 @@ class NotifyingStorage:
     def __len__(self) -> int:
         return len(self.base)
 
-    def add_listener(self, listener: Callable[[Iterable[bytes] | None], None]) -> None:
+    def add_listener(self, listener: Listener) -> None:
         """Call ``listener(oids)`` on every invalidation (``None``: the whole
         cache was invalidated, after a reconnection)."""
         self._listeners.append(listener)
 
-    def remove_listener(self, listener) -> None:
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (if it was added)."""
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def registerDB(self, db) -> None:  # noqa: N802 - storage API
+    def registerDB(self, db: Any) -> None:  # noqa: N802 - storage API
         self._db = db
         self.base.registerDB(self)
 
-    def invalidate(self, transaction_id, oids, *args) -> None:
+    def invalidate(
+        self, transaction_id: bytes, oids: Iterable[bytes], *args: Any
+    ) -> None:
         self._db.invalidate(transaction_id, oids, *args)
         self._tell(oids)
 
@@ -72,20 +80,20 @@ class NotifyingStorage:
 
     # The wrapped storage sees this wrapper as its database: record data
     # passes through unchanged to the real one.
-    def transform_record_data(self, data):
+    def transform_record_data(self, data: bytes) -> bytes:
         return self._db.transform_record_data(data) if self._db is not None else data
 
-    def untransform_record_data(self, data):
+    def untransform_record_data(self, data: bytes) -> bytes:
         return self._db.untransform_record_data(data) if self._db is not None else data
 
-    def _tell(self, oids) -> None:
+    def _tell(self, oids: Iterable[bytes] | None) -> None:
         for listener in list(self._listeners):
             try:
                 listener(oids)
             except Exception:  # a listener must never break the storage
                 log.exception("an invalidation listener failed")
 
-    def references(self, record, oids=None):
+    def references(self, record: bytes, oids: list[bytes] | None = None) -> Any:
         return self.base.references(record, oids)
 
     def __repr__(self) -> str:
@@ -95,15 +103,16 @@ class NotifyingStorage:
 class NotifyingStorageConfig:
     """ZConfig datatype of ``<zasyncnotify>`` (see component.xml)."""
 
-    def __init__(self, config):
+    def __init__(self, config: Any):
         self.config = config
         self.name = config.getSectionName()
 
-    def open(self):
+    def open(self) -> NotifyingStorage:
         return NotifyingStorage(self.config.base.open())
 
 
 def find_notifying(storage: Any) -> NotifyingStorage | None:
+    """The NotifyingStorage ``storage`` is or wraps, if any."""
     for _ in range(10):
         if isinstance(storage, NotifyingStorage):
             return storage
@@ -115,17 +124,17 @@ def find_notifying(storage: Any) -> NotifyingStorage | None:
 
 # -- PostgreSQL (RelStorage) -------------------------------------------------
 
-_dsns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_dsns: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _senders: dict[str, Any] = {}
 _senders_lock = threading.Lock()
 
 
-def register_dsn(db, dsn: str) -> None:
+def register_dsn(db: ZODB.DB, dsn: str) -> None:
     """Remember the libpq DSN of a RelStorage database (open_db does it)."""
     _dsns[db] = dsn
 
 
-def dsn_of(db) -> str | None:
+def dsn_of(db: ZODB.DB) -> str | None:
     """The libpq DSN of ``db`` when it is RelStorage on PostgreSQL: the one
     open_db registered, or else its adapter's (a database opened from a
     ZConfig file, as zope.conf does); None for other storages."""
@@ -146,7 +155,7 @@ def _adapter_dsn(storage: Any) -> str | None:
     return dsn if isinstance(dsn, str) and dsn else None
 
 
-def notify_postgres(db) -> None:
+def notify_postgres(db: ZODB.DB) -> None:
     """Send a NOTIFY for ``db``'s listeners (after a commit that queued)."""
     dsn = dsn_of(db)
     if dsn is None:
