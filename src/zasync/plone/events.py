@@ -30,6 +30,7 @@ from zope.event import notify
 
 from zasync.failure import Failure
 from zasync.plone.interfaces import JobFailure, JobSuccess, PloneJobError
+from zasync.plone.runner import _connection, plone_environment
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def notify_finished(origin: Any, job: Any, result: Any) -> Any:
     if origin is None:
         notify(event)
         return result
-    from zasync.plone.runner import _connection, plone_environment
-
     notified = False
     try:
         with plone_environment(_connection(), origin=origin, as_user=False):

@@ -9,11 +9,16 @@ it ports by changing imports only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from zope import schema
 from zope.interface import Attribute, Interface, implementer
 from zope.interface.interfaces import IObjectEvent
 
 from zasync.interfaces import ZasyncError
+
+if TYPE_CHECKING:
+    from zasync.job import Job
 
 # -- the service ---------------------------------------------------------------
 
@@ -28,40 +33,40 @@ class IAsyncService(Interface):
     ``('default',)`` and ``()`` means no quota.
     """
 
-    def getQueues():
+    def getQueues():  # noqa: N802 - compat name
         """The ``zasync.queue.Queues`` of the site's database (of the
         ``async`` database when one is mounted beside the main one)."""
 
-    def queueJob(func, context, *args, **kwargs):
+    def queueJob(func, context, *args, **kwargs):  # noqa: N802 - compat name
         """Queue ``func(context, *args, **kwargs)`` in the default queue
         under the ``default`` quota."""
 
-    def queueJobWithDelay(begin_by, begin_after, func, context, *args, **kwargs):
+    def queueJobWithDelay(begin_by, begin_after, func, context, *args, **kwargs):  # noqa: N802 - compat name
         """As queueJob, to start after ``begin_after`` (a timezone-aware
         datetime, or None) and fail unless started within ``begin_by`` (a
         timedelta, or None) of it."""
 
-    def queueJobInQueue(queue, quota_names, func, context, *args, **kwargs):
+    def queueJobInQueue(queue, quota_names, func, context, *args, **kwargs):  # noqa: N802 - compat name
         """Queue a job in ``queue`` under ``quota_names``."""
 
-    def queueJobInQueueWithDelay(
+    def queueJobInQueueWithDelay(  # noqa: N802 - compat name
         begin_by, begin_after, queue, quota_names, func, context, *args, **kwargs
     ):
         """Queue a job in ``queue`` under ``quota_names``, with a delay."""
 
-    def queueSerialJobs(*job_infos):
+    def queueSerialJobs(*job_infos):  # noqa: N802 - compat name
         """Queue jobs made by ``makeJob`` to run one after another; return
         the batch job, whose result is the list of its jobs."""
 
-    def queueParallelJobs(*job_infos):
+    def queueParallelJobs(*job_infos):  # noqa: N802 - compat name
         """Queue jobs made by ``makeJob`` to run at the same time (as far as
         their quota allows); return the batch job."""
 
-    def queueSerialJobsInQueue(queue, quota_names, *job_infos):
+    def queueSerialJobsInQueue(queue, quota_names, *job_infos):  # noqa: N802 - compat name
         """As queueSerialJobs, in ``queue``; each job of the batch holds
         ``quota_names`` while it runs (the batch itself holds none)."""
 
-    def queueParallelJobsInQueue(queue, quota_names, *job_infos):
+    def queueParallelJobsInQueue(queue, quota_names, *job_infos):  # noqa: N802 - compat name
         """As queueParallelJobs, in ``queue``; each job of the batch holds
         ``quota_names`` while it runs (the batch itself holds none)."""
 
@@ -86,7 +91,7 @@ class IJobFailure(IObjectEvent):
 
 @implementer(IJobSuccess)
 class JobSuccess:
-    def __init__(self, object, job=None):  # noqa: A002 - the compat name
+    def __init__(self, object: Any, job: Job | None = None):  # "object": compat
         self.object = object
         self.job = job
 
@@ -96,7 +101,7 @@ class JobSuccess:
 
 @implementer(IJobFailure)
 class JobFailure:
-    def __init__(self, object, job=None):  # noqa: A002 - the compat name
+    def __init__(self, object: Any, job: Job | None = None):  # "object": compat
         self.object = object
         self.job = job
 

@@ -13,6 +13,7 @@ from io import BytesIO
 from typing import Any
 from urllib.parse import urlsplit
 
+from zope.publisher.browser import setDefaultSkin
 from ZPublisher.BaseRequest import RequestContainer
 from ZPublisher.HTTPRequest import HTTPRequest
 from ZPublisher.HTTPResponse import HTTPResponse
@@ -23,8 +24,6 @@ DEFAULT_HOST = "nohost"
 
 def make_request() -> HTTPRequest:
     """A fresh GET request (with the default browser skin)."""
-    from zope.publisher.browser import setDefaultSkin
-
     environ = {
         "SERVER_NAME": DEFAULT_HOST,
         "SERVER_PORT": "80",

@@ -26,6 +26,7 @@ from AccessControl.SecurityManagement import (
 )
 from AccessControl.SpecialUsers import nobody
 from Acquisition import aq_chain, aq_inner
+from Products.CMFCore.indexing import processQueue
 from Products.CMFCore.interfaces import ISiteRoot
 from zope.component.hooks import getSite, setSite
 from zope.event import notify
@@ -34,6 +35,7 @@ from zope.traversing.interfaces import BeforeTraverseEvent
 
 from zasync import local
 from zasync.interfaces import NotInJobError
+from zasync.job import callable_name
 from zasync.plone import request as requests
 from zasync.plone import settings
 from zasync.plone.interfaces import ContextNotFoundError, SiteNotFoundError
@@ -83,7 +85,7 @@ class JobOrigin:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, JobOrigin) and vars(self) == vars(other)
 
-    __hash__ = None  # type: ignore[assignment] - mutable value object
+    __hash__ = None  # type: ignore[assignment]  # a mutable value object
 
 
 def find_site(context: Any) -> Any:
@@ -154,7 +156,9 @@ def _main_connection(conn: Any, database: str) -> Any:
 
 
 @contextlib.contextmanager
-def plone_environment(conn: Any, *, origin: JobOrigin, as_user: bool = True):
+def plone_environment(
+    conn: Any, *, origin: JobOrigin, as_user: bool = True
+) -> Iterator[Any]:
     """Within the block: the origin's site is the current site, a request
     to it is the current request, the origin's user (anonymous unless
     ``as_user``) the current user; yields the context. ``conn`` is a
@@ -220,8 +224,6 @@ def _connection() -> Any:
 def run_as_user(origin: JobOrigin, func: Any, /, *args: Any, **kwargs: Any) -> Any:
     """Call ``func(context, *args, **kwargs)`` in the environment of
     ``origin`` (see :func:`plone_environment`) and return its result."""
-    from Products.CMFCore.indexing import processQueue
-
     with plone_environment(_connection(), origin=origin) as context:
         result = func(context, *args, **kwargs)
         # Index now, while the site and the user are set, as a web request
@@ -238,11 +240,9 @@ def iter_origins(job: Any) -> Iterator[JobOrigin]:
         yield from iter_origins(member)
 
 
-def _describe(job) -> str:
+def _describe(job: Any) -> str:
     """What a Plone job calls: the wrapped function, not this wrapper."""
-    from zasync.job import callable_name
-
     return callable_name(job.args[1])
 
 
-run_as_user.zasync_describe = _describe
+run_as_user.zasync_describe = _describe  # type: ignore[attr-defined]  # a hook

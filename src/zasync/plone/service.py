@@ -9,6 +9,8 @@ function's writes, the result and the status in one transaction.
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from zope.component.hooks import getSite
@@ -24,8 +26,15 @@ from zasync.plone.runner import JobOrigin, find_site, make_origin, run_as_user
 from zasync.plone.settings import DEFAULT_QUOTA
 from zasync.queue import Queue
 
+#: what makeJob returns: ``(func, context, args, kwargs)``
+JobInfo = tuple[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]]
+#: a queue by name, or the queue itself
+QueueName = str | Queue
 
-def makeJob(func: Any, context: Any, /, *args: Any, **kwargs: Any) -> tuple:  # noqa: N802
+
+def makeJob(  # noqa: N802 - compat name
+    func: Callable[..., Any], context: Any, /, *args: Any, **kwargs: Any
+) -> JobInfo:
     """A job description for ``queueSerialJobs`` and its kin: the tuple
     ``(func, context, args, kwargs)``, as in plone.app.async."""
     return (func, context, args, kwargs)
@@ -76,7 +85,7 @@ class AsyncService:
 
     # -- queues -------------------------------------------------------------
 
-    def getQueues(self, context: Any = None) -> Any:  # noqa: N802
+    def getQueues(self, context: Any = None) -> Any:  # noqa: N802 - compat name
         """The Queues of the database of ``context`` (default: the current
         site)."""
         site = getSite() if context is None else context
@@ -106,36 +115,52 @@ class AsyncService:
 
     # -- single jobs --------------------------------------------------------
 
-    def queueJob(self, func, context, /, *args, **kwargs) -> Job:  # noqa: N802
+    def queueJob(  # noqa: N802 - compat name
+        self, func: Callable[..., Any], context: Any, /, *args: Any, **kwargs: Any
+    ) -> Job:
         return self.queueJobInQueueWithDelay(
             None, None, "", (DEFAULT_QUOTA,), func, context, *args, **kwargs
         )
 
-    def queueJobWithDelay(  # noqa: N802
-        self, begin_by, begin_after, func, context, /, *args, **kwargs
+    def queueJobWithDelay(  # noqa: N802 - compat name
+        self,
+        begin_by: datetime.timedelta | None,
+        begin_after: datetime.datetime | None,
+        func: Callable[..., Any],
+        context: Any,
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> Job:
         return self.queueJobInQueueWithDelay(
             begin_by, begin_after, "", (DEFAULT_QUOTA,), func, context, *args, **kwargs
         )
 
-    def queueJobInQueue(  # noqa: N802
-        self, queue, quota_names, func, context, /, *args, **kwargs
+    def queueJobInQueue(  # noqa: N802 - compat name
+        self,
+        queue: QueueName,
+        quota_names: Iterable[str] | None,
+        func: Callable[..., Any],
+        context: Any,
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> Job:
         return self.queueJobInQueueWithDelay(
             None, None, queue, quota_names, func, context, *args, **kwargs
         )
 
-    def queueJobInQueueWithDelay(  # noqa: N802
+    def queueJobInQueueWithDelay(  # noqa: N802 - compat name
         self,
-        begin_by,
-        begin_after,
-        queue,
-        quota_names,
-        func,
-        context,
+        begin_by: datetime.timedelta | None,
+        begin_after: datetime.datetime | None,
+        queue: QueueName,
+        quota_names: Iterable[str] | None,
+        func: Callable[..., Any],
+        context: Any,
         /,
-        *args,
-        **kwargs,
+        *args: Any,
+        **kwargs: Any,
     ) -> Job:
         target = self._queue(queue, context)
         job = wrap_job(makeJob(func, context, *args, **kwargs))
@@ -150,16 +175,28 @@ class AsyncService:
 
     # -- batches ------------------------------------------------------------
 
-    def queueSerialJobs(self, *job_infos) -> Job:  # noqa: N802
+    def queueSerialJobs(self, *job_infos: JobInfo) -> Job:  # noqa: N802 - compat name
         return self.queueSerialJobsInQueue("", (DEFAULT_QUOTA,), *job_infos)
 
-    def queueParallelJobs(self, *job_infos) -> Job:  # noqa: N802
+    def queueParallelJobs(self, *job_infos: JobInfo) -> Job:  # noqa: N802 - compat name
         return self.queueParallelJobsInQueue("", (DEFAULT_QUOTA,), *job_infos)
 
-    def queueSerialJobsInQueue(self, queue, quota_names, /, *job_infos) -> Job:  # noqa: N802
+    def queueSerialJobsInQueue(  # noqa: N802 - compat name
+        self,
+        queue: QueueName,
+        quota_names: Iterable[str] | None,
+        /,
+        *job_infos: JobInfo,
+    ) -> Job:
         return self._queue_batch(queue, quota_names, job_infos, parallel=False)
 
-    def queueParallelJobsInQueue(self, queue, quota_names, /, *job_infos) -> Job:  # noqa: N802
+    def queueParallelJobsInQueue(  # noqa: N802 - compat name
+        self,
+        queue: QueueName,
+        quota_names: Iterable[str] | None,
+        /,
+        *job_infos: JobInfo,
+    ) -> Job:
         return self._queue_batch(queue, quota_names, job_infos, parallel=True)
 
     def _queue_batch(

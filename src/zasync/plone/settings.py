@@ -7,7 +7,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from zasync.interfaces import ConfigurationError
+from plone.registry.interfaces import IRegistry
+from zope.component import queryUtility
+
+from zasync.interfaces import KEY, ConfigurationError
+from zasync.plone.location import queues_connection
 from zasync.queue import Queue, Queues
 
 log = logging.getLogger(__name__)
@@ -23,10 +27,7 @@ def record_name(field: str) -> str:
     return f"{PREFIX}.{field}"
 
 
-def _registry():
-    from plone.registry.interfaces import IRegistry
-    from zope.component import queryUtility
-
+def _registry() -> Any:
     return queryUtility(IRegistry)
 
 
@@ -59,8 +60,6 @@ def apply(
     each with the quotas of the given sizes, in the caller's transaction.
     Existing queues and quotas stay; a quota's size is set. Returns the names
     of the queues and quotas (``queue/quota``) created or changed."""
-    from zasync.interfaces import KEY
-
     queues = list(queues)
     for name, size in quotas.items():
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -98,7 +97,5 @@ def apply(
 def apply_registry(site: Any) -> tuple[list[str], list[str]]:
     """Apply the site's registry settings to the queues of the site's
     database (see :func:`apply`)."""
-    from zasync.plone.location import queues_connection
-
     conn = queues_connection(site._p_jar)
     return apply(conn.root(), queues=configured_queues(), quotas=configured_quotas())

@@ -15,6 +15,7 @@ from typing import Any
 
 from Acquisition import aq_inner, aq_parent
 from plone.base.interfaces import INonInstallable
+from zope.component.hooks import getSite
 from zope.interface import implementer
 
 from zasync.plone import settings
@@ -63,8 +64,6 @@ def registry_changed(settings_proxy: Any, event: Any) -> None:
     queues and quotas it names, in the same transaction."""
     if getattr(event.record, "__name__", None) not in _WATCHED:
         return
-    from zope.component.hooks import getSite
-
     site = getSite()
     if site is None or getattr(site, "_p_jar", None) is None:
         return

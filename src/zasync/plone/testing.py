@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import transaction
 from plone.app.testing import (
     PLONE_FIXTURE,
     SITE_OWNER_NAME,
@@ -33,6 +34,13 @@ from plone.app.testing import (
     PloneSandboxLayer,
 )
 from plone.testing import zope as zope_testing
+from ZODB import DB
+from ZODB.DemoStorage import DemoStorage
+
+import zasync.plone
+from zasync.dispatcher import Dispatcher
+from zasync.plone.location import ASYNC_DATABASE
+from zasync.plone.settings import apply_registry
 
 #: the UUID of the functional layers' dispatcher
 DISPATCHER_UUID = "2f1b7a52-5d0c-4b8e-9a51-2a3c1d7e9b01"
@@ -43,25 +51,23 @@ TEST_FOLDER_ID = "test-folder"
 WORKFLOW = "simple_publication_workflow"
 
 
-def start_dispatcher(db: Any, *, uuid: str | None = None, threads: int = 1, **kw: Any):
+def start_dispatcher(
+    db: Any, *, uuid: str | None = None, threads: int = 1, **kw: Any
+) -> Dispatcher:
     """A started Dispatcher on ``db`` with test-friendly settings (a short
     poll interval); stop it with ``dispatcher.stop(10)``."""
-    from zasync.dispatcher import Dispatcher
-
     kw.setdefault("poll_interval", 0.2)
     return Dispatcher(db, uuid=uuid, threads=threads, **kw).start()
 
 
 class ZasyncPloneFixture(PloneSandboxLayer):
-    defaultBases = (PLONE_FIXTURE,)
+    defaultBases = (PLONE_FIXTURE,)  # noqa: N815 - plone.testing API
 
-    def setUpZope(self, app, configurationContext):
+    def setUpZope(self, app: Any, configurationContext: Any) -> None:  # noqa: N802, N803 - plone.testing API
         # plone.app.testing turns plone.autoinclude off: load our ZCML.
-        import zasync.plone
-
         self.loadZCML(package=zasync.plone)
 
-    def setUpPloneSite(self, portal):
+    def setUpPloneSite(self, portal: Any) -> None:  # noqa: N802 - plone.testing API
         self.applyProfile(portal, "zasync.plone:default")
         portal.portal_workflow.setDefaultChain(WORKFLOW)
         zope_testing.login(portal.getPhysicalRoot().acl_users, SITE_OWNER_NAME)
@@ -80,11 +86,11 @@ ZASYNC_PLONE_FIXTURE = ZasyncPloneFixture(name="ZasyncPloneFixture")
 class ZasyncIntegrationTesting(IntegrationTesting):
     """IntegrationTesting with ``layer['test-folder']``."""
 
-    def testSetUp(self):
+    def testSetUp(self) -> None:  # noqa: N802 - plone.testing API
         super().testSetUp()
         self["test-folder"] = self["portal"][TEST_FOLDER_ID]
 
-    def testTearDown(self):
+    def testTearDown(self) -> None:  # noqa: N802 - plone.testing API
         del self["test-folder"]
         super().testTearDown()
 
@@ -97,7 +103,7 @@ class ZasyncFunctionalTesting(FunctionalTesting):
     #: jobs and of their callbacks and events (as a size-1 quota does)
     threads = 1
 
-    def testSetUp(self):
+    def testSetUp(self) -> None:  # noqa: N802 - plone.testing API
         super().testSetUp()
         self["test-folder"] = self["portal"][TEST_FOLDER_ID]
         self["queuesDB"] = self.setUpQueues()
@@ -105,14 +111,14 @@ class ZasyncFunctionalTesting(FunctionalTesting):
             self["queuesDB"], uuid=DISPATCHER_UUID, threads=self.threads
         )
 
-    def setUpQueues(self):
+    def setUpQueues(self) -> Any:  # noqa: N802 - named as the layer hooks are
         """Return the database whose queues the dispatcher serves."""
         return self["zodbDB"]
 
-    def tearDownQueues(self, db):
+    def tearDownQueues(self, db: Any) -> None:  # noqa: N802 - named as the layer hooks are
         pass
 
-    def testTearDown(self):
+    def testTearDown(self) -> None:  # noqa: N802 - plone.testing API
         dispatcher = self["dispatcher"]
         if not dispatcher.dead:
             dispatcher.stop(10)
@@ -128,14 +134,7 @@ class ZasyncMultiDBFunctionalTesting(ZasyncFunctionalTesting):
     """ZasyncFunctionalTesting with the queues in a database named
     ``async`` joined to the test's main database (a multi-database)."""
 
-    def setUpQueues(self):
-        import transaction
-        from ZODB import DB
-        from ZODB.DemoStorage import DemoStorage
-
-        from zasync.plone.location import ASYNC_DATABASE
-        from zasync.plone.settings import apply_registry
-
+    def setUpQueues(self) -> Any:  # noqa: N802 - named as the layer hooks are
         main = self["zodbDB"]
         db = DB(
             DemoStorage(name=ASYNC_DATABASE),
@@ -148,7 +147,7 @@ class ZasyncMultiDBFunctionalTesting(ZasyncFunctionalTesting):
         transaction.commit()
         return db
 
-    def tearDownQueues(self, db):
+    def tearDownQueues(self, db: Any) -> None:  # noqa: N802 - named as the layer hooks are
         db.close()
 
 

@@ -35,16 +35,21 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import transaction
+from App.config import getConfiguration
 from zope.component import queryUtility
 from zope.interface import implementer
 
 from zasync import identity
+from zasync.dispatcher import Dispatcher
 from zasync.interfaces import ConfigurationError
 from zasync.plone.interfaces import IWorkerRole
 from zasync.plone.location import ASYNC_DATABASE, queues_database_name
 from zasync.plone.settings import DEFAULT_QUEUES, DEFAULT_QUOTAS
+from zasync.queue import install
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ class WorkerSettings:
     """The settings of this process's worker, resolved once at start-up
     from the environment."""
 
-    def __init__(self, environ=os.environ):
+    def __init__(self, environ: Mapping[str, str] = os.environ):
         path = identity.uuid_file_from_env(environ)
         if not path:
             log.warning(
@@ -91,7 +96,13 @@ class WorkerSettings:
         )
 
 
-def _number(environ, name: str, *, default, kind):
+def _number(
+    environ: Mapping[str, str],
+    name: str,
+    *,
+    default: float,
+    kind: Callable[[str], float],
+) -> Any:
     raw = environ.get(name)
     if raw in (None, ""):
         return default
@@ -109,11 +120,11 @@ def _number(environ, name: str, *, default, kind):
 class _State:
     """What the start-up events handed over to each other."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.db = None
+        self.db: Any = None
         self.settings: WorkerSettings | None = None
-        self.dispatcher = None
+        self.dispatcher: Dispatcher | None = None
         self.atexit = False
 
 
@@ -130,8 +141,6 @@ def open_queues_database(db: Any) -> Any:
         and role.multi_db
         and ASYNC_DATABASE not in getattr(db, "databases", {})
     ):
-        from App.config import getConfiguration
-
         dbtab = getattr(getConfiguration(), "dbtab", None)
         if dbtab is not None and ASYNC_DATABASE in dbtab.listDatabaseNames():
             dbtab.getDatabase(name=ASYNC_DATABASE)
@@ -161,10 +170,6 @@ def database_opened(event: Any) -> None:
 def _install(db: Any) -> None:
     """Make sure the default queue and its ``default`` quota exist; leave
     what exists as it is (sizes set through a site's registry stay)."""
-    import transaction
-
-    from zasync.queue import install
-
     tm = transaction.TransactionManager(explicit=True)
     conn = db.open(transaction_manager=tm)
     try:
@@ -182,12 +187,10 @@ def _install(db: Any) -> None:
 
 def process_starting(event: Any = None) -> Any:
     """IProcessStarting: start the dispatcher (once); return it."""
-    from zasync.dispatcher import Dispatcher
-
     with _state.lock:
-        if _state.dispatcher is not None or _state.db is None:
-            return _state.dispatcher
         settings = _state.settings
+        if _state.dispatcher is not None or _state.db is None or settings is None:
+            return _state.dispatcher
         dispatcher = Dispatcher(_state.db, uuid=settings.uuid, threads=settings.threads)
         dispatcher.start()
         _state.dispatcher = dispatcher

@@ -26,12 +26,18 @@ from typing import Any
 # command reports in one line.
 import ZConfig
 import Zope2
+from App.config import getConfiguration, setConfiguration
 from zc.lockfile import LockError
 from ZODB.POSException import StorageError as ZODBStorageError
+from zope.component import queryUtility
 from zope.configuration.exceptions import ConfigurationError as ZCMLError
+from Zope2.Startup import get_wsgi_starter
+from Zope2.Startup.handlers import handleWSGIConfig
+from Zope2.Startup.options import ZopeWSGIOptions
 
 from zasync.interfaces import ZasyncError
 from zasync.plone import worker
+from zasync.plone.interfaces import IWorkerRole
 from zasync.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -96,11 +102,6 @@ def load_configuration(path: Path) -> Any:
     """Load zope.conf into Zope's configuration (setting the environment
     of its ``<environment>`` section) and return Zope's WSGI starter, ready
     for ``prepare()``. Raises ZopeConfigError with ZConfig's message."""
-    from App.config import setConfiguration
-    from Zope2.Startup import get_wsgi_starter
-    from Zope2.Startup.handlers import handleWSGIConfig
-    from Zope2.Startup.options import ZopeWSGIOptions
-
     try:
         opts = ZopeWSGIOptions(configfile=str(path))()
     except (ZConfig.ConfigurationError, OSError) as e:
@@ -154,26 +155,16 @@ def start(
     if dispatcher is None:
         close_databases()
         raise ZopeStartError(_no_worker_message(path))
-    from zope.component import queryUtility
-
-    from zasync.plone.interfaces import IWorkerRole
-
     return ZopeWorker(
         config_path=path, dispatcher=dispatcher, role=queryUtility(IWorkerRole)
     )
 
 
 def _site_zcml() -> str:
-    from App.config import getConfiguration
-
     return os.path.join(getConfiguration().instancehome, "etc", "site.zcml")
 
 
 def _no_worker_message(path: Path) -> str:
-    from zope.component import queryUtility
-
-    from zasync.plone.interfaces import IWorkerRole
-
     role = queryUtility(IWorkerRole)
     what = (
         "loads no zasync role"
@@ -189,8 +180,6 @@ def _no_worker_message(path: Path) -> str:
 
 def close_databases() -> None:
     """Close the databases Zope opened (as ``runwsgi`` does on exit)."""
-    from App.config import getConfiguration
-
     databases = list(getattr(Zope2, "opened", ()))
     dbtab = getattr(getConfiguration(), "dbtab", None)
     databases += list(getattr(dbtab, "databases", {}).values())

@@ -47,7 +47,11 @@ JOB_ACTIONS = {
     "remove": "Remove",
 }
 #: the ages "clear finished jobs" offers, in hours
-PRUNE_AGES = ((0, "all finished jobs"), (1, "1 hour"), (24, "1 day"))
+PRUNE_AGES: tuple[tuple[int, str], ...] = (
+    (0, "all finished jobs"),
+    (1, "1 hour"),
+    (24, "1 day"),
+)
 PRUNE_AGES += ((24 * 7, "7 days"), (24 * 30, "30 days"))
 #: how often the page refreshes itself, in milliseconds (``?refresh=``)
 REFRESH_MS = 2000
@@ -89,7 +93,7 @@ class JobsControlPanel(BrowserView):
 
     # -- traversal and dispatch ------------------------------------------------
 
-    def publishTraverse(self, request, name):  # noqa: N802 - Zope API
+    def publishTraverse(self, request: Any, name: str) -> JobsControlPanel:  # noqa: N802 - Zope API
         if name == "parts" and not self.parts_only:
             self.parts_only = True
         elif self.job_id is None and not self.parts_only:
@@ -98,7 +102,7 @@ class JobsControlPanel(BrowserView):
             raise NotFound(name)
         return self
 
-    def __call__(self):
+    def __call__(self) -> Any:
         self.request.set("disable_border", True)
         if self.request.method == "POST":
             return self.act()
@@ -274,6 +278,8 @@ class JobsControlPanel(BrowserView):
 
     @cached_property
     def job(self) -> Any:
+        if self.job_id is None:
+            raise NotFound("no job id in the URL")
         try:
             return jobs.find_job(self.queues, self.job_id, scope=self.scope)
         except admin.JobNotFoundError:

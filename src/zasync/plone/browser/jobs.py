@@ -111,7 +111,7 @@ class JobFilter:
         """The filter a request's form asks for; ValueError naming a status
         that is not one of ``zasync.admin.FILTERS``."""
 
-        def text(name):
+        def text(name: str) -> str:
             value = form.get(name, "")
             if isinstance(value, (list, tuple)):
                 value = value[0] if value else ""
@@ -191,7 +191,7 @@ FILTER_SCAN_LIMIT = 20_000
 
 def list_page(
     queues: Any, *, scope: Scope, job_filter: JobFilter, start: int = 0, size: int
-) -> tuple[list[Job], bool]:
+) -> tuple[admin.JobList, bool]:
     """The jobs ``start`` to ``start + size`` of the list that
     ``job_filter`` selects (active first, then pending and scheduled in run
     order, then finished ones newest first), and whether more follow."""

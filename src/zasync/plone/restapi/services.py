@@ -37,11 +37,11 @@ from zasync.plone.browser.controlpanel import queues_for, scope_for
 class _JobsService(Service):
     """A service that takes the rest of the path as parameters."""
 
-    def __init__(self, context, request):
+    def __init__(self, context: Any, request: Any):
         super().__init__(context, request)
         self.params: list[str] = []
 
-    def publishTraverse(self, request, name):  # noqa: N802 - Zope API
+    def publishTraverse(self, request: Any, name: str) -> _JobsService:  # noqa: N802 - Zope API
         self.params.append(name)
         return self
 

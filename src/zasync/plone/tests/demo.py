@@ -13,6 +13,7 @@ gives only the title.
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import transaction
 from plone.i18n.normalizer import idnormalizer
@@ -21,6 +22,7 @@ from plone.protect.authenticator import createToken
 from Products.Five.browser import BrowserView
 from zope.component import getUtility
 
+from plone import api
 from zasync.plone.interfaces import IAsyncService
 from zasync.plone.tests.funcs import createDocument
 
@@ -39,7 +41,7 @@ FORM = """\
 """
 
 
-def free_id(container, title: str) -> str:
+def free_id(container: Any, title: str) -> str:
     """An id made from ``title`` that ``container`` does not hold yet."""
     base = idnormalizer.normalize(title) or "document"
     candidate, n = base, 1
@@ -71,8 +73,6 @@ class DemoQueueView(BrowserView):
         )
 
     def form(self) -> str:
-        from plone import api
-
         return FORM.format(
             url=html.escape(self.context.absolute_url()),
             user=html.escape(api.user.get_current().getUserName()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import transaction
 from AccessControl import getSecurityManager
@@ -17,13 +18,12 @@ from zope.component import getMultiAdapter
 from zope.component.hooks import getSite
 from zope.globalrequest import getRequest
 
+from plone import api
 from zasync.plone.interfaces import IZasyncPloneLayer
 
 
-def whoami(context):
+def whoami(context: Any) -> dict[str, Any]:
     """Who and where the job runs."""
-    from plone import api
-
     user = getSecurityManager().getUser()
     return {
         "user_id": user.getId(),
@@ -35,10 +35,8 @@ def whoami(context):
     }
 
 
-def request_info(context):
+def request_info(context: Any) -> dict[str, Any]:
     """What the job's request offers: URLs, views, layers, plone.api."""
-    from plone import api
-
     request = getRequest()
     portal_state = getMultiAdapter((context, request), name="plone_portal_state")
     return {
@@ -51,14 +49,12 @@ def request_info(context):
     }
 
 
-def create_document(context, title):
+def create_document(context: Any, title: str) -> str:
     """Create a Document (its id made from the title) and return its id."""
-    from plone import api
-
     return api.content.create(container=context, type="Document", title=title).getId()
 
 
-def write_then_fail(context, title):
+def write_then_fail(context: Any, title: str) -> None:
     """Create a Document, then raise: nothing may be committed."""
     create_document(context, title)
     raise ValueError(f"failed after creating {title!r}")
@@ -70,7 +66,7 @@ def write_then_fail(context, title):
 calls: dict[str, int] = {}
 
 
-def create_with_conflict(context, title, token):
+def create_with_conflict(context: Any, title: str, token: str) -> str:
     """Create a Document titled ``title``; on the first call for ``token``,
     another transaction changes the folder meanwhile, so that this job's
     commit conflicts and the worker runs it again."""
@@ -106,7 +102,7 @@ def _event(token: str) -> threading.Event:
         return _someone_else.setdefault(token, threading.Event())
 
 
-def probe(context, token, index, seconds=0.2):
+def probe(context: Any, token: str, index: int, seconds: float = 0.2) -> int:
     """Record that job ``index`` ran, and how many jobs of ``token`` ran at
     once: wait up to ``seconds`` for another one to start (a job whose quota
     lets others run beside it sees them start)."""
@@ -125,7 +121,7 @@ def probe(context, token, index, seconds=0.2):
     return index
 
 
-def meet(context, token, seconds=10.0):
+def meet(context: Any, token: str, seconds: float = 10.0) -> dict[str, Any]:
     """Wait until another job of ``token`` has started; True if one did
     within ``seconds`` (jobs that run one at a time never meet)."""
     started = time.monotonic()
