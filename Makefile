@@ -15,7 +15,7 @@ help:
 	@echo "make demo    - start a worker on ./var/Data.fs and run a demo batch"
 	@echo "make test    - lint, then the whole test suite"
 	@echo "make bench   - the benchmark workloads (QUICK=1 for a short run)"
-	@echo "make lint    - ruff format --check and ruff check"
+	@echo "make lint    - ruff format --check, ruff check and mypy"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,9 @@ demo: $(STAMP)
 	$(BIN)/python -m zasync demo --db var/Data.fs
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests benchmarks examples
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples tools
+	$(BIN)/ruff check src tests benchmarks examples tools
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks examples
