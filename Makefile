@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run demo test lint format bench clean cluster
+.PHONY: help run demo test test-fast lint format bench clean cluster
 
 help:
 	@echo "make run     - Plone 6 with zasync on http://localhost:8080/Plone (worker in-process)"
 	@echo "make cluster - ZEO server, Plone instance on :8080 and two workers (examples/)"
 	@echo "make demo    - start a worker on ./var/Data.fs and run a demo batch"
 	@echo "make test    - lint, then the whole test suite"
+	@echo "make test-fast - the tests in this process (no workers, CLI runs, Plone, browser)"
 	@echo "make bench   - the benchmark workloads (QUICK=1 for a short run)"
 	@echo "make lint    - ruff format --check, ruff check and mypy"
 
@@ -46,6 +47,14 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything but the tests that start other processes, drive a browser or
+# build a Plone site: under a minute. Without lint, for the edit-test loop.
+# tests/plone is not even collected (importing Plone takes seconds).
+FAST_TESTS := not slow and not plone and not multiprocess and not browser
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "$(FAST_TESTS)" --ignore=tests/plone $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
