@@ -119,7 +119,7 @@ def start_dispatcher(zasync_db) -> Iterator[object]:
             dispatcher.stop(10)
         # Threads a stop(timeout) gave up on finish before the database
         # closes.
-        for thread in dispatcher._threads:
+        for thread in dispatcher.pool.threads:
             thread.join(10)
 
 
@@ -214,3 +214,29 @@ def workers(tmp_path: Path) -> Iterator[object]:
     finally:
         for worker in made:
             worker.kill()
+
+
+# --- markers by module ---
+# What ``make test-fast`` leaves out (``-m "not slow and not plone and not
+# multiprocess and not browser"``), marked here for whole modules; the
+# Plone modules get ``plone`` from tests/plone/conftest.py.
+
+#: modules whose tests start other processes: zasync workers, one-shot CLI
+#: runs, a ZEO server with a Plone instance and workers
+MULTIPROCESS_MODULES = {"test_multiprocess.py", "test_cli.py", "test_cluster.py"}
+#: single tests that start several Python processes, as module::function
+MULTIPROCESS_TESTS = {
+    "test_storage.py::test_zeo_processes_opening_a_new_database_at_once",
+    "test_storage.py::test_postgresql_processes_opening_a_new_database_at_once",
+}
+#: modules that drive a real browser (Playwright's Chromium)
+BROWSER_MODULES = {"test_browser.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if item.path.name in MULTIPROCESS_MODULES or name in MULTIPROCESS_TESTS:
+            item.add_marker(pytest.mark.multiprocess)
+        if item.path.name in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)

@@ -60,14 +60,14 @@ class Scratch:
         job.priority = priority
         job.quota_names = tuple(quotas)
         if shard is not None:
-            zasync.queue._shard_local.index = shard
+            zasync.shards._shard_local.index = shard
         try:
             return self.queue.put(
                 job, begin_after=BASE + datetime.timedelta(seconds=offset)
             )
         finally:
             if shard is not None:
-                del zasync.queue._shard_local.index
+                del zasync.shards._shard_local.index
 
     def close(self):
         self.tm.abort()
@@ -107,6 +107,34 @@ def test_takes_due_jobs_in_run_order_up_to_capacity(scratch):
     assert taken[0] == [urgent, first, second]
     assert list(scratch.queue) == [third, later]
     assert len(scratch.queue) == 2
+
+
+def test_a_spread_claim_takes_a_run_of_its_window(db):
+    """With ``spread`` (after a claim conflict), jobs without quotas are
+    taken from a random run of the first due ones, in run order; a job
+    under a quota keeps its turn. A second queue is claimed from in the
+    same claim (it once failed with 'too many values to unpack')."""
+    starts = set()
+    for _ in range(12):
+        scratch = Scratch(db)
+        try:
+            scratch.queue.quotas.create("a", size=1)
+            quota_job = scratch.put(offset=-30, quotas=("a",))
+            free = [scratch.put(offset=-20 + i) for i in range(19)]
+            other = Queue()
+            scratch.conn.root()[KEY][f"q{next(_names)}"] = other
+            other_job = other.put(Job(jobfuncs.noop), begin_after=BASE)
+            taken, _slots = run_claim([scratch.queue, other], 4, spread=True)
+            jobs = flat(taken)
+            assert jobs[0] is quota_job and len(jobs) == 4
+            run = [free.index(job) for job in jobs[1:]]
+            assert run == list(range(run[0], run[0] + 3))  # one run, in order
+            starts.add(run[0])
+            taken, _slots = run_claim([other, scratch.queue], 8, spread=True)
+            assert flat(taken)[0] is other_job and len(flat(taken)) == 8
+        finally:
+            scratch.close()
+    assert len(starts) > 1  # runs chosen at random
 
 
 def test_a_job_not_due_yet_waits(scratch):
@@ -575,7 +603,7 @@ def test_workers_sharing_a_backlog_take_each_job_once_and_leave_none(
     db, workers, with_quotas, specs, turns
 ):
     """Workers claim from one backlog in any order, each with the ranking
-    a Dispatcher computes (``Dispatcher._ranking``): each job is claimed
+    a Dispatcher computes (``Placement.ranking``): each job is claimed
     once; a quota is never exceeded, nor overtaken within; a claim with
     room takes something while anything it may take is left; and once
     every worker has claimed with room enough, nothing is left."""
@@ -597,8 +625,8 @@ def test_workers_sharing_a_backlog_take_each_job_once_and_leave_none(
         ranks = []
         for uuid in uuids:
             dispatcher = Dispatcher(db, uuid=uuid, threads=1)
-            dispatcher._peers = peers
-            ranks.append(dispatcher._ranking([queue]))
+            dispatcher.placement.peers = peers
+            ranks.append(dispatcher.placement.ranking([queue]))
         now_us = us(BASE)
         claimed: dict[bytes, int] = {}
         running: list = []

@@ -26,7 +26,7 @@ from zasync.interfaces import (
     WorkerError,
 )
 from zasync.job import Job
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 UTC = datetime.UTC
 
@@ -37,14 +37,6 @@ def now():
 
 def commit():
     transaction.commit()
-
-
-def wait_until(check, timeout=10.0):
-    """Poll ``check()`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 # -- life cycle ---------------------------------------------------------------
@@ -262,7 +254,10 @@ def test_concurrent_producers_while_a_dispatcher_consumes(
     assert set(jobfuncs.calls) == set(results)
     assert max(jobfuncs.calls.values()) == 1  # none ran twice
     # Events are notified after the commit that wait_for_result sees.
-    wait_until(lambda: len(zasync_events) >= 2 * total)
+    wait_until(
+        lambda: len(zasync_events) >= 2 * total,
+        message=lambda: f"{2 * total} events (seen {len(zasync_events)})",
+    )
     succeeded = [oid for name, oid, _ in zasync_events if name == "JobSucceeded"]
     assert sorted(succeeded) == sorted(oids)
     # Deleting a shard's first key while a producer adds to the same bucket

@@ -15,7 +15,7 @@ from tests import mp_jobs
 import zasync
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import KEY, PENDING
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 
 def _put(db, job):
@@ -68,14 +68,14 @@ def loop_only(zasync_db):
     """A dispatcher with its loop's transaction manager and connection,
     not started: its loop's methods called from the test."""
     dispatcher = Dispatcher(zasync_db, threads=1)
-    dispatcher._tm = transaction.TransactionManager(explicit=True)
-    dispatcher._conn = zasync_db.open(transaction_manager=dispatcher._tm)
+    dispatcher.tm = transaction.TransactionManager(explicit=True)
+    dispatcher.conn = zasync_db.open(transaction_manager=dispatcher.tm)
     yield dispatcher
     try:
-        dispatcher._tm.abort()
+        dispatcher.tm.abort()
     except transaction.interfaces.NoTransaction:
         pass
-    dispatcher._conn.close()
+    dispatcher.conn.close()
 
 
 def test_a_compaction_that_conflicts_leaves_the_loop_ready_to_claim(
@@ -83,9 +83,9 @@ def test_a_compaction_that_conflicts_leaves_the_loop_ready_to_claim(
 ):
     # A real conflict: while the loop's compaction runs, another connection
     # commits a change to an object the compaction also changes.
-    import zasync.dispatcher as dispatcher_module
+    import zasync.compaction as compaction_module
 
-    real_compact = dispatcher_module.compact
+    real_compact = compaction_module.compact
 
     def compact_meanwhile_changed(queue, index, *, known_stale):
         removed = real_compact(queue, index, known_stale=known_stale)
@@ -97,16 +97,16 @@ def test_a_compaction_that_conflicts_leaves_the_loop_ready_to_claim(
         conn.close()
         return removed
 
-    monkeypatch.setattr(dispatcher_module, "compact", compact_meanwhile_changed)
+    monkeypatch.setattr(compaction_module, "compact", compact_meanwhile_changed)
     caplog.set_level(logging.DEBUG, logger="zasync")
     dispatcher = loop_only
-    dispatcher._tm.begin()
-    queue = dispatcher._conn.root()[KEY][""]
-    dispatcher._tm.abort()
-    dispatcher._compact([(queue, 0)])
+    dispatcher.tm.begin()
+    queue = dispatcher.conn.root()[KEY][""]
+    dispatcher.tm.abort()
+    dispatcher.compactor.compact(dispatcher.conn, dispatcher.tm, [(queue, 0)])
     assert "conflicted; later" in caplog.text
     # The failed commit was aborted: the next claim can begin.
-    assert dispatcher._claim_for_idle() is None
+    assert dispatcher.step() is None
 
 
 def _job_loads_by_thread(monkeypatch) -> collections.Counter:
@@ -130,10 +130,10 @@ def _run_backlog(db, dispatcher, count: int) -> None:
     dispatcher has opened its connection, and wait until all have run."""
     import jobfuncs
 
-    deadline = time.monotonic() + 10
-    while any(runner.conn is None for runner in dispatcher._runners):
-        assert time.monotonic() < deadline, "the threads did not start"
-        time.sleep(0.01)
+    wait_until(
+        lambda: all(runner.conn is not None for runner in dispatcher.pool.runners),
+        message="every thread to open its connection",
+    )
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
@@ -150,7 +150,7 @@ def _run_backlog(db, dispatcher, count: int) -> None:
 
 def _in_threads(loads, dispatcher) -> int:
     """Job loads in the dispatcher's worker threads (not its loop)."""
-    names = {thread.name for thread in dispatcher._threads}
+    names = {thread.name for thread in dispatcher.pool.threads}
     return sum(n for name, n in loads.items() if name in names)
 
 
@@ -177,32 +177,32 @@ def test_idle_threads_sharing_a_backlog_each_claim_in_their_own_connection(
     dispatcher = start_dispatcher(threads=3)
     _run_backlog(zasync_db, dispatcher, 600)
     assert _in_threads(loads, dispatcher) < 100  # each of the 600, before
-    assert all(runner.batch_limit > 1 for runner in dispatcher._runners)
+    assert all(runner.batch_limit > 1 for runner in dispatcher.pool.runners)
 
 
 def test_the_loop_prefetches_what_a_commit_that_woke_it_changed(zasync_db):
-    from zasync.dispatcher import PREFETCH_LIMIT
+    from zasync.waking import PREFETCH_LIMIT
 
     dispatcher = Dispatcher(zasync_db, threads=1)
     conn = zasync_db.open()
     try:
-        dispatcher._watch(conn.root()[KEY])
-        counter = conn.root()[KEY][""]._length._p_oid
+        dispatcher.waker.watch(conn.root()[KEY])
+        counter = conn.root()[KEY][""].counter._p_oid
         job_oid = (12345).to_bytes(8, "big")
         # Another worker's commit that changed no queue: not a reason to wake.
-        dispatcher._on_invalidation({job_oid})
-        assert not dispatcher._wake.is_set()
-        assert dispatcher._fresh_oids == set()
+        dispatcher.waker.on_invalidation({job_oid})
+        assert not dispatcher.waker.event.is_set()
+        assert dispatcher.waker.fresh_oids == set()
         # A commit that queued a job: wake, and fetch what it changed.
-        dispatcher._on_invalidation({counter, job_oid})
-        assert dispatcher._wake.is_set()
-        assert dispatcher._fresh_oids == {counter, job_oid}
+        dispatcher.waker.on_invalidation({counter, job_oid})
+        assert dispatcher.waker.event.is_set()
+        assert dispatcher.waker.fresh_oids == {counter, job_oid}
         # Many jobs at once: wake, but leave them to the claim's windows.
-        dispatcher._wake.clear()
+        dispatcher.waker.event.clear()
         many = {counter} | {n.to_bytes(8, "big") for n in range(PREFETCH_LIMIT)}
-        dispatcher._on_invalidation(many)
-        assert dispatcher._wake.is_set()
-        assert dispatcher._fresh_oids == {counter, job_oid}
+        dispatcher.waker.on_invalidation(many)
+        assert dispatcher.waker.event.is_set()
+        assert dispatcher.waker.fresh_oids == {counter, job_oid}
     finally:
         conn.close()
 
@@ -217,10 +217,13 @@ def _owner(dispatchers, job_oid):
 
 
 def _wait_for_peers(dispatchers, count):
-    deadline = time.monotonic() + 10
-    while any(len(d._peers) < count for d in dispatchers):
-        assert time.monotonic() < deadline, [d._peers for d in dispatchers]
-        time.sleep(0.01)
+    """Wait until each of ``dispatchers`` knows ``count`` live workers."""
+    wait_until(
+        lambda: all(len(d.placement.peers) >= count for d in dispatchers),
+        message=lambda: (
+            f"{count} peers each: {[d.placement.peers for d in dispatchers]}"
+        ),
+    )
 
 
 def test_two_workers_leave_each_job_just_queued_to_one_of_them(
@@ -248,7 +251,7 @@ def test_two_workers_leave_each_job_just_queued_to_one_of_them(
         conn.close()
     assert all(w.jobs_run for w in workers)  # each had its share
     # A claim that conflicts sets _contended_until: none did.
-    assert [w._contended_until for w in workers] == [0.0, 0.0]
+    assert [w.claimer.contended_until for w in workers] == [0.0, 0.0]
 
 
 def test_a_job_meant_for_a_busy_worker_is_taken_by_another_after_the_grace(
@@ -298,27 +301,27 @@ def test_a_job_meant_for_a_busy_worker_is_taken_by_another_after_the_grace(
 def test_a_compaction_that_removed_nothing_waits_before_trying_again(
     loop_only, monkeypatch
 ):
-    import zasync.dispatcher as dispatcher_module
+    import zasync.compaction as compaction_module
 
     calls = []
-    real_compact = dispatcher_module.compact
+    real_compact = compaction_module.compact
 
     def counted(queue, index, *, known_stale):
         calls.append(index)
         return real_compact(queue, index, known_stale=known_stale)
 
-    monkeypatch.setattr(dispatcher_module, "compact", counted)
+    monkeypatch.setattr(compaction_module, "compact", counted)
     dispatcher = loop_only
-    dispatcher._tm.begin()
-    queue = dispatcher._conn.root()[KEY][""]
+    dispatcher.tm.begin()
+    queue = dispatcher.conn.root()[KEY][""]
     queue.put(zasync.Job(mp_jobs.add, "unused", 1, 2))  # a live entry
-    dispatcher._tm.commit()
-    index = queue._shards.index(queue._shard_of(next(iter(queue))))
-    dispatcher._compact([(queue, index)])
-    dispatcher._compact([(queue, index)])
+    dispatcher.tm.commit()
+    index = queue.shards.index(queue._shard_of(next(iter(queue))))
+    dispatcher.compactor.compact(dispatcher.conn, dispatcher.tm, [(queue, index)])
+    dispatcher.compactor.compact(dispatcher.conn, dispatcher.tm, [(queue, index)])
     assert calls == [index]  # the second waited
-    dispatcher._compact_after.clear()
-    dispatcher._compact([(queue, index)])
+    dispatcher.compactor._pause_until.clear()
+    dispatcher.compactor.compact(dispatcher.conn, dispatcher.tm, [(queue, index)])
     assert calls == [index, index]
 
 
@@ -330,22 +333,22 @@ def test_each_shard_is_compacted_by_one_of_the_workers_serving_its_queue(zasync_
     peers = tuple((uuid, ()) for uuid in uuids) + (("elsewhere", ("other",)),)
     workers = [Dispatcher(zasync_db, uuid=uuid, threads=1) for uuid in uuids]
     for worker in workers:
-        worker._peers = peers
+        worker.placement.peers = peers
     tm = transaction.TransactionManager(explicit=True)
     conn = zasync_db.open(transaction_manager=tm)
     try:
         tm.begin()
         queue = conn.root()[KEY][""]
         compactors = [
-            [w.uuid for w in workers if w._compacts(queue, index)]
+            [w.uuid for w in workers if w.placement.compacts(queue.name, index)]
             for index in range(32)
         ]
         assert all(len(chosen) == 1 for chosen in compactors)
         assert len({chosen[0] for chosen in compactors}) > 1  # shared out
         # A worker alone on the queue compacts every shard.
         alone = Dispatcher(zasync_db, uuid="alone", threads=1)
-        alone._peers = (("alone", ()), ("elsewhere", ("other",)))
-        assert all(alone._compacts(queue, index) for index in range(32))
+        alone.placement.peers = (("alone", ()), ("elsewhere", ("other",)))
+        assert all(alone.placement.compacts(queue.name, index) for index in range(32))
     finally:
         tm.abort()
         conn.close()
@@ -356,15 +359,15 @@ def test_with_every_thread_busy_a_wake_claims_nothing(loop_only):
     nothing (the first thread to be idle wakes it again) and drops the
     oids it was to prefetch."""
     dispatcher = loop_only
-    dispatcher._tm.begin()
-    queue = dispatcher._conn.root()[KEY][""]
+    dispatcher.tm.begin()
+    queue = dispatcher.conn.root()[KEY][""]
     job = queue.put(zasync.Job(mp_jobs.add, "unused", 1, 2))
-    dispatcher._tm.commit()
-    dispatcher._fresh_oids = {job._p_oid}
-    dispatcher._conn.cacheMinimize()
-    assert dispatcher._idle == set()  # not started: no idle thread
-    assert dispatcher._claim_for_idle() is None
-    assert dispatcher._fresh_oids == set()
+    dispatcher.tm.commit()
+    dispatcher.waker.fresh_oids = {job._p_oid}
+    dispatcher.conn.cacheMinimize()
+    assert dispatcher.pool.idle == set()  # not started: no idle thread
+    assert dispatcher.step() is None
+    assert dispatcher.waker.fresh_oids == set()
     assert queue._p_changed is None  # not even loaded
     assert job.status == PENDING and dispatcher.claims_committed == 0
 
@@ -390,11 +393,11 @@ def test_a_worker_learns_at_once_that_another_started_or_stopped(
         # Maintenance (which reads the list too) comes once an hour here:
         # only the invalidation can tell the first of this.
         assert second.stop(10)
-        deadline = time.monotonic() + 10
-        while len(first._peers) != 1:
-            assert time.monotonic() < deadline, first._peers
-            time.sleep(0.01)
-        assert first._peers[0][0] == first.uuid
+        wait_until(
+            lambda: len(first.placement.peers) == 1,
+            message=lambda: f"the first alone in its peers: {first.placement.peers}",
+        )
+        assert first.placement.peers[0][0] == first.uuid
     finally:
         for dispatcher in started:
             dispatcher.stop(10)
@@ -415,8 +418,8 @@ def test_a_failed_read_of_the_live_workers_is_tried_again(loop_only, monkeypatch
     monkeypatch.setattr(WorkerRegistry, "watched_oids", unreadable)
     dispatcher = loop_only
     with pytest.raises(ConflictError):
-        dispatcher._refresh_peers()
-    assert dispatcher._peers_changed
+        dispatcher.refresh_peers()
+    assert dispatcher.placement.stale
     monkeypatch.undo()
-    dispatcher._claim_for_idle()  # reads it first
-    assert not dispatcher._peers_changed
+    dispatcher.step()  # reads it first
+    assert not dispatcher.placement.stale

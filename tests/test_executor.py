@@ -23,7 +23,7 @@ from zasync.interfaces import (
 )
 from zasync.interfaces import TimeoutError as ZasyncTimeoutError
 from zasync.job import Job
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 UTC = datetime.UTC
 
@@ -227,7 +227,7 @@ def test_an_unpicklable_result_becomes_a_failure(queue, start_dispatcher, thread
     good = queue.put(Job(jobfuncs.count, "after", 2))
     commit()
     dispatcher = start_dispatcher(threads=threads)
-    for runner in dispatcher._runners:
+    for runner in dispatcher.pool.runners:
         runner.batch_limit = 3  # the three jobs in one batch
     failure = wait_for_result(bad)
     assert bad.failed
@@ -279,8 +279,8 @@ def test_system_exit_or_keyboard_interrupt_is_a_logged_failure(
     # The same (only) thread goes on running jobs.
     after = queue.put(Job(jobfuncs.thread_name))
     commit()
-    assert wait_for_result(after) == dispatcher._threads[0].name
-    assert all(thread.is_alive() for thread in dispatcher._threads)
+    assert wait_for_result(after) == dispatcher.pool.threads[0].name
+    assert all(thread.is_alive() for thread in dispatcher.pool.threads)
 
 
 def test_jobs_using_a_resource_without_savepoints(queue, start_dispatcher):
@@ -290,7 +290,7 @@ def test_jobs_using_a_resource_without_savepoints(queue, start_dispatcher):
     jobs.append(queue.put(Job(jobfuncs.add, 1, 2)))
     commit()
     dispatcher = start_dispatcher(threads=1)
-    dispatcher._runners[0].batch_limit = 4
+    dispatcher.pool.runners[0].batch_limit = 4
     assert [wait_for_result(job) for job in jobs] == [
         "queued m0",
         "queued m1",
@@ -308,7 +308,7 @@ def test_slow_commits_make_batches_bigger_not_smaller(queue, start_dispatcher):
     commit()
     dispatcher = start_dispatcher(threads=1)
     assert [wait_for_result(job) for job in jobs] == [0.08] * 40
-    assert dispatcher._runners[0].batch_limit > 4
+    assert dispatcher.pool.runners[0].batch_limit > 4
     # 1, 4, 16, then the rest: far fewer commits than jobs.
     assert len(jobfuncs.slow_commits) <= 8
 
@@ -336,8 +336,6 @@ def test_begin_by_fails_a_job_that_could_not_start_in_time(queue, start_dispatch
 
 
 def test_begin_by_fails_a_job_held_back_by_a_quota(queue, start_dispatcher):
-    import time
-
     queue.quotas.create("one")
     holder = queue.put(Job(jobfuncs.signal_and_wait, "held", "release"))
     holder.quota_names = ("one",)
@@ -348,8 +346,8 @@ def test_begin_by_fails_a_job_held_back_by_a_quota(queue, start_dispatcher):
     start_dispatcher()
     assert jobfuncs.gate("held").wait(10)
     deadline = waiting.begin_after + waiting.begin_by
-    while now() <= deadline:  # the clock, not the worker, is waited for
-        time.sleep(0.01)
+    # The clock, not the worker, is waited for.
+    wait_until(lambda: now() > deadline, message="the begin_by deadline to pass")
     jobfuncs.gate("release").set()
     assert wait_for_result(holder) == "released"
     assert wait_for_result(waiting).check(ZasyncTimeoutError)

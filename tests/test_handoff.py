@@ -16,15 +16,8 @@ import zasync
 from dbviews import as_of, other_connection, read, tids_of
 from zasync.interfaces import ACTIVE, KEY, PENDING
 from zasync.job import Job
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 from zasync.workers import Heartbeat
-
-
-def wait_until(check, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def settled(dispatcher) -> None:
@@ -32,10 +25,11 @@ def settled(dispatcher) -> None:
     but a commit wakes it then (it polls every 30 s here)."""
     wait_until(
         lambda: (
-            dispatcher._waiting.is_set()
-            and not dispatcher._claiming
-            and len(dispatcher._idle) == dispatcher.threads
-        )
+            dispatcher.waiting.is_set()
+            and not dispatcher.pool.claiming
+            and len(dispatcher.pool.idle) == dispatcher.threads
+        ),
+        message=lambda: f"dispatcher {dispatcher.uuid} to wait with every thread idle",
     )
 
 
@@ -156,9 +150,9 @@ def test_a_commit_that_fails_after_the_hand_off_gives_the_thread_back(
     transaction.get().addBeforeCommitHook(refuse)
     with pytest.raises(RuntimeError, match="refuses"):
         transaction.commit()
-    assert len(dispatcher._idle) == 1 and dispatcher._reserved
+    assert len(dispatcher.pool.idle) == 1 and dispatcher.pool.reserved
     transaction.abort()
-    assert dispatcher._idle == {0, 1} and not dispatcher._reserved
+    assert dispatcher.pool.idle == {0, 1} and not dispatcher.pool.reserved
     job = queue.put(Job(jobfuncs.count, "committed"))
     transaction.commit()
     wait_for_result(job)
@@ -179,7 +173,7 @@ def test_a_commit_that_conflicts_gives_the_thread_back(
     with pytest.raises(ConflictError):
         transaction.commit()
     transaction.abort()
-    assert dispatcher._idle == {0, 1} and not dispatcher._reserved
+    assert dispatcher.pool.idle == {0, 1} and not dispatcher.pool.reserved
     assert dispatcher.jobs_handed == 0
     job = queue.put(Job(jobfuncs.count, "committed"))
     transaction.commit()

@@ -17,10 +17,10 @@ import transaction
 import jobfuncs
 import zasync
 from dbviews import other_connection
-from test_handoff import settled, wait_until
+from test_handoff import settled
 from zasync.interfaces import ACTIVE, KEY, PENDING
 from zasync.storage import open_db
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 from zasync.workers import Inbox
 
 
@@ -114,7 +114,7 @@ def test_with_every_thread_busy_the_job_waits_in_the_queue(databases, worker):
     _worker_db, producer = databases
     gate = jobfuncs.gate("hold")
     held = [producer.put(zasync.Job(jobfuncs.wait_for, "hold")) for _ in range(2)]
-    wait_until(lambda: len(worker._idle) == 0)
+    wait_until(lambda: len(worker.pool.idle) == 0)
     job = producer.put(zasync.Job(jobfuncs.add, 2, 2))
     assert job.status == PENDING and job._worker is None
     assert len(producer.queue()) == 1
@@ -173,7 +173,7 @@ def test_each_job_goes_to_the_worker_it_is_meant_for(databases, start_dispatcher
     workers = [
         start_dispatcher(db=worker_db, maintenance_interval=0.05) for _ in range(2)
     ]
-    wait_until(lambda: all(len(w._peers) == 2 for w in workers))
+    wait_until(lambda: all(len(w.placement.peers) == 2 for w in workers))
     received = [w.jobs_received for w in workers]
     for n in range(12):  # all 12 on one worker: one chance in 2,048
         job = producer.put(zasync.Job(jobfuncs.add, n, 0))
@@ -196,18 +196,18 @@ def test_a_worker_that_stops_before_starting_a_handed_job_requeues_it(
     dispatcher = start_dispatcher(db=worker_db, threads=1, poll_interval=30)
     gate = jobfuncs.gate("hold")
     held = producer.put(zasync.Job(jobfuncs.wait_for, "hold"))
-    wait_until(lambda: len(dispatcher._idle) == 0)
+    wait_until(lambda: len(dispatcher.pool.idle) == 0)
     # What a producer's hand-off writes, into the busy thread's inbox.
     job = zasync.Job(jobfuncs.noop)
     producer.tm.begin()
     producer.queue().put(job)
-    producer.queue()._take(job)
+    producer.queue().take(job)
     job._status, job._worker, job._slot = ACTIVE, dispatcher.uuid, 0
     producer.conn.root()[KEY].workers[dispatcher.uuid].slots[0].inbox.add(job)
     producer.tm.commit()
     stopper = threading.Thread(target=dispatcher.stop, args=(20,))
     stopper.start()
-    wait_until(lambda: dispatcher._stopping.is_set())
+    wait_until(lambda: dispatcher.stopping.is_set())
     gate.set()  # the thread ends its job, then finds the stop message
     stopper.join(30)
     assert wait_for_result(held) is None

@@ -288,7 +288,7 @@ def _quota_commits(db, *changes):
 def quota_q(zasync_db):
     with other_connection(zasync_db) as (conn, tm):
         quota = conn.root()[KEY][""].quotas.create("q", size=2)
-        quota._add(b"held")
+        quota.hold(b"held")
         tm.commit()
     return lambda: read_quota(zasync_db)
 
@@ -301,7 +301,7 @@ def read_quota(db):
 
 def test_a_release_merges_with_a_claim(zasync_db, quota_q):
     errors = _quota_commits(
-        zasync_db, lambda q: q._add(b"new"), lambda q: q._discard(b"held")
+        zasync_db, lambda q: q.hold(b"new"), lambda q: q.release(b"held")
     )
     assert errors == []
     assert quota_q() == ([b"new"], 2)
@@ -309,13 +309,13 @@ def test_a_release_merges_with_a_claim(zasync_db, quota_q):
 
 def test_two_claims_merge_only_within_the_size(zasync_db, quota_q):
     errors = _quota_commits(
-        zasync_db, lambda q: q._add(b"one"), lambda q: q._add(b"two")
+        zasync_db, lambda q: q.hold(b"one"), lambda q: q.hold(b"two")
     )
     assert len(errors) == 1  # three holders would exceed size 2
     assert quota_q() == ([b"held", b"one"], 2)
-    _quota_commits(zasync_db, lambda q: q._discard(b"one"))
-    _quota_commits(zasync_db, lambda q: q._discard(b"held"))
-    errors = _quota_commits(zasync_db, lambda q: q._add(b"a"), lambda q: q._add(b"b"))
+    _quota_commits(zasync_db, lambda q: q.release(b"one"))
+    _quota_commits(zasync_db, lambda q: q.release(b"held"))
+    errors = _quota_commits(zasync_db, lambda q: q.hold(b"a"), lambda q: q.hold(b"b"))
     assert errors == []
     assert quota_q() == ([b"a", b"b"], 2)
 
@@ -327,7 +327,7 @@ def test_a_size_change_merges_with_a_release_not_with_another_size(zasync_db, qu
 
         return change
 
-    assert _quota_commits(zasync_db, resize(5), lambda q: q._discard(b"held")) == []
+    assert _quota_commits(zasync_db, resize(5), lambda q: q.release(b"held")) == []
     assert quota_q() == ([], 5)
     assert len(_quota_commits(zasync_db, resize(3), resize(4))) == 1
     assert quota_q() == ([], 3)
@@ -387,11 +387,11 @@ def test_compact_removes_the_stale_front_and_stops_in_a_run_of_live_entries(queu
     """Stale entries (jobs claimed since) in front of a long queue are
     removed; compaction stops after COMPACT_LIVE_RUN live entries in a row
     instead of reading every job behind them."""
-    from zasync.queue import COMPACT_LIVE_RUN, compact, live
+    from zasync.shards import COMPACT_LIVE_RUN, compact, live
 
     jobs = [queue.put(Job(jobfuncs.add, n, 1)) for n in range(3 * COMPACT_LIVE_RUN)]
     shard = queue._shard_of(jobs[0])
-    index = queue._shards.index(shard)
+    index = queue.shards.index(shard)
     assert all(queue._shard_of(job) is shard for job in jobs)
     front, back = jobs[:10], jobs[-10:]
     for job in front + back:
@@ -414,7 +414,7 @@ def test_walk_gives_the_items_of_a_range_in_order(zeo_server, size):
     from BTrees.OOBTree import OOBTree
     from ZODB import DB
 
-    from zasync.queue import walk
+    from zasync.shards import walk
     from zasync.storage import open_db
 
     db: DB = open_db(zeo_server.uri)
@@ -452,7 +452,7 @@ def test_walk_gives_the_items_of_a_range_in_order(zeo_server, size):
 def test_walk_reads_a_tree_outside_a_database():
     from BTrees.OOBTree import OOBTree
 
-    from zasync.queue import walk
+    from zasync.shards import walk
 
     tree = OOBTree({(n,): n for n in range(100)})
     assert list(walk(tree, (10,), (20,))) == list(tree.items(min=(10,), max=(20,)))

@@ -51,8 +51,8 @@ def test_stop_leaves_unfinished_jobs_that_a_restart_recovers(
     # The abandoned thread finishes its call: it must not overwrite the
     # completed job.
     jobfuncs.gate("stuck").set()
-    first._threads[0].join(10)
-    assert not first._threads[0].is_alive()
+    first.pool.threads[0].join(10)
+    assert not first.pool.threads[0].is_alive()
     assert read(zasync_db, stuck._p_oid, lambda j: (j.status, j.result)) == (
         COMPLETED,
         2,
@@ -87,7 +87,7 @@ def test_an_interrupted_callback_runs_after_restart(queue, start_dispatcher):
     assert wait_for_result(job) == 2
     assert callback.result == 2  # its second call
     jobfuncs.gate("cb").set()
-    first._threads[0].join(10)
+    first.pool.threads[0].join(10)
 
 
 def test_clean_stop_then_restart_runs_what_was_left(queue, start_dispatcher):
@@ -105,7 +105,7 @@ def test_a_thread_left_running_by_stop_runs_nothing_more(queue, start_dispatcher
     under the same UUID recovered it and runs it in the same slot."""
     name = str(uuid.uuid4())
     first = start_dispatcher(uuid=name, threads=1)
-    first._runners[0].batch_limit = 2  # the next claim takes both jobs
+    first.pool.runners[0].batch_limit = 2  # the next claim takes both jobs
     a = queue.put(Job(jobfuncs.wait_first_time, "a"))
     b = queue.put(Job(jobfuncs.wait_first_time, "b"))
     commit()
@@ -113,13 +113,13 @@ def test_a_thread_left_running_by_stop_runs_nothing_more(queue, start_dispatcher
     assert first.stop(0.1) is False
     start_dispatcher(uuid=name, threads=1)
     # Recovery requeues a, then b, each at the front of the queue, where the
-    # later requeue comes first (zasync.queue._front_due): the new thread
+    # later requeue comes first (Queue.requeue with front=True): the new thread
     # runs b, then a.
     assert jobfuncs.gate("b-started").wait(10)  # the new thread runs b
     assert jobfuncs.calls["a"] == 1  # not yet run again: b holds the thread
     jobfuncs.gate("a").set()  # the abandoned thread gets its job back
-    first._threads[0].join(10)
-    assert not first._threads[0].is_alive()
+    first.pool.threads[0].join(10)
+    assert not first.pool.threads[0].is_alive()
     jobfuncs.gate("b").set()
     assert wait_for_result(b) == 1
     assert wait_for_result(a) == 2  # the new thread's call, not the abandoned one's

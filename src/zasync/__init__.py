@@ -1,5 +1,7 @@
 """zasync: a durable, transactional job queue that lives in ZODB."""
 
+# The runtime's enqueue hooks, wired whenever zasync is imported.
+from zasync import wiring as _wiring  # noqa: F401
 from zasync.composite import parallel, serial
 from zasync.failure import Failure
 from zasync.interfaces import (

@@ -8,9 +8,12 @@ commits.
 from __future__ import annotations
 
 import datetime
+import heapq
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from ZODB.POSException import POSKeyError
 
 from zasync.failure import Failure
 from zasync.interfaces import (
@@ -19,13 +22,13 @@ from zasync.interfaces import (
     CALLBACKS,
     COMPLETED,
     KEY,
-    NEW,
     PENDING,
     BadStatusError,
     CancelledError,
     ZasyncError,
 )
 from zasync.job import Job
+from zasync.keys import parse_hex_id, to_us
 
 #: the statuses people filter by (a failed job is COMPLETED with a Failure)
 FILTERS = ("pending", "scheduled", "active", "completed", "failed")
@@ -47,10 +50,8 @@ def get_queues(conn):
 
 def find_job(conn, job_id: str) -> Job:
     """The job with ``job_id`` (hex, as ``job.id`` shows it)."""
-    from ZODB.POSException import POSKeyError
-
     try:
-        oid = int(str(job_id).strip().removeprefix("0x"), 16).to_bytes(8, "big")
+        oid = parse_hex_id(job_id)
     except (ValueError, OverflowError):
         raise JobNotFoundError(
             f"{job_id!r} is not a job id: ids are hexadecimal, as `zasync jobs` "
@@ -68,7 +69,7 @@ def find_job(conn, job_id: str) -> Job:
 
 def kind(job: Job, clock: float | None = None) -> str:
     """One of FILTERS (or 'callbacks'), for display."""
-    status = job._status
+    status = job.status
     if status == PENDING:
         clock = time.time() if clock is None else clock
         if job.begin_after is not None and job.begin_after.timestamp() > clock:
@@ -104,14 +105,12 @@ def done_trees(queues) -> Iterator:
         for slot in record.slots:
             yield slot.done
     for queue in queues.values():
-        if queue._finished is not None:
-            yield queue._finished
+        if queue.finished is not None:
+            yield queue.finished
 
 
 def iter_done(queues, *, since_us: int | None = None) -> Iterator[tuple[int, Job]]:
     """(end time in microseconds, job) of finished jobs, newest first."""
-    import heapq
-
     trees = list(done_trees(queues))
 
     def newest_first(tree):
@@ -161,37 +160,9 @@ def list_jobs(
             f"unknown status {sorted(unknown)}: use one of {', '.join(FILTERS)}"
         )
     wanted = set(status or FILTERS)
-    clock = time.time()
+    keep = _matcher(wanted, queue_names, callable_contains, match)
     found = JobList()
-
-    def keep(job):
-        if queue_names and (job._queue is None or job._queue.name not in queue_names):
-            return False
-        if callable_contains and callable_contains not in job.callable_name:
-            return False
-        if not (
-            kind(job, clock) in wanted
-            or ("active" in wanted and job._status == CALLBACKS)
-        ):
-            return False
-        return match is None or match(job)
-
-    sources = []
-    if "active" in wanted:
-        sources.append(iter_active(queues))
-    if wanted & {"pending", "scheduled"}:
-        sources.append(iter_pending(queues, queue_names))
-    if wanted & {"completed", "failed"}:
-
-        def finished():
-            for scanned, (_key, job) in enumerate(iter_done(queues)):
-                if scan_limit is not None and scanned >= scan_limit:
-                    found.truncated = True
-                    return
-                yield job
-
-        sources.append(finished())
-    for source in sources:
+    for source in _sources(queues, wanted, queue_names, scan_limit, found):
         for job in source:
             if keep(job):
                 found.append(job)
@@ -200,10 +171,61 @@ def list_jobs(
     return found
 
 
+def _matcher(
+    wanted: set[str],
+    queue_names: tuple[str, ...],
+    callable_contains: str | None,
+    match: Callable[[Job], bool] | None,
+) -> Callable[[Job], bool]:
+    """Whether a job passes list_jobs' filters."""
+    clock = time.time()
+
+    def keep(job: Job) -> bool:
+        if queue_names and (job.queue is None or job.queue.name not in queue_names):
+            return False
+        if callable_contains and callable_contains not in job.callable_name:
+            return False
+        if not (
+            kind(job, clock) in wanted
+            or ("active" in wanted and job.status == CALLBACKS)
+        ):
+            return False
+        return match is None or match(job)
+
+    return keep
+
+
+def _sources(
+    queues: Any,
+    wanted: set[str],
+    queue_names: tuple[str, ...],
+    scan_limit: int | None,
+    found: JobList,
+) -> list[Iterator[Job]]:
+    """The jobs list_jobs reads, in its order; reading at most
+    ``scan_limit`` finished jobs sets ``found.truncated``."""
+    sources = []
+    if "active" in wanted:
+        sources.append(iter_active(queues))
+    if wanted & {"pending", "scheduled"}:
+        sources.append(iter_pending(queues, queue_names))
+    if wanted & {"completed", "failed"}:
+
+        def finished() -> Iterator[Job]:
+            for scanned, (_key, job) in enumerate(iter_done(queues)):
+                if scan_limit is not None and scanned >= scan_limit:
+                    found.truncated = True
+                    return
+                yield job
+
+        sources.append(finished())
+    return sources
+
+
 def cancel(job: Job) -> None:
     """Cancel a pending or scheduled job: it completes with a Failure of
     CancelledError (its callbacks still run)."""
-    if job._status != PENDING:
+    if job.status != PENDING:
         raise BadStatusError(
             f"job {job.id} is {kind(job)}: only pending or scheduled jobs can "
             f"be cancelled"
@@ -214,36 +236,28 @@ def cancel(job: Job) -> None:
 def retry(job: Job, *, begin_after: datetime.datetime | None = None) -> Job:
     """Queue a failed job again in its queue (the same job, its result
     cleared); return it."""
-    if job._status != COMPLETED or not isinstance(job._result, Failure):
+    if job.status != COMPLETED or not isinstance(job.result, Failure):
         raise BadStatusError(
             f"job {job.id} is {kind(job)}: only failed jobs can be retried"
         )
-    queue = job._queue
+    queue = job.queue
     if queue is None:
         raise BadStatusError(f"job {job.id} was never queued: it cannot be retried")
     _forget_done(job)
-    for callback in job._callbacks:
+    for callback in job.callbacks:
         # Callbacks (and the events of Plone jobs, which are callbacks)
         # run again after the new attempt.
-        _reset(callback)
-    _reset(job)
+        callback._reset()
+    job._reset()
     job.begin_after = None
     queue.put(job, begin_after=begin_after)
     return job
 
 
-def _reset(job: Job) -> None:
-    job._result = None
-    job.active_start = job.active_end = None
-    job._conflicts = job._errors = job._interruptions = 0
-    job._worker = job._slot = None
-    job._status = NEW
-
-
 def remove(job: Job) -> None:
     """Remove a finished job from the records (the object itself goes at
     the next pack, when nothing else refers to it)."""
-    if job._status != COMPLETED:
+    if job.status != COMPLETED:
         raise BadStatusError(
             f"job {job.id} is {kind(job)}: only finished jobs can be removed"
         )
@@ -256,7 +270,7 @@ def _forget_done(job: Job) -> bool:
     queues = jar.root().get(KEY) if jar is not None else None
     if queues is None or job.active_end is None:
         return False
-    start = int(job.active_end.timestamp() * 1_000_000) - 5
+    start = to_us(job.active_end) - 5
     for tree in done_trees(queues):
         for key in list(tree.keys(min=start, max=start + 10_000)):
             if tree[key] is job:
@@ -297,13 +311,13 @@ def describe(job: Job) -> dict[str, Any]:
     def iso(value):
         return value.isoformat() if isinstance(value, datetime.datetime) else None
 
-    result = job._result
+    result = job.result
     data = {
         "id": job.id,
         "callable": job.callable_name,
-        "status": job._status,
+        "status": job.status,
         "kind": kind(job),
-        "queue": job._queue.name if job._queue is not None else None,
+        "queue": job.queue.name if job.queue is not None else None,
         "quota_names": list(job.quota_names),
         "args": [_short(a) for a in job.args],
         "kwargs": {k: _short(v) for k, v in job.kwargs.items()},
@@ -311,14 +325,14 @@ def describe(job: Job) -> dict[str, Any]:
         "begin_by": job.begin_by.total_seconds() if job.begin_by else None,
         "active_start": iso(job.active_start),
         "active_end": iso(job.active_end),
-        "attempts": job._attempts,
-        "worker": job._worker,
+        "attempts": job.attempts,
+        "worker": job.worker,
         "failed": job.failed,
     }
     if isinstance(result, Failure):
         data["error"] = f"{result.type_name}: {result.getErrorMessage()}"
         data["traceback"] = result.getTraceback()
-    elif job._status == COMPLETED:
+    elif job.status == COMPLETED:
         data["result"] = _short(result)
     return data
 
@@ -342,7 +356,28 @@ def summary(
     the last ``windows`` minutes (in total and per queue). With ``match``,
     the counts and throughput count only the jobs it returns true for."""
     clock = time.time()
-    data: dict[str, Any] = {"queues": {}, "workers": [], "throughput": {}}
+    data: dict[str, Any] = {
+        "queues": _queue_counts(queues, clock, match),
+        "workers": [],
+        "throughput": {},
+    }
+    for record in queues.workers.values():
+        data["workers"].append(_worker_row(record, clock, heartbeat_interval))
+        for _slot, job in record.iter_active():
+            if match is not None and not match(job):
+                continue
+            if job.queue is not None and job.queue.name in data["queues"]:
+                data["queues"][job.queue.name]["counts"]["active"] += 1
+    for minutes, tally in _throughput(queues, clock, windows, match).items():
+        data["throughput"][f"{minutes}m"] = tally
+    return data
+
+
+def _queue_counts(
+    queues: Any, clock: float, match: Callable[[Job], bool] | None
+) -> dict[str, Any]:
+    """{queue name: its pending jobs counted by kind, and its quotas}."""
+    found = {}
     for name, queue in queues.items():
         counts = dict.fromkeys(FILTERS, 0)
         for job in queue:
@@ -350,51 +385,53 @@ def summary(
                 # A job waiting for its callbacks (a cancelled one) counts
                 # as active, as list_jobs shows it.
                 counts[kind(job, clock).replace("callbacks", "active")] += 1
-        data["queues"][name] = {
+        found[name] = {
             "counts": counts,
             "quotas": {
                 q: {"size": quota.size, "used": len(quota)}
                 for q, quota in ((n, queue.quotas[n]) for n in queue.quotas)
             },
         }
-    for record in queues.workers.values():
-        alive = record.is_alive(clock, heartbeat_interval)
-        running = [job for _slot, job in record.iter_active()]
-        for job in running:
-            if match is not None and not match(job):
-                continue
-            if job._queue is not None and job._queue.name in data["queues"]:
-                data["queues"][job._queue.name]["counts"]["active"] += 1
-        data["workers"].append(
-            {
-                "uuid": record.uuid,
-                "host": record.hostname,
-                "pid": record.pid,
-                "threads": record.threads,
-                "alive": alive,
-                "last_seen": record.heartbeat.last_seen,
-                "running": [job.id for job in running],
-            }
-        )
-    # One pass over the longest window, newest first, counts them all.
+    return found
+
+
+def _worker_row(record: Any, clock: float, heartbeat_interval: float) -> dict:
+    return {
+        "uuid": record.uuid,
+        "host": record.hostname,
+        "pid": record.pid,
+        "threads": record.threads,
+        "alive": record.is_alive(clock, heartbeat_interval),
+        "last_seen": record.heartbeat.last_seen,
+        "running": [job.id for _slot, job in record.iter_active()],
+    }
+
+
+def _throughput(
+    queues: Any,
+    clock: float,
+    windows: tuple[int, ...],
+    match: Callable[[Job], bool] | None,
+) -> dict[int, dict[str, Any]]:
+    """{minutes: jobs completed and failed in the last so many minutes, in
+    total and per queue}, in one pass over the longest window."""
     windows = tuple(sorted(windows))
-    tallies = {
+    tallies: dict[int, dict[str, Any]] = {
         minutes: {"completed": 0, "failed": 0, "queues": {}} for minutes in windows
     }
-    if windows:
-        cutoffs = [(int((clock - m * 60) * 1_000_000), tallies[m]) for m in windows]
-        for key, job in iter_done(queues, since_us=cutoffs[-1][0]):
-            if match is not None and not match(job):
-                continue
-            outcome = "failed" if isinstance(job._result, Failure) else "completed"
-            name = job._queue.name if job._queue is not None else None
-            for cutoff, tally in cutoffs:
-                if key >= cutoff:
-                    tally[outcome] += 1
-                    per_queue = tally["queues"].setdefault(
-                        name, {"completed": 0, "failed": 0}
-                    )
-                    per_queue[outcome] += 1
-    for minutes in windows:
-        data["throughput"][f"{minutes}m"] = tallies[minutes]
-    return data
+    if not windows:
+        return tallies
+    cutoffs = [(int((clock - m * 60) * 1_000_000), tallies[m]) for m in windows]
+    for key, job in iter_done(queues, since_us=cutoffs[-1][0]):
+        if match is not None and not match(job):
+            continue
+        outcome = "failed" if isinstance(job.result, Failure) else "completed"
+        name = job.queue.name if job.queue is not None else None
+        for cutoff, tally in cutoffs:
+            if key >= cutoff:
+                tally[outcome] += 1
+                per_queue = tally["queues"].setdefault(
+                    name, {"completed": 0, "failed": 0}
+                )
+                per_queue[outcome] += 1
+    return tallies

@@ -7,93 +7,23 @@ and one of them claims again: a job is never claimed twice.
 
 from __future__ import annotations
 
-import heapq
+import dataclasses
+import enum
 import itertools
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, PENDING
-from zasync.queue import AFTER_ANY_DUE, SENTINEL, Queue, live, ranks, walk_buckets
+from zasync.interfaces import CALLBACKS, PENDING
+from zasync.keys import oid_int
+from zasync.placement import BACKLOG_CHUNK, Rank
+from zasync.queue import Queue
+from zasync.shards import iter_due, live, near_end_keys
 from zasync.workers import Slot
 
 #: stale entries and tombstones met in front of due jobs before a shard is
 #: worth compacting (each compaction may fail a producer's commit once)
 COMPACT_AFTER = 256
-
-
-def due_buckets(shard, now_us: int) -> Iterator[list[tuple[tuple, Any]]]:
-    """(key, value) of the due entries of one shard, in key order, a list
-    per bucket, stale entries and tombstones included (see zasync.queue)."""
-    for rank in ranks(shard):
-        yield from walk_buckets(
-            shard, (rank, -AFTER_ANY_DUE, 0), (rank, now_us, AFTER_ANY_DUE)
-        )
-
-
-def iter_due(
-    queue: Queue,
-    now_us: int,
-    known_stale: set | None = None,
-    skipped: dict[int, int] | None = None,
-) -> Iterator[tuple[tuple, Any, Any]]:
-    """(key, job, shard) of a queue's due entries, in run order. Stale
-    entries are included: check them with ``zasync.queue.live`` once the
-    jobs are loaded (so that they can be loaded many at a time).
-
-    Tombstones and the entries in ``known_stale`` ((shard oid, key)) are
-    left out, and counted by shard index in ``skipped``: a bucket at a
-    time, in each shard, before the shards are merged (a worker passes
-    over the stale entries of its claims near a shard's end at every claim
-    until they are compacted)."""
-    known = known_stale if known_stale is not None else frozenset()
-    if skipped is None:
-        skipped = {}
-
-    def tagged(index, shard):
-        oid = shard._p_oid
-        for items in due_buckets(shard, now_us):
-            keep = [
-                (key, job, shard)
-                for key, job in items
-                if job is not None and (oid, key) not in known
-            ]
-            if len(keep) < len(items):
-                skipped[index] = skipped.get(index, 0) + len(items) - len(keep)
-            yield from keep
-
-    shards = [tagged(i, s) for i, s in enumerate(queue._shards)]
-    return heapq.merge(*shards, key=lambda t: t[0])
-
-
-#: entries before the sentinel within which claims leave entries stale
-#: rather than write tombstones: about two buckets, where producers insert
-NEAR_END = 64
-
-
-def _near_end(shard, key) -> bool:
-    for count, following in enumerate(shard.keys(min=key, excludemin=True)):
-        if following == SENTINEL:
-            return True
-        if count >= NEAR_END:
-            return False
-    return True
-
-
-def _near_end_keys(chosen: list) -> set:
-    """(id(shard), key) of the chosen entries near their shard's end. Being
-    near the end is monotonic in a shard's key order, so each shard's keys
-    are checked from the last one back, until one is not near the end."""
-    by_shard: dict[int, tuple[Any, list]] = {}
-    for key, _job, shard, _names in chosen:
-        by_shard.setdefault(id(shard), (shard, []))[1].append(key)
-    found = set()
-    for shard_id, (shard, keys) in by_shard.items():
-        for key in sorted(keys, reverse=True):
-            if not _near_end(shard, key):
-                break
-            found.add((shard_id, key))
-    return found
 
 
 #: consecutive jobs blocked by full quotas after which a claim stops looking
@@ -123,12 +53,6 @@ def _windows(items: Iterator, size: int, conn) -> Iterator:
 #: workers as it wants, plus a chunk (with four workers a quarter of the
 #: jobs are its own)
 OTHERS_FACTOR = 8
-
-#: in a backlog, jobs are meant for workers by runs of this many oids (jobs
-#: queued together have consecutive oids, and sit side by side in the
-#: queue): each worker's claims then write tombstones in buckets of their
-#: own, where job by job they would write in every bucket the others read
-BACKLOG_CHUNK = 64
 
 
 def _mine(items, queue, rank, now_us: int, fresh_us: int, others, waits, cap):
@@ -190,16 +114,74 @@ class Claimed(dict):
     more: bool = False
 
 
+class _Left(enum.Enum):
+    """Whether a job is left to another worker (see _left_to_others)."""
+
+    NO = 0
+    WAITED_FOR = 1
+    PASSED_OVER = 2
+
+
+@dataclasses.dataclass
+class _Scan:
+    """What a claim found in one queue, in run order."""
+
+    #: (key, job, shard, quota names) of the jobs that may be taken
+    candidates: list = dataclasses.field(default_factory=list)
+    #: (rank, key, job, shard) of jobs meant for other workers, due for
+    #: longer than the grace: taken only when this worker's own run short
+    others: list = dataclasses.field(default_factory=list)
+    #: when jobs left to their own workers may be taken (microseconds)
+    waits: list = dataclasses.field(default_factory=list)
+    #: stale entries met, by shard index
+    stale: dict = dataclasses.field(default_factory=dict)
+
+
+class _QuotaRoom:
+    """The room left in a queue's quotas while a claim chooses jobs, as if
+    all the jobs admitted so far were taken. A job of a full quota waits,
+    and so do the later jobs of that quota (a quota of 1 keeps strict
+    order)."""
+
+    def __init__(self, quotas: Any):
+        self.quotas = quotas
+        self.room: dict[str, int] = {}
+        self.blocked: set[str] = set()
+        #: jobs refused in a row
+        self.refused = 0
+
+    def block(self, names: tuple[str, ...]) -> None:
+        self.blocked.update(names)
+
+    def admit(self, names: tuple[str, ...]) -> bool:
+        if names and (self.blocked.intersection(names) or not self._fits(names)):
+            self.blocked.update(names)
+            self.refused += 1
+            return False
+        for name in names:
+            self.room[name] -= 1
+        self.refused = 0
+        return True
+
+    def _fits(self, names: tuple[str, ...]) -> bool:
+        room = self.room
+        for name in names:
+            if name not in room:
+                quota = self.quotas.get(name)
+                room[name] = 2**31 if quota is None else quota.size - len(quota)
+        return all(room[name] > 0 for name in names)
+
+
 def claim(
     queues: Iterable[Queue],
     *,
     slots: list[tuple[Slot, int]],
     worker: str,
     now_us: int,
-    start_time=None,
+    start_time: Any = None,
     spread: bool = False,
     known_stale: set | None = None,
-    rank: Callable[[Queue, Any, bool], int] | None = None,
+    rank: Rank | None = None,
     fresh_us: int = 0,
     fill_first: bool = False,
 ) -> Claimed:
@@ -219,18 +201,17 @@ def claim(
     claiming at once rarely want the same jobs.
 
     ``rank(queue, job, backlog)`` is this worker's rank for a job among the
-    workers serving the queue: 0 when the job is meant for it (see
-    Dispatcher._ranking; ``backlog``: the job is due for longer than
-    ``fresh_us`` microseconds). A job just due that is not is left to its
-    worker, which wakes for it as this one does, and the jobs after it are
-    considered; the result's ``wait_until_us`` says when this worker may
-    take the first job it left, if its worker has not. In a backlog the
-    claim takes its own jobs first, and the others' (those it ranks best
-    of the ones it passed over, the last first, as their workers take
-    theirs from the front) only when its own run short; jobs under quotas
-    are taken in their turn, whoever they are meant for. In a queue
-    without quotas the others' jobs are passed over without being
-    loaded.
+    workers serving the queue (zasync.placement): 0 when the job is meant
+    for it (``backlog``: the job is due for longer than ``fresh_us``
+    microseconds). A job just due that is not is left to its worker, which
+    wakes for it as this one does, and the jobs after it are considered;
+    the result's ``wait_until_us`` says when this worker may take the
+    first job it left, if its worker has not. In a backlog the claim takes
+    its own jobs first, and the others' (those it ranks best of the ones
+    it passed over, the last first, as their workers take theirs from the
+    front) only when its own run short; jobs under quotas are taken in
+    their turn, whoever they are meant for. In a queue without quotas the
+    others' jobs are passed over without being loaded.
 
     With ``fill_first``, when there are due jobs enough to fill the first
     slot and give each of the others one, only the first slot's are
@@ -248,144 +229,166 @@ def claim(
         # Enough to tell whether each of the others would get a job too:
         # the jobs looked at beyond the first slot's are loaded for nothing.
         total = min(total, slots[0][1] + len(slots) - 1)
-    taken: list = []
-    picks: list = []  # (queue, chosen entries)
-    count = 0  # jobs in picks
-    compact: list = []
-    left_stale: list = []
     # Entries found stale (their jobs claimed or moved by others) join the
     # known ones: a shard never reuses a key, so they stay stale whatever
     # becomes of this claim.
     known: set = known_stale if known_stale is not None else set()
-    wait_until = None
+    spread = spread and rank is None
+    picks: list[tuple[Queue, list]] = []
+    count = 0  # jobs in picks
+    compact: list = []
+    waits: list[int] = []
     for queue in queues:
         if count >= total:
             break
-        conn = queue._p_jar
-        quotas = queue.quotas
-        room: dict[str, int] = {}
-        blocked: set[str] = set()
-        stale: dict[int, int] = {}  # stale entries met, by shard
-        index_of = {id(shard): i for i, shard in enumerate(queue._shards)}
-        # (key, job, shard, quota names) of the jobs that may be taken,
-        # in run order; quota room is counted as if all were taken.
-        candidates: list = []
         wanted = total - count
-        # Jobs meant for other workers (see ``rank``), due for longer
-        # than ``fresh_us``: taken only when this worker's own run short.
-        others: list = []
-        others_cap = (wanted + BACKLOG_CHUNK) * OTHERS_FACTOR
-        spread_here = spread and rank is None
-        limit = wanted * 4 if spread_here else wanted
-        items = iter_due(queue, now_us, known, stale)
-        if rank is not None and not len(quotas):
-            # No quotas: which jobs are this worker's is known from their
-            # oids alone, so the others' are passed over without loading.
-            waits: list = []
-            items = _mine(
-                items, queue, rank, now_us, fresh_us, others, waits, others_cap
-            )
-            split_loaded = False
-        else:
-            waits = []
-            split_loaded = rank is not None
-        blocked_run = 0
-        for key, job, shard in _windows(items, max(16, wanted), conn):
-            if job._key != key:
-                index = index_of[id(shard)]
-                stale[index] = stale.get(index, 0) + 1
-                known.add((shard._p_oid, key))
-                continue
-            if blocked_run >= BLOCKED_SCAN_LIMIT:
-                break
-            status = job._status
-            if status not in (PENDING, CALLBACKS):
-                continue  # not ours to take; recovery puts such jobs right
-            fresh = now_us - key[1] < fresh_us
-            order = rank(queue, job, not fresh) if split_loaded else 0
-            if order and status == PENDING:
-                if fresh:
-                    waits.append(key[1] + fresh_us)
-                    # Left, but still first in its quotas: the jobs after
-                    # it in them wait (a quota of 1 keeps strict order).
-                    blocked.update(job.quota_names)
-                    continue
-                if not job.quota_names:
-                    others.append((order, key, job, shard))
-                    if len(others) >= others_cap:
-                        break
-                    continue
-                # A job under quotas is taken in its turn by whoever
-                # claims first: its quotas keep their order.
-            names = job.quota_names if status == PENDING else ()
-            if names:
-                if blocked.intersection(names):
-                    blocked.update(names)
-                    blocked_run += 1
-                    continue
-                ok = True
-                for name in names:
-                    if name not in room:
-                        quota = quotas.get(name)
-                        room[name] = 2**31 if quota is None else quota.size - len(quota)
-                    if room[name] <= 0:
-                        ok = False
-                if not ok:
-                    blocked.update(names)
-                    blocked_run += 1
-                    continue
-                for name in names:
-                    room[name] -= 1
-            blocked_run = 0
-            candidates.append((key, job, shard, names))
-            if len(candidates) >= limit:
-                break
-        if waits:
-            until = min(waits)
-            wait_until = until if wait_until is None else min(wait_until, until)
-        if spread_here and len(candidates) > wanted:
-            # Quota jobs keep their order; the others are taken from one of
-            # the window's segments, chosen at random: two workers claiming
-            # at once then want the same jobs (and conflict) about once in
-            # four times, where random picks over the whole window nearly
-            # always shared one.
-            keep = [c for c in candidates[:wanted] if c[3]]
-            free = [c for c in candidates if not c[3]]
-            count = min(len(free), wanted - len(keep))
-            segments = max(1, len(free) // max(1, count))
-            start = random.randrange(segments) * count
-            picks = free[start : start + count]
-            chosen = sorted(keep + picks, key=lambda c: c[0])
-        else:
-            chosen = candidates[:wanted]
-            if len(chosen) < wanted and others:
-                # This worker's own jobs ran short (the end of a backlog, or
-                # a worker that does not claim): the others' last ones, as
-                # their workers take theirs from the front.
-                chosen += _fill(others, wanted - len(chosen), conn, known)
-                chosen.sort(key=lambda c: c[0])
+        scan = _scan(queue, wanted, now_us, known, rank, fresh_us, spread=spread)
+        waits.extend(scan.waits)
+        chosen = _choose(scan, wanted, queue._p_jar, known, spread=spread)
         picks.append((queue, chosen))
         count += len(chosen)
-        for index, stale_count in stale.items():
-            if stale_count >= COMPACT_AFTER:
-                compact.append((queue, index))
+        compact.extend(
+            (queue, index) for index, n in scan.stale.items() if n >= COMPACT_AFTER
+        )
     more = fill_first and count >= total
     if more:
-        # The first slot's only: each of the others is then claimed for
-        # in its own thread's connection.
+        # The first slot's only: each of the others is then claimed for in
+        # its own thread's connection.
         slots = slots[:1]
-        room = slots[0][1]
-        for i, (queue, chosen) in enumerate(picks):
-            picks[i] = (queue, chosen[:room])
-            room -= len(picks[i][1])
+        picks = _first_only(picks, slots[0][1])
+    taken: list = []
+    left_stale: list = []
     for queue, chosen in picks:
         _take(queue, chosen, taken, left_stale)
     result = Claimed(_assign(taken, slots, worker, start_time))
     result.more = more
     result.compact = compact
-    result.wait_until_us = wait_until
+    result.wait_until_us = min(waits) if waits else None
     result.stale_keys = left_stale
     return result
+
+
+def _scan(
+    queue: Queue,
+    wanted: int,
+    now_us: int,
+    known: set,
+    rank: Rank | None,
+    fresh_us: int,
+    *,
+    spread: bool,
+) -> _Scan:
+    """The due jobs of ``queue`` this claim may take (up to ``wanted``, or
+    four times as many to pick among with ``spread``)."""
+    scan = _Scan()
+    stale = scan.stale
+    index_of = {id(shard): i for i, shard in enumerate(queue.shards)}
+    room = _QuotaRoom(queue.quotas)
+    others_cap = (wanted + BACKLOG_CHUNK) * OTHERS_FACTOR
+    limit = wanted * 4 if spread else wanted
+    items = iter_due(queue, now_us, known, stale)
+    split_loaded = rank is not None
+    if rank is not None and not len(room.quotas):
+        # No quotas: which jobs are this worker's is known from their
+        # oids alone, so the others' are passed over without loading.
+        items = _mine(
+            items, queue, rank, now_us, fresh_us, scan.others, scan.waits, others_cap
+        )
+        split_loaded = False
+    for key, job, shard in _windows(items, max(16, wanted), queue._p_jar):
+        if job._key != key:
+            index = index_of[id(shard)]
+            stale[index] = stale.get(index, 0) + 1
+            known.add((shard._p_oid, key))
+            continue
+        if room.refused >= BLOCKED_SCAN_LIMIT:
+            break
+        status = job._status
+        if status not in (PENDING, CALLBACKS):
+            continue  # not ours to take; recovery puts such jobs right
+        if split_loaded and status == PENDING:
+            assert rank is not None
+            left = _left_to_others(
+                scan, room, queue, key, job, shard, rank, now_us, fresh_us
+            )
+            if left is _Left.PASSED_OVER and len(scan.others) >= others_cap:
+                break
+            if left is not _Left.NO:
+                continue
+        names = job.quota_names if status == PENDING else ()
+        if not room.admit(names):
+            continue
+        scan.candidates.append((key, job, shard, names))
+        if len(scan.candidates) >= limit:
+            break
+    return scan
+
+
+def _left_to_others(
+    scan: _Scan,
+    room: _QuotaRoom,
+    queue: Queue,
+    key: tuple,
+    job: Any,
+    shard: Any,
+    rank: Rank,
+    now_us: int,
+    fresh_us: int,
+) -> _Left:
+    """Whether a loaded pending job is left to the worker it is meant for:
+    one just due waits for it (and blocks its quotas, which keep their
+    order); one of a backlog without quotas is passed over, into
+    ``scan.others``. A job under quotas is taken in its turn by whoever
+    claims first."""
+    fresh = now_us - key[1] < fresh_us
+    order = rank(queue, job, not fresh)
+    if not order:
+        return _Left.NO
+    if fresh:
+        scan.waits.append(key[1] + fresh_us)
+        room.block(job.quota_names)
+        return _Left.WAITED_FOR
+    if job.quota_names:
+        return _Left.NO
+    scan.others.append((order, key, job, shard))
+    return _Left.PASSED_OVER
+
+
+def _choose(scan: _Scan, wanted: int, conn: Any, known: set, *, spread: bool) -> list:
+    """The candidates a claim takes from one queue."""
+    candidates = scan.candidates
+    if spread and len(candidates) > wanted:
+        return _spread(candidates, wanted)
+    chosen = candidates[:wanted]
+    if len(chosen) < wanted and scan.others:
+        # This worker's own jobs ran short (the end of a backlog, or a
+        # worker that does not claim): the others' last ones, as their
+        # workers take theirs from the front.
+        chosen += _fill(scan.others, wanted - len(chosen), conn, known)
+        chosen.sort(key=lambda c: c[0])
+    return chosen
+
+
+def _spread(candidates: list, wanted: int) -> list:
+    """Quota jobs keep their order; the others are taken from one of the
+    window's segments, chosen at random: two workers claiming at once then
+    want the same jobs (and conflict) about once in four times, where
+    random picks over the whole window nearly always shared one."""
+    keep = [c for c in candidates[:wanted] if c[3]]
+    free = [c for c in candidates if not c[3]]
+    size = min(len(free), wanted - len(keep))
+    segments = max(1, len(free) // max(1, size))
+    start = random.randrange(segments) * size
+    return sorted(keep + free[start : start + size], key=lambda c: c[0])
+
+
+def _first_only(picks: list[tuple[Queue, list]], room: int) -> list[tuple[Queue, list]]:
+    """``picks`` cut down to the first ``room`` jobs."""
+    trimmed = []
+    for queue, chosen in picks:
+        trimmed.append((queue, chosen[:room]))
+        room -= len(trimmed[-1][1])
+    return trimmed
 
 
 def _take(queue: Queue, chosen: list, taken: list, left_stale: list) -> None:
@@ -398,12 +401,12 @@ def _take(queue: Queue, chosen: list, taken: list, left_stale: list) -> None:
         for name in names:
             quota = quotas.get(name)
             if quota is not None:
-                quota._add(job._p_oid)
+                quota.hold(job._p_oid)
     # Where producers add (the shard's last entries), the shard is not
     # written: the entry goes stale when the job stops naming it. Further
     # from the end a tombstone is cheaper for later readers (they need not
-    # load the job to skip it). See zasync.queue.
-    near_end = _near_end_keys(chosen)
+    # load the job to skip it). See zasync.shards.
+    near_end = near_end_keys(chosen)
     for key, job, shard, _names in chosen:
         if (id(shard), key) not in near_end:
             shard[key] = None
@@ -412,10 +415,12 @@ def _take(queue: Queue, chosen: list, taken: list, left_stale: list) -> None:
         job._key = None
         taken.append(job)
     if chosen:
-        queue._length.change(-len(chosen))
+        queue.count_taken(len(chosen))
 
 
-def _assign(taken: list, slots, worker: str, start_time) -> dict[int, list]:
+def _assign(
+    taken: list, slots: list[tuple[Slot, int]], worker: str, start_time: Any
+) -> dict[int, list]:
     """Round-robin over the slots, within each one's capacity."""
     result: dict[int, list] = {slot.index: [] for slot, _ in slots}
     order = [(slot, capacity) for slot, capacity in slots if capacity > 0]
@@ -427,21 +432,7 @@ def _assign(taken: list, slots, worker: str, start_time) -> dict[int, list]:
             if len(result[slot.index]) < capacity:
                 break
         jobs = result[slot.index]
-        _give(job, slot, worker, start_time, first=not jobs)
-        slot.active[int.from_bytes(job._p_oid, "big")] = job
+        job._assign(worker, slot.index, start_time, first=not jobs)
+        slot.active[oid_int(job)] = job
         jobs.append(job)
     return {index: jobs for index, jobs in result.items() if jobs}
-
-
-def _give(job, slot, worker: str, start_time, *, first: bool) -> None:
-    """Mark ``job`` as the ``slot``'s of ``worker``: a pending job is
-    ACTIVE, started at ``start_time``, when it is the ``first`` of the
-    slot (its thread starts it at once), else ASSIGNED."""
-    if job._status == PENDING:
-        if first:
-            job._status = ACTIVE
-            job.active_start = start_time
-        else:
-            job._status = ASSIGNED
-    job._worker = worker
-    job._slot = slot.index

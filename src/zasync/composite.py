@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zasync import local
 from zasync.failure import Failure
 from zasync.interfaces import COMPLETED, NEW
 from zasync.job import Job, check_callable, now
@@ -18,8 +19,8 @@ from zasync.job import Job, check_callable, now
 
 def _as_job(item: Any) -> Job:
     job = item if isinstance(item, Job) else Job(item)
-    if job._status != NEW:
-        raise ValueError(f"{job!r} is {job._status}: a composite takes new jobs only")
+    if job.status != NEW:
+        raise ValueError(f"{job!r} is {job.status}: a composite takes new jobs only")
     return job
 
 
@@ -68,11 +69,11 @@ class CompositeJob(Job):
             # ``finished`` is completed in this same transaction (its advance
             # is its last callback); the others must be completed already,
             # so every member of a completed composite is completed too.
-            if all(m._status == COMPLETED or m is finished for m in self.jobs):
+            if all(m.status == COMPLETED or m is finished for m in self.jobs):
                 self._complete()
             return
         for member in self.jobs:
-            if member._status == NEW:
+            if member.status == NEW:
                 self._queue_member(member)
                 return
         self._complete()
@@ -89,20 +90,14 @@ class CompositeJob(Job):
             result = list(self.jobs)
         self._finish(result, now())
         if self._status != COMPLETED:  # callbacks to run: a worker runs them
-            self._queue._requeue(self, front=True)
+            self._queue.requeue(self, front=True)
         else:
-            from zasync import local
-
-            try:
-                runner = local._current().runner
-            except Exception:
-                return
-            runner._slot(runner.conn)._add_done(
-                self, int(self.active_end.timestamp() * 1e6)
-            )
-            # Completed in a member's callback transaction: the runner
-            # notifies JobSucceeded/JobFailed for it after that commit.
-            runner._finished_here.append(self)
+            runner = local.current_runner()
+            if runner is not None:
+                # Completed in a member's callback transaction: the runner
+                # keeps it with its finished jobs, and announces it
+                # (JobSucceeded/JobFailed) after that commit.
+                runner.completed_here(self)
 
 
 def _composite_marker(*args):  # pragma: no cover - never called

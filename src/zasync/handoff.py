@@ -10,7 +10,7 @@ do. Two workers still never run the same job: it is assigned in the
 committed transaction that queued it, and no other worker ever sees it in
 the queue.
 
-The job goes to the worker it is meant for (see Dispatcher._ranking: the
+The job goes to the worker it is meant for (see zasync.placement: the
 one the others leave a job just queued to), in one of two ways:
 
 - that worker runs in the producer's process: an idle thread is reserved
@@ -52,22 +52,25 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
+from typing import Any
 
 import zope.interface
 from transaction.interfaces import IDataManager
 from ZODB.POSException import POSKeyError, ReadConflictError
 from ZODB.utils import load_current
 
+from zasync import inprocess
 from zasync.interfaces import KEY, PENDING, BadStatusError
 from zasync.job import now
+from zasync.keys import now_us, oid_int
+from zasync.placement import owner_of
 
 log = logging.getLogger(__name__)
 
 _OFFERED = object()  # transaction data: the (queue, job) put in it
 
 
-def offer(queue, job) -> None:
+def offer(queue: Any, job: Any) -> None:
     """Called when ``job`` is put in ``queue``: hand it to an idle thread
     of the worker it is meant for when the transaction commits, if it can
     be."""
@@ -83,48 +86,56 @@ def offer(queue, job) -> None:
     offered.append((queue, job))
 
 
-def _before_commit(offered: list, db, txn) -> None:
+def _before_commit(offered: list[tuple[Any, Any]], db: Any, txn: Any) -> None:
     if len(offered) != 1:
         return  # several jobs: a claim shares them among the idle threads
     queue, job = offered[0]
-    if job._status != PENDING or job.quota_names or job._key is None:
+    if job.status != PENDING or job.quota_names or job._key is None:
         return
-    key = job._key
-    if key[1] > int(time.time() * 1_000_000) or len(queue) != 1:
+    if job._key[1] > now_us() or len(queue) != 1:
         return
-    from zasync.dispatcher import local_dispatchers
-
-    local = local_dispatchers(db)
+    local = inprocess.serving(db)
     for dispatcher in local:
-        index = dispatcher._reserve(queue, job)
-        if index is None:
-            continue
-        handed = _Handed(dispatcher, index, job)
-        try:
-            assigned = _hand(dispatcher, index, queue, job)
-        except BaseException:
-            handed.release()
-            raise
-        if assigned:
-            txn.join(handed)
-            txn.addAfterCommitHook(handed.after_commit)
+        if _hand_here(dispatcher, queue, job, txn):
             return
-        handed.release()
     try:
         _hand_elsewhere(queue, job, {dispatcher.uuid for dispatcher in local})
     except (ReadConflictError, POSKeyError):
         pass  # a worker's record not readable in this view: a claim takes it
 
 
-def _hand(dispatcher, index: int, queue, job) -> bool:
+def _hand_here(dispatcher: Any, queue: Any, job: Any, txn: Any) -> bool:
+    """Hand ``job`` to an idle thread of ``dispatcher`` (in this process),
+    reserved until the transaction ends; False when it cannot be."""
+    names = dispatcher.settings.queue_names
+    if names is not None and queue.name not in names:
+        return False
+    if dispatcher.stopping.is_set() or not dispatcher.placement.is_mine(queue, job):
+        return False
+    index = dispatcher.pool.reserve()
+    if index is None:
+        return False
+    handed = _Handed(dispatcher.pool, index, job)
+    try:
+        assigned = _assign_here(dispatcher, index, queue, job)
+    except BaseException:
+        handed.release()
+        raise
+    if not assigned:
+        handed.release()
+        return False
+    txn.join(handed)
+    txn.addAfterCommitHook(handed.after_commit)
+    return True
+
+
+def _assign_here(dispatcher: Any, index: int, queue: Any, job: Any) -> bool:
     """Take ``job`` out of ``queue`` and assign it to the dispatcher's slot
     ``index``, in the job's transaction, as a claim does; False when that
     cannot be done without risk (nothing is changed then)."""
-    from zasync.claim import _give  # zasync.claim imports zasync.queue
-
     conn = job._p_jar
     try:
-        record = conn.get(dispatcher._record_oid)
+        record = dispatcher.record_in(conn)
         slot = record.slots[index]
         slot.active._p_activate()
     except (ReadConflictError, POSKeyError, IndexError):
@@ -134,19 +145,16 @@ def _hand(dispatcher, index: int, queue, job) -> bool:
         return False  # changed since this transaction began
     if not _take(queue, job):
         return False
-    _give(job, slot, dispatcher.uuid, now(), first=True)
-    slot.active[int.from_bytes(job._p_oid, "big")] = job
+    job._assign(dispatcher.uuid, slot.index, now(), first=True)
+    slot.active[oid_int(job)] = job
     # As a claim does: the heartbeat's changes merge with the worker's own.
     record._extend_lease(time.time())
     return True
 
 
-def _hand_elsewhere(queue, job, local: set[str]) -> bool:
+def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     """Hand ``job`` to a slot without jobs of the worker it is meant for,
     when that worker runs in another process (not one of ``local``)."""
-    from zasync.claim import _give  # zasync.claim imports zasync.queue
-    from zasync.dispatcher import _rendezvous_rank
-
     conn = job._p_jar
     queues = conn.root().get(KEY)
     if queues is None:
@@ -161,25 +169,24 @@ def _hand_elsewhere(queue, job, local: set[str]) -> bool:
     ]
     if not peers:
         return False
-    ids = [record.uuid.encode() for record in peers]
-    seed = zlib.crc32(job._p_oid)
-    owner = next(r for r in peers if _rendezvous_rank(ids, r.uuid.encode(), seed) == 0)
+    mine = owner_of(job._p_oid, [record.uuid.encode() for record in peers])
+    owner = next(r for r in peers if r.uuid.encode() == mine)
     if owner.uuid in local:
-        return False  # its own threads were asked (Dispatcher._reserve)
+        return False  # its own threads were asked (_hand_here)
     slots = [slot for slot in owner.slots[: owner.threads] if slot.inbox is not None]
     conn.prefetch([obj for slot in slots for obj in (slot.active, slot.inbox)])
     for slot in slots:
         if not slot.active and not slot.inbox:
             if not _take(queue, job):
                 return False
-            _give(job, slot, owner.uuid, now(), first=True)
+            job._assign(owner.uuid, slot.index, now(), first=True)
             slot.inbox.add(job)
             owner._extend_lease(time.time())
             return True
     return False
 
 
-def _live(record, clock: float) -> bool:
+def _live(record: Any, clock: float) -> bool:
     """Whether a worker looks live to a producer: not stopped, its lease
     running or seen within three heartbeats. (WorkerRecord.is_alive also
     reads every slot, to call a worker that holds jobs past its lease
@@ -188,12 +195,12 @@ def _live(record, clock: float) -> bool:
         return False
     heartbeat = record.heartbeat
     seen_until = heartbeat.last_seen + 3 * record.heartbeat_interval
-    return clock <= max(heartbeat.lease_until, seen_until)
+    return bool(clock <= max(heartbeat.lease_until, seen_until))
 
 
-def _take(queue, job) -> bool:
+def _take(queue: Any, job: Any) -> bool:
     try:
-        queue._take(job)
+        queue.take(job)
     except BadStatusError:
         return False
     return True
@@ -205,39 +212,39 @@ class _Handed:
     started once the transaction has committed, and the thread released
     when it is aborted instead."""
 
-    def __init__(self, dispatcher, index: int, job):
-        self.dispatcher = dispatcher
+    def __init__(self, pool: Any, index: int, job: Any):
+        self.pool = pool
         self.index = index
-        self.oid = int.from_bytes(job._p_oid, "big")
+        self.oid = oid_int(job)
         self.transaction_manager = job._p_jar.transaction_manager
 
     def release(self) -> None:
-        self.dispatcher._release(self.index)
+        self.pool.release(self.index)
 
     def after_commit(self, committed: bool) -> None:
         if committed:
-            self.dispatcher._start_reserved(self.index, self.oid)
+            self.pool.start_reserved(self.index, self.oid)
         else:
             self.release()
 
     # IDataManager: nothing to store, only the thread to give back when
     # the transaction does not commit.
-    def abort(self, txn) -> None:
+    def abort(self, txn: Any) -> None:
         self.release()
 
-    def tpc_begin(self, txn) -> None:
+    def tpc_begin(self, txn: Any) -> None:
         pass
 
-    def commit(self, txn) -> None:
+    def commit(self, txn: Any) -> None:
         pass
 
-    def tpc_vote(self, txn) -> None:
+    def tpc_vote(self, txn: Any) -> None:
         pass
 
-    def tpc_finish(self, txn) -> None:
+    def tpc_finish(self, txn: Any) -> None:
         pass
 
-    def tpc_abort(self, txn) -> None:
+    def tpc_abort(self, txn: Any) -> None:
         self.release()
 
     def sortKey(self) -> str:  # noqa: N802 - transaction's API

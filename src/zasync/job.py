@@ -4,21 +4,20 @@ callbacks.
 A job is created NEW, becomes PENDING when put in a queue, ASSIGNED when a
 worker claims it, ACTIVE while it runs, CALLBACKS while its callbacks run,
 and COMPLETED at the end, with its return value or a Failure as ``result``.
+The transitions are the methods under "transitions" below, each checking
+the status it starts from; nothing else assigns a job's status.
 """
 
 from __future__ import annotations
 
 import datetime
-import functools
-import inspect
-import pickle
-import sys
 from typing import Any
 
 import persistent
 import zope.interface
 from persistent.mapping import PersistentMapping
 
+from zasync.callables import callable_name, check_callable, check_picklable
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE,
@@ -31,6 +30,9 @@ from zasync.interfaces import (
     BadStatusError,
     IJob,
 )
+from zasync.keys import from_us, hex_id, to_us
+
+__all__ = ["Job", "callable_name", "check_callable", "now"]
 
 UTC = datetime.UTC
 
@@ -40,17 +42,11 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(UTC)
 
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = datetime.timedelta(microseconds=1)
-
-
 class _Moment:
     """A timezone-aware datetime attribute of a job (read back in UTC),
     kept in the job's state as microseconds since the epoch: a datetime
-    with a timezone pickles through copyreg, which works out the
-    timezone's slots each time, about 8 microseconds apiece, and a job is
-    pickled when it is claimed and when it ends (three such times made
-    half the cost of pickling a finished job). Jobs stored by zasync 0.1
+    with a timezone pickles through copyreg, which costs several
+    microseconds each time a job is stored. Jobs stored by zasync 0.1
     keep the datetime itself, under the attribute's name."""
 
     name = stored = ""
@@ -65,116 +61,11 @@ class _Moment:
         us = getattr(obj, self.stored)
         if us is None:
             return obj.__dict__.get(self.name)
-        return _EPOCH + datetime.timedelta(microseconds=us)
+        return from_us(us)
 
     def __set__(self, obj: Any, value: datetime.datetime | None) -> None:
         obj.__dict__.pop(self.name, None)
-        setattr(
-            obj,
-            self.stored,
-            None if value is None else (value - _EPOCH) // _MICROSECOND,
-        )
-
-
-def _module_level(obj: Any) -> bool:
-    """True when ``obj`` can be found again by its module and qualified
-    name, which is how pickle stores functions and classes."""
-    qualname = getattr(obj, "__qualname__", None)
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    if not qualname or module is None or "<locals>" in qualname:
-        return False
-    found: Any = module
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    return found is obj
-
-
-def check_callable(func: Any) -> None:
-    """Raise TypeError, saying what to do instead, when ``func`` cannot be
-    stored in a job: a lambda, a nested function or class, a method of an
-    object that cannot be stored, or anything that is not callable."""
-    if isinstance(func, Job):
-        return
-    if not callable(func):
-        raise TypeError(
-            f"a job needs something callable; got {func!r} ({type(func).__name__})"
-        )
-    if isinstance(func, functools.partial):
-        check_callable(func.func)
-        return
-    if inspect.ismethod(func):
-        owner = func.__self__
-        if isinstance(owner, type):  # a classmethod
-            check_callable(owner)
-            return
-        if isinstance(owner, persistent.Persistent):
-            return
-        _check_picklable(owner, f"the object of the method {func.__qualname__}")
-        return
-    if inspect.isfunction(func) or inspect.isclass(func) or inspect.isbuiltin(func):
-        name = getattr(func, "__qualname__", repr(func))
-        if name == "<lambda>" or "<lambda>" in name:
-            raise TypeError(
-                f"a lambda cannot be stored in a job ({func!r}): define a "
-                f"function at module level and queue that instead"
-            )
-        if not _module_level(func):
-            kind = "class" if inspect.isclass(func) else "function"
-            raise TypeError(
-                f"the {kind} {name} is nested or local and cannot be stored "
-                f"in a job by reference: move it to module level (or queue a "
-                f"method of a persistent object)"
-            )
-        return
-    # An instance of a callable class: it is stored by value.
-    if not isinstance(func, persistent.Persistent):
-        _check_picklable(func, f"the callable {func!r}")
-
-
-class _RefPickler(pickle.Pickler):
-    """Pickles as ZODB would: persistent objects by reference only."""
-
-    def persistent_id(self, obj):
-        if isinstance(obj, persistent.Persistent) and not isinstance(obj, type):
-            return id(obj)
-        return None
-
-
-def unpicklable(value: Any) -> Exception | None:
-    """The error pickling ``value`` the way ZODB stores it (persistent
-    objects by reference) raises, or None when it pickles."""
-    import io
-
-    try:
-        _RefPickler(io.BytesIO(), protocol=3).dump(value)
-    except Exception as e:
-        return e
-    return None
-
-
-def _check_picklable(value: Any, what: str) -> None:
-    e = unpicklable(value)
-    if e is not None:
-        raise TypeError(
-            f"{what} cannot be stored in the database ({type(e).__name__}: "
-            f"{e}); pass values that pickle (persistent objects, plain data, "
-            f"module-level functions and classes)"
-        ) from e
-
-
-def callable_name(func: Any) -> str:
-    """A readable dotted name for a job's callable."""
-    if isinstance(func, functools.partial):
-        return f"partial({callable_name(func.func)})"
-    if inspect.ismethod(func):
-        owner = func.__self__
-        cls = owner if isinstance(owner, type) else type(owner)
-        return f"{cls.__module__}.{cls.__qualname__}.{func.__name__}"
-    qualname = getattr(func, "__qualname__", None)
-    if qualname is not None:
-        return f"{getattr(func, '__module__', '?')}.{qualname}"
-    cls = type(func)
-    return f"{cls.__module__}.{cls.__qualname__}"
+        setattr(obj, self.stored, None if value is None else to_us(value))
 
 
 @zope.interface.implementer(IJob)
@@ -190,7 +81,7 @@ class Job(persistent.Persistent):
     _result: Any = None
     callable: Any = None
     args: tuple = ()
-    kwargs: dict = {}  # noqa: RUF012 - replaced per instance, never mutated
+    kwargs: dict = {}
     begin_after = _Moment()
     begin_by: datetime.timedelta | None = None
     active_start = _Moment()
@@ -219,12 +110,12 @@ class Job(persistent.Persistent):
     # per-job timeouts): the queue key already sorts by priority.
     priority: int = 0
 
-    def __init__(self, callable, *args, **kwargs):  # noqa: A002 - compat
+    def __init__(self, callable, *args, **kwargs):
         check_callable(callable)
         for index, arg in enumerate(args):
-            _check_picklable(arg, f"argument {index} of {callable_name(callable)}")
+            check_picklable(arg, f"argument {index} of {callable_name(callable)}")
         for name, arg in kwargs.items():
-            _check_picklable(arg, f"argument {name}= of {callable_name(callable)}")
+            check_picklable(arg, f"argument {name}= of {callable_name(callable)}")
         self.callable = callable
         self.args = args
         self.kwargs = kwargs
@@ -263,12 +154,23 @@ class Job(persistent.Persistent):
         oid = self._p_oid
         if oid is None:
             return None
-        return format(int.from_bytes(oid, "big"), "x")
+        return hex_id(oid)
 
     @property
-    def queue(self):
+    def queue(self) -> Any:
         """The queue the job was put in, or None."""
         return self._queue
+
+    @property
+    def worker(self) -> str | None:
+        """The UUID of the worker that holds the job (claimed, running or
+        running its callbacks), or None."""
+        return self._worker
+
+    @property
+    def slot(self) -> int | None:
+        """The index of the worker thread that holds the job, or None."""
+        return self._slot
 
     @property
     def attempts(self) -> int:
@@ -296,7 +198,7 @@ class Job(persistent.Persistent):
 
     # -- callbacks ------------------------------------------------------------
 
-    def addCallback(self, callback) -> Job:  # noqa: N802 - compat name
+    def addCallback(self, callback: Any) -> Job:  # noqa: N802 - compat name
         """Add a callable (or Job) to be called with this job's result when
         the job completes, in a transaction of its own; return the callback
         job. Added to a completed job, it runs at once (queued in the job's
@@ -313,7 +215,7 @@ class Job(persistent.Persistent):
             self._dispatch_late_callback(callback)
         return callback
 
-    def addCallbacks(self, success=None, failure=None) -> Job:  # noqa: N802
+    def addCallbacks(self, success: Any = None, failure: Any = None) -> Job:  # noqa: N802 - compat name
         """Add one callback that calls ``success(result)`` when the job
         succeeded and ``failure(Failure)`` when it failed (either may be
         None); return the callback job."""
@@ -326,26 +228,95 @@ class Job(persistent.Persistent):
 
     def _dispatch_late_callback(self, callback: Job) -> None:
         if self._queue is not None:
-            self._status = CALLBACKS
-            self._queue._requeue(self, front=True)
+            self._reopen()
+            self._queue.requeue(self, front=True)
         else:
             callback(self._result)
-            self._status = COMPLETED
 
     def _pending_callbacks(self) -> list[Job]:
         return [cb for cb in self._callbacks if cb._status != COMPLETED]
 
-    # -- transitions (used by the worker; each is one state change) ---------
+    # -- transitions: the only code that assigns ``_status`` ----------------
+
+    def _move(self, to: str, allowed: tuple[str, ...]) -> None:
+        if self._status not in allowed:
+            raise BadStatusError(f"{self!r} is {self._status}: it cannot become {to}")
+        self._status = to
+
+    def _queued(self) -> None:
+        """Put in a queue (``Queue.put``): NEW to PENDING."""
+        self._move(PENDING, (NEW,))
+
+    def _requeued(self) -> None:
+        """Back in its queue (a retry, an interruption, a worker that
+        stopped): PENDING again; a job with callbacks still to run stays
+        CALLBACKS. No worker holds it any more."""
+        if self._status != CALLBACKS:
+            self._move(PENDING, (PENDING, ASSIGNED, ACTIVE))
+        self._worker = self._slot = None
+
+    def _unqueued(self) -> None:
+        """Taken out of its queue before it ran (``Queue.remove``): NEW."""
+        self._move(NEW, (PENDING,))
+        self._queue = None
+
+    def _assign(self, worker: str, slot: int, when: Any, *, first: bool) -> None:
+        """Claimed by ``worker`` for its thread ``slot``: the ``first`` job
+        of a thread is ACTIVE from ``when`` (the thread starts it at once),
+        the others ASSIGNED. A job with callbacks to run stays CALLBACKS."""
+        if self._status != CALLBACKS:
+            if first:
+                self._move(ACTIVE, (PENDING,))
+                self.active_start = when
+            else:
+                self._move(ASSIGNED, (PENDING,))
+        self._worker = worker
+        self._slot = slot
+
+    def _unstarted(self) -> None:
+        """Handed to a thread that never started it: ASSIGNED, so that
+        recovery requeues it as a job that did not run."""
+        self._move(ASSIGNED, (ACTIVE, ASSIGNED))
 
     def _start(self, when: datetime.datetime) -> None:
-        self._status = ACTIVE
+        """Started (counted in ``attempts``)."""
+        self._move(ACTIVE, (NEW, PENDING, ASSIGNED, ACTIVE))
         self.active_start = when
         self._attempts += 1
 
     def _finish(self, result: Any, when: datetime.datetime) -> None:
+        """Ended with ``result`` (a value or a Failure): CALLBACKS when
+        callbacks are to run, else COMPLETED."""
+        done = CALLBACKS if self._pending_callbacks() else COMPLETED
+        self._move(done, (NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS))
         self._result = result
         self.active_end = when
-        self._status = CALLBACKS if self._pending_callbacks() else COMPLETED
+
+    def _fail_interrupted(self, error: BaseException, when: datetime.datetime) -> None:
+        """Ended by an interruption its policy does not retry: the start
+        that was interrupted was counted already."""
+        if self.active_start is None:
+            self.active_start = when
+        self._finish(Failure(error), when)
+
+    def _callbacks_done(self) -> None:
+        """Its callbacks have run: COMPLETED."""
+        self._move(COMPLETED, (CALLBACKS, COMPLETED))
+
+    def _reopen(self) -> None:
+        """A callback added to a completed job: CALLBACKS again."""
+        self._move(CALLBACKS, (COMPLETED,))
+
+    def _reset(self) -> None:
+        """A finished job made new again, to be queued once more (a retry
+        asked for by a user): its result and counters are cleared."""
+        self._move(NEW, (COMPLETED, NEW))
+        self._result = None
+        self.active_start = self.active_end = None
+        self._conflicts = self._errors = self._interruptions = 0
+        self._worker = self._slot = None
+
+    # -- running ----------------------------------------------------------------
 
     def _call(self) -> Any:
         """Call the callable with the job's arguments (and, for a callback,
@@ -372,13 +343,13 @@ class Job(persistent.Persistent):
         self._finish(Failure(e), now())
         if self._status == CALLBACKS:
             if self._queue is not None:
-                self._queue._requeue(self, front=True)
+                self._queue.requeue(self, front=True)
             else:
                 self._run_callbacks_here()
         elif self._queue is not None:
-            self._queue._record_finished(self)
+            self._queue.record_finished(self)
 
-    def __call__(self, *args, **kwargs) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the job here and now, in the caller's transaction (for tests
         and for jobs that are not queued); return the result or Failure.
         Extra arguments are added to the stored ones."""
@@ -402,12 +373,14 @@ class Job(persistent.Persistent):
 
     def _run_callbacks_here(self) -> None:
         for callback in self._pending_callbacks():
-            callback._status = NEW if callback._status == PENDING else callback._status
+            if callback._status == PENDING:
+                callback._unqueued()
             callback(self._result)
-        self._status = COMPLETED
+        if self._status == CALLBACKS:
+            self._callbacks_done()
 
 
-def _success_or_failure(success, failure, result):
+def _success_or_failure(success: Any, failure: Any, result: Any) -> Any:
     """The callable behind ``addCallbacks``."""
     if isinstance(result, Failure):
         if failure is not None:

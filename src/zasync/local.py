@@ -8,7 +8,8 @@ import threading
 import time
 from typing import Any
 
-from zasync.interfaces import NotInJobError
+from zasync.interfaces import KEY, NotInJobError
+from zasync.keys import oid_int
 
 _state = threading.local()
 
@@ -18,7 +19,7 @@ class _Context:
 
     __slots__ = ("job", "runner", "live", "last_progress")
 
-    def __init__(self, job, runner):
+    def __init__(self, job: Any, runner: Any):
         self.job = job
         self.runner = runner
         self.live: dict[str, Any] = {}
@@ -35,17 +36,17 @@ def _current() -> _Context:
     return context
 
 
-def getJob():  # noqa: N802 - compat name
+def getJob() -> Any:  # noqa: N802 - compat name
     """The job being run by this thread."""
     return _current().job
 
 
-def getDispatcher():  # noqa: N802 - compat name
+def getDispatcher() -> Any:  # noqa: N802 - compat name
     """The dispatcher running this job."""
     return _current().runner.dispatcher
 
 
-def setLiveAnnotation(name: str, value: Any, job=None) -> None:  # noqa: N802
+def setLiveAnnotation(name: str, value: Any, job: Any = None) -> None:  # noqa: N802 - compat name
     """Store ``value`` under ``name`` for the running job, committed at once
     in a transaction of its own, so other processes see it while the job
     still runs. The last values are also kept in ``job.annotations`` when
@@ -57,7 +58,9 @@ def setLiveAnnotation(name: str, value: Any, job=None) -> None:  # noqa: N802
     context.runner.live.write(context.job, dict(context.live))
 
 
-def getLiveAnnotation(name: str, default: Any = None, timeout: float = 0, job=None):  # noqa: N802
+def getLiveAnnotation(  # noqa: N802 - compat name
+    name: str, default: Any = None, timeout: float = 0, job: Any = None
+) -> Any:
     """The latest committed live annotation ``name`` of the running job (or
     of ``job``), waiting up to ``timeout`` seconds for it to appear."""
     context = _current()
@@ -91,12 +94,10 @@ def progress(
         context.runner.live.write(context.job, dict(context.live))
 
 
-def live_annotations(job) -> dict:
+def live_annotations(job: Any) -> dict[str, Any]:
     """The live annotations of ``job`` as committed now, read through the
     job's own connection (begin a new transaction first to see the latest).
     Empty when the job is not running."""
-    from zasync.interfaces import KEY
-
     worker, index = job._worker, job._slot
     jar = job._p_jar
     if worker is None or index is None or jar is None:
@@ -106,13 +107,22 @@ def live_annotations(job) -> dict:
     if record is None or index >= len(record.slots):
         return {}
     live = record.slots[index].live or {}
-    return dict(live.get(int.from_bytes(job._p_oid, "big"), {}))
+    return dict(live.get(oid_int(job), {}))
 
 
-def _enter(job, runner) -> _Context:
+def current_runner() -> Any:
+    """The worker thread's runner (zasync.executor.SlotRunner) of the job
+    running in this thread, or None outside a job."""
+    context = getattr(_state, "context", None)
+    return None if context is None else context.runner
+
+
+def begin_job(job: Any, runner: Any) -> _Context:
+    """Called by the worker around each job call: ``job`` runs in this
+    thread, in ``runner``."""
     context = _state.context = _Context(job, runner)
     return context
 
 
-def _leave() -> None:
+def end_job() -> None:
     _state.context = None

@@ -57,8 +57,8 @@ def _pid_alive(pid: int) -> bool:
 
 def run(dispatcher) -> None:
     """One round of maintenance for ``dispatcher``'s database."""
-    tm = dispatcher._tm
-    conn = dispatcher._conn
+    tm = dispatcher.tm
+    conn = dispatcher.conn
     tm.begin()
     try:
         queues = conn.root()[KEY]
@@ -86,9 +86,9 @@ def run(dispatcher) -> None:
         prunable_queues = [
             name
             for name, queue in queues.items()
-            if queue._finished is not None
-            and _first_key(queue._finished) is not None
-            and _first_key(queue._finished) < cutoff_us
+            if queue.finished is not None
+            and _first_key(queue.finished) is not None
+            and _first_key(queue.finished) < cutoff_us
         ]
         expired = [
             record.uuid
@@ -114,7 +114,7 @@ def run(dispatcher) -> None:
         while _in_lease(
             dispatcher,
             lambda registry, name=name: _prune_tree(
-                dispatcher._conn.root()[KEY][name]._finished, cutoff_us
+                dispatcher.conn.root()[KEY][name].finished, cutoff_us
             ),
         ):
             pass
@@ -140,11 +140,11 @@ def _in_lease(dispatcher, work):
     """Run ``work(registry)`` in a transaction that also takes the
     maintenance lease; return its result (None if another worker holds
     the lease or won the race)."""
-    tm = dispatcher._tm
+    tm = dispatcher.tm
     try:
         with tm as txn:
             txn.note("zasync maintenance")
-            registry = dispatcher._conn.root()[KEY].workers
+            registry = dispatcher.conn.root()[KEY].workers
             lease = registry.maintenance
             clock = time.time()
             if lease.holder not in (None, dispatcher.uuid) and lease.until > clock:

@@ -1,57 +1,31 @@
 """Queues, Queue and quotas: where pending jobs wait.
 
-Layout, chosen so that concurrent producers and workers do not conflict:
-
-- a queue keeps its pending jobs in several BTrees (shards); each producer
-  thread writes to its own shard, workers take from the front of all of
-  them, so inserts and removals rarely touch the same bucket;
-- keys are ``(priority rank, due time in microseconds, oid)``: iteration in
-  key order is run order, and a job queued later never overtakes one queued
-  earlier with the same due time;
-- each shard keeps a sentinel key after every possible job key, so no
-  bucket is ever emptied by a worker while a producer adds to it (BTree
-  conflict resolution refuses an emptied bucket), and a head key before
-  them all, so a worker taking the front job does not delete the first key
-  of the shard's first bucket (refused too: "Delete of first key"), which
-  made every claim conflict with a producer adding to a short queue;
-- a worker that claims a job near the end of a shard (its last two
-  buckets or so, where producers insert) does not write the shard: it only
-  writes the job (``_key = None``), so the entry goes stale; a claim that
-  changed a bucket a producer was splitting failed the producer's commit.
-  Further from the end, where no producer writes, a claim leaves a
-  tombstone (None), which later readers skip without loading the job. An
-  entry whose job no longer names it (``job._key != key``) is stale;
-  readers skip it, and stale entries and tombstones are removed in bulk
-  from time to time (:func:`compact`);
-- the number of pending jobs is a ``BTrees.Length``, which resolves
-  concurrent changes, and whose object id workers watch to wake up.
-
-An entry is live when its value is a job whose ``_key`` is the entry's key
-(:func:`live`); head and sentinel have None as their value.
+A queue keeps its pending jobs in shards (zasync.shards describes their
+layout, chosen so that concurrent producers and workers do not conflict)
+and counts them in a ``BTrees.Length``, which resolves concurrent changes
+and whose object id workers watch to wake up. Putting a job in a queue
+tells the runtime through zasync.hooks; this module imports nothing of the
+runtime.
 """
 
 from __future__ import annotations
 
-import bisect
-import collections
 import datetime
 import heapq
-import itertools
-import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import persistent
 import transaction
+import ZODB
 import zope.interface
 from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
+from ZODB.POSException import ConflictError
 
-from zasync import handoff
+from zasync import hooks
 from zasync.interfaces import (
-    CALLBACKS,
     KEY,
     NEW,
     PENDING,
@@ -60,57 +34,12 @@ from zasync.interfaces import (
     IQueue,
 )
 from zasync.job import Job, now
+from zasync.keys import oid_int, to_us
+from zasync.shards import live, new_shard, next_due, producer_shard
+from zasync.timing import check_begin_after, check_begin_by
+from zasync.workers import WorkerRegistry
 
-UTC = datetime.UTC
 DEFAULT_SHARDS = 8
-#: sorts after every job key in a shard (see the module docstring)
-SENTINEL = (2**62, 2**62, 2**62)
-#: sorts before every job key in a shard (see the module docstring)
-HEAD = (-(2**62), -(2**62), -(2**62))
-#: sorts after every due time within a priority rank
-AFTER_ANY_DUE = 2**63
-
-
-def _front_due() -> int:
-    # The due time of a job put back at the front of its queue: before
-    # every job due in the usual way, later requeues first, and never the
-    # same key twice (readers may remember keys they know are stale).
-    return -_us(now())
-
-
-def _us(when: datetime.datetime) -> int:
-    return int(when.timestamp() * 1_000_000)
-
-
-def _oid_int(job: Job) -> int:
-    return int.from_bytes(job._p_oid, "big")
-
-
-def check_begin_after(begin_after: Any) -> datetime.datetime | None:
-    """Return ``begin_after`` if it is None or timezone-aware; raise
-    ValueError naming the problem otherwise."""
-    if begin_after is None:
-        return None
-    if not isinstance(begin_after, datetime.datetime):
-        raise TypeError(
-            f"begin_after must be a timezone-aware datetime, got {begin_after!r}"
-        )
-    if begin_after.tzinfo is None or begin_after.utcoffset() is None:
-        raise ValueError(
-            f"begin_after={begin_after!r} is naive: give it a timezone, for "
-            f"example datetime.datetime.now(datetime.timezone.utc) + delay"
-        )
-    return begin_after
-
-
-def check_begin_by(begin_by: Any) -> datetime.timedelta | None:
-    if begin_by is None:
-        return None
-    if not isinstance(begin_by, datetime.timedelta):
-        raise TypeError(f"begin_by must be a datetime.timedelta, got {begin_by!r}")
-    if begin_by <= datetime.timedelta(0):
-        raise ValueError(f"begin_by={begin_by!r} must be positive")
-    return begin_by
 
 
 class Quota(persistent.Persistent):
@@ -139,19 +68,19 @@ class Quota(persistent.Persistent):
     def __len__(self) -> int:
         return len(self._active)
 
-    def _add(self, oid: bytes) -> None:
+    def hold(self, oid: bytes) -> None:
+        """Count job ``oid`` as holding the quota."""
         self._active = (*self._active, oid)
 
-    def _discard(self, oid: bytes) -> None:
+    def release(self, oid: bytes) -> None:
+        """Job ``oid`` no longer holds the quota."""
         if oid in self._active:
             self._active = tuple(o for o in self._active if o != oid)
 
     def __repr__(self) -> str:
         return f"<zasync.Quota {self.name!r} {len(self._active)}/{self.size}>"
 
-    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:
-        from ZODB.POSException import ConflictError
-
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:  # noqa: N802 - ZODB's API
         merged = dict(committed)
         for name in ("name", "size"):
             mine, theirs = new.get(name), committed.get(name)
@@ -234,7 +163,7 @@ class Queue(persistent.Persistent):
         if not isinstance(shards, int) or shards < 1:
             raise ConfigurationError(f"queue {name!r}: shards={shards!r} must be >= 1")
         self.name = name
-        self._shards = tuple(_new_shard() for _ in range(shards))
+        self._shards = tuple(new_shard() for _ in range(shards))
         self._length = Length()
         self.quotas = Quotas()
 
@@ -290,15 +219,37 @@ class Queue(persistent.Persistent):
         if begin_by is not None:
             job.begin_by = begin_by
         job._queue = self
-        self._insert(job, _us(job.begin_after))
-        job._status = PENDING
-        _wake_after_commit(jar)
-        handoff.offer(self, job)
+        self._insert(job, to_us(job.begin_after))
+        job._queued()
+        hooks.queues_changed(jar)
+        hooks.job_queued(self, job)
         return job
 
+    @property
+    def shards(self) -> tuple:
+        """The BTrees of pending jobs (see zasync.shards)."""
+        return self._shards
+
+    @property
+    def counter(self) -> Length:
+        """The number of pending jobs: a ``BTrees.Length``, whose commits
+        wake the workers watching its object id."""
+        assert self._length is not None
+        return self._length
+
+    @property
+    def finished(self) -> Any:
+        """Jobs that finished without a worker (failed or cancelled before
+        they started), by end time in microseconds, or None."""
+        return self._finished
+
+    def count_taken(self, count: int) -> None:
+        """Count ``count`` jobs a claim took out of the shards."""
+        self.counter.change(-count)
+
     def _insert(self, job: Job, due_us: int) -> None:
-        key = (-job.priority, due_us, _oid_int(job))
-        shard = self._shards[_shard_index(len(self._shards))]
+        key = (-job.priority, due_us, oid_int(job))
+        shard = self._shards[producer_shard(len(self._shards))]
         while key in shard:
             # A stale entry of this job's last time here: never reuse a key
             # (workers remember the keys they know are stale).
@@ -307,31 +258,33 @@ class Queue(persistent.Persistent):
         job._key = key
         self._length.change(1)
 
-    def _record_finished(self, job: Job) -> None:
+    def record_finished(self, job: Job) -> None:
         """Keep a job that finished outside a worker (cancelled, failed
         before it started) with the finished jobs, for listing and
         retention."""
         if self._finished is None:
             self._finished = LOBTree()
-        key = _us(job.active_end or now())
+        key = to_us(job.active_end or now())
         while key in self._finished:
             key += 1
         self._finished[key] = job
 
-    def _requeue(self, job: Job, *, front: bool = False, when=None) -> None:
+    def requeue(
+        self, job: Job, *, front: bool = False, when: datetime.datetime | None = None
+    ) -> None:
         """Put a job back (a retry, an interruption, late callbacks)."""
         if front:
-            due = _front_due()
+            # Before every job due in the usual way, later requeues first,
+            # and never the same key twice (readers remember stale keys).
+            due = -to_us(now())
         else:
-            due = _us(when or now())
-            job.begin_after = when or now()
-        status = job._status
+            when = when or now()
+            due = to_us(when)
+            job.begin_after = when
         self._insert(job, due)
-        job._worker = job._slot = None
-        # A job with callbacks still to run keeps its status.
-        job._status = CALLBACKS if status == CALLBACKS else PENDING
+        job._requeued()
         if self._p_jar is not None:
-            _wake_after_commit(self._p_jar)
+            hooks.queues_changed(self._p_jar)
 
     # -- consuming ----------------------------------------------------------
 
@@ -342,7 +295,7 @@ class Queue(persistent.Persistent):
                 return shard
         return None
 
-    def _take(self, job: Job) -> None:
+    def take(self, job: Job) -> None:
         """Remove a pending job from its shard (no status change)."""
         shard = self._shard_of(job)
         if shard is None:
@@ -355,9 +308,8 @@ class Queue(persistent.Persistent):
         """Remove a pending job; it becomes NEW again."""
         if job._status != PENDING or job._queue is not self:
             raise BadStatusError(f"{job!r} is not pending in queue {self.name!r}")
-        self._take(job)
-        job._status = NEW
-        job._queue = None
+        self.take(job)
+        job._unqueued()
 
     def pull(self, index: int = 0) -> Job:
         """Remove and return the pending job at ``index`` in run order."""
@@ -399,198 +351,28 @@ class Queue(persistent.Persistent):
         claimed once due) costs a dispatcher one look for nothing.
         Tombstones and entries in ``known_stale`` ((shard oid, key)) are
         skipped."""
-        best = None
-        for shard in self._shards:
-            oid = shard._p_oid
-            for rank in ranks(shard):
-                later = shard.items(min=(rank, after_us, AFTER_ANY_DUE))
-                for key, job in later:
-                    if key[0] != rank or key == SENTINEL:
-                        break
-                    if job is None or (oid, key) in known_stale:
-                        continue
-                    due = key[1] / 1_000_000
-                    if best is None or due < best:
-                        best = due
-                    break
-        return best
-
-
-def ranks(shard) -> Iterator[int]:
-    """The priority ranks a shard has entries in, in key order (one key
-    look-up each, however many entries a rank has)."""
-    low = HEAD
-    while True:
-        first = next(iter(shard.keys(min=low, excludemin=True)), SENTINEL)
-        if first == SENTINEL:
-            return
-        yield first[0]
-        low = (first[0], AFTER_ANY_DUE, 0)
-
-
-#: most leaf buckets :func:`walk` asks the storage for in one go
-WALK_AHEAD = 64
-
-
-def walk(tree, lo, hi) -> Iterator[tuple[Any, Any]]:
-    """``tree.items(min=lo, max=hi)``, with the leaf buckets fetched ahead
-    (see :func:`walk_buckets`)."""
-    for items in walk_buckets(tree, lo, hi):
-        yield from items
-
-
-def walk_buckets(tree, lo, hi) -> Iterator[list[tuple[Any, Any]]]:
-    """The (key, value) items of ``tree`` from ``lo`` to ``hi``, in key
-    order, a list per leaf bucket (a reader can filter a list in one
-    comprehension, where a generator costs a call per item). The buckets
-    are fetched from the storage ahead of reading them, in growing windows
-    (4, 8, ... up to WALK_AHEAD buckets): iterating a BTree loads each
-    bucket it has not got, or that another worker changed, with a round
-    trip of its own, and the claims of several workers walking the front
-    of a long queue spent most of their time waiting for them."""
-    jar = tree._p_jar
-    if jar is None:
-        items = iter(tree.items(min=lo, max=hi))
-        while chunk := list(itertools.islice(items, 64)):
-            yield chunk
-        return
-    leaves = _leaves(tree, lo, hi)
-    ahead: collections.deque = collections.deque()
-    window = 4
-    exhausted = False
-    while True:
-        if not exhausted and len(ahead) <= window // 2:
-            batch = list(itertools.islice(leaves, window))
-            exhausted = len(batch) < window
-            ghosts = [b for b in batch if b._p_changed is None and b._p_oid]
-            if ghosts:
-                jar.prefetch(ghosts)
-            ahead.extend(batch)
-            window = min(2 * window, WALK_AHEAD)
-        if not ahead:
-            return
-        yield list(ahead.popleft().items(min=lo, max=hi))
-
-
-def _leaves(node, lo, hi) -> Iterator[Any]:
-    """The buckets of a BTree (node) that may hold keys from lo to hi, in
-    key order; the tree itself when it keeps its few items inline."""
-    state = node.__getstate__()
-    if state is None:
-        return
-    if len(state) == 1:  # one bucket's worth, kept in the tree itself
-        yield node
-        return
-    children = state[0]
-    separators = children[1::2]  # child i holds keys >= separators[i - 1]
-    first = bisect.bisect_right(separators, lo)
-    last = bisect.bisect_right(separators, hi)
-    for child in children[0::2][first : last + 1]:
-        if isinstance(child, type(node)):  # an inner node: its own buckets
-            yield from _leaves(child, lo, hi)
-        else:
-            yield child
-
-
-def live(key: tuple, job: Any) -> bool:
-    """True when a shard entry stands for a pending job (not the head, the
-    sentinel, or a stale entry of a job claimed or moved since)."""
-    return job is not None and job._key == key
-
-
-#: consecutive live entries after which compaction stops: the stale entries
-#: claims leave are at the front of a shard, or near its end
-COMPACT_LIVE_RUN = 64
-
-
-def compact(
-    queue: Queue,
-    shard_index: int,
-    *,
-    limit: int = 2000,
-    known_stale: set | None = None,
-) -> int:
-    """Delete stale entries from the front of a shard, in the caller's
-    transaction; return how many. It looks at up to ``limit`` entries, and
-    stops after COMPACT_LIVE_RUN live ones in a row (telling a live entry
-    from a stale one loads its job: a long queue behind the stale entries
-    is not read). Entries in ``known_stale`` ((shard oid, key)) are known
-    to be stale (their jobs are not loaded); those deleted leave the set."""
-    known = known_stale if known_stale is not None else set()
-    shard = queue._shards[shard_index]
-    oid = shard._p_oid
-    jar = queue._p_jar
-    items = itertools.dropwhile(
-        lambda item: item[0] == HEAD, walk(shard, HEAD, SENTINEL)
-    )
-    dead = []
-    scanned = live_run = 0
-    while scanned < limit and live_run < COMPACT_LIVE_RUN:
-        window = []
-        for key, job in itertools.islice(items, COMPACT_LIVE_RUN):
-            if key == SENTINEL:
-                break
-            window.append((key, job))
-        if not window:
-            break
-        scanned += len(window)
-        if jar is not None:  # one round trip for the window's jobs
-            jar.prefetch(
-                [j for k, j in window if j is not None and (oid, k) not in known]
-            )
-        for key, job in window:
-            if (oid, key) in known or not live(key, job):
-                dead.append(key)
-                live_run = 0
-            else:
-                live_run += 1
-                if live_run >= COMPACT_LIVE_RUN:
-                    break
-        if len(window) < COMPACT_LIVE_RUN:
-            break  # the sentinel, or the shard's end
-    for key in dead:
-        del shard[key]
-    known.difference_update((oid, key) for key in dead)
-    return len(dead)
-
-
-def _new_shard() -> OOBTree:
-    shard = OOBTree()
-    shard[HEAD] = None
-    shard[SENTINEL] = None
-    return shard
-
-
-_shard_local = threading.local()
-_shard_turns = itertools.count()
-
-
-def _shard_index(count: int) -> int:
-    # Each producer thread keeps to one shard: producers in different
-    # threads and processes write different trees. The threads of a process
-    # take the shards in turn (a hash of their ids made neighbours share a
-    # shard, and conflict, about a third of the time); the process id
-    # offsets the turns of different processes.
-    index = getattr(_shard_local, "index", None)
-    if index is None:
-        index = _shard_local.index = os.getpid() + next(_shard_turns)
-    return index % count
+        return next_due(self._shards, after_us, known_stale)
 
 
 class Queues(persistent.Persistent):
     """The queues of a database, by name (``''`` is the default queue), kept
     at ``root['zasync']``. Also keeps the worker registry."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._queues = OOBTree()
-        from zasync.workers import WorkerRegistry
-
         self.workers = WorkerRegistry()
 
     workers: Any = None
 
     def __getitem__(self, name: str) -> Queue:
         return self._queues[name]
+
+    def watched_oids(self) -> set[bytes]:
+        """The oids a commit changes when it queues jobs (each queue's
+        counter) or adds a queue (the container)."""
+        oids = {queue.counter._p_oid for queue in self._queues.values()}
+        oids.add(self._queues._p_oid)
+        return oids
 
     def get(self, name: str, default: Any = None) -> Queue | None:
         return self._queues.get(name, default)
@@ -642,8 +424,6 @@ def install(db_or_connection: Any, queues: tuple[str, ...] = ("",)) -> Queues:
     """
     if isinstance(queues, str):
         raise TypeError(f"queues must be a sequence of names, e.g. ({queues!r},)")
-    import ZODB
-
     if isinstance(db_or_connection, ZODB.DB):
         tm = transaction.TransactionManager(explicit=True)
         conn = db_or_connection.open(transaction_manager=tm)
@@ -667,29 +447,3 @@ def _install(root, names) -> Queues:
         if name not in queues:
             queues[name] = Queue(name)
     return queues
-
-
-def _wake_after_commit(jar) -> None:
-    """Wake this process's dispatchers when the caller's transaction
-    commits (once per transaction)."""
-    txn = jar.transaction_manager.get()
-    try:
-        dbs = txn.data(_WAKE)
-    except KeyError:
-        dbs = set()
-        txn.set_data(_WAKE, dbs)
-        txn.addAfterCommitHook(_after_commit_wake, (dbs,))
-    dbs.add(jar.db())
-
-
-_WAKE = object()  # marks a transaction that will wake dispatchers
-
-
-def _after_commit_wake(committed: bool, dbs) -> None:
-    if committed:
-        from zasync.dispatcher import wake_local
-        from zasync.wakeup import notify_postgres
-
-        for db in dbs:
-            wake_local(db)
-            notify_postgres(db)

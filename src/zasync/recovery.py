@@ -8,6 +8,7 @@ AbortedError instead). Runs inside a transaction of the caller's.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from zasync.failure import Failure
 from zasync.interfaces import (
@@ -18,29 +19,31 @@ from zasync.interfaces import (
     AbortedError,
 )
 from zasync.job import now
+from zasync.keys import to_us
+from zasync.retry import RetryPolicy
 from zasync.workers import Slot
 
 log = logging.getLogger(__name__)
 
 
-def make_policy(job):
-    from zasync.retry import RetryPolicy
-
+def make_policy(job: Any) -> Any:
+    """The retry policy of ``job`` (its factory's, RetryPolicy by default)."""
     factory = job.retry_policy_factory or RetryPolicy
     return factory(job)
 
 
-def release_quotas(job) -> None:
-    queue = job._queue
+def release_quotas(job: Any) -> None:
+    """Free the quotas ``job`` holds in its queue."""
+    queue = job.queue
     if queue is None or not job.quota_names:
         return
     for name in job.quota_names:
         quota = queue.quotas.get(name)
         if quota is not None:
-            quota._discard(job._p_oid)
+            quota.release(job._p_oid)
 
 
-def recover_slot(slot: Slot, *, why: str) -> list[tuple[object, str]]:
+def recover_slot(slot: Slot, *, why: str) -> list[tuple[Any, str]]:
     """Put right every job held by ``slot`` (its inbox's too): requeue it
     at the front of its queue, or fail it, as its retry policy says.
     Returns (job, outcome)."""
@@ -58,12 +61,13 @@ def recover_slot(slot: Slot, *, why: str) -> list[tuple[object, str]]:
     return outcomes
 
 
-def recover_job(job, *, slot: Slot, why: str) -> str:
-    status = job._status
-    queue = job._queue
+def recover_job(job: Any, *, slot: Slot, why: str) -> str:
+    """Put right one job held by ``slot``; return what became of it."""
+    status = job.status
+    queue = job.queue
     release_quotas(job)
     if status == COMPLETED:
-        slot._add_done(job, int(now().timestamp() * 1e6))
+        slot._add_done(job, to_us(now()))
         return "completed"
     if queue is None:
         # A callback or composite member without a queue of its own cannot
@@ -71,33 +75,29 @@ def recover_job(job, *, slot: Slot, why: str) -> str:
         job._finish(Failure(AbortedError(f"{job!r} was interrupted: {why}")), now())
         return "failed"
     if status == CALLBACKS:
-        queue._requeue(job, front=True)
+        queue.requeue(job, front=True)
         return "callbacks requeued"
     if status == ASSIGNED:
-        queue._requeue(job, front=True)
+        queue.requeue(job, front=True)
         return "requeued (had not started)"
     if status == ACTIVE:
         decision = make_policy(job).interrupted()
         job._interruptions += 1
         if decision.retry:
-            queue._requeue(job, front=True)
+            queue.requeue(job, front=True)
             return "requeued"
-        job._start(job.active_start or now())
-        job._attempts -= 1  # _start counts a start; this one is not
-        job._finish(
-            Failure(
-                AbortedError(
-                    f"{job.callable_name} was interrupted ({why}) and its "
-                    f"retry policy gives up after {job._interruptions} "
-                    f"interruption(s)"
-                )
+        job._fail_interrupted(
+            AbortedError(
+                f"{job.callable_name} was interrupted ({why}) and its "
+                f"retry policy gives up after {job._interruptions} "
+                f"interruption(s)"
             ),
             now(),
         )
-        if job._status == CALLBACKS:
-            queue._requeue(job, front=True)
+        if job.status == CALLBACKS:
+            queue.requeue(job, front=True)
             return "failed (callbacks requeued)"
-        slot._add_done(job, int(now().timestamp() * 1e6))
+        slot._add_done(job, to_us(now()))
         return "failed"
     log.warning("job %r in a slot with unexpected status %s", job, status)
     return "left"

@@ -42,7 +42,7 @@ class Heartbeat(persistent.Persistent):
     last_seen: float = 0.0
     lease_until: float = 0.0
 
-    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:  # noqa: N802 - ZODB API
         merged = dict(committed)
         for name in ("last_seen", "lease_until"):
             before = old.get(name, 0.0)
@@ -79,7 +79,7 @@ class Inbox(persistent.Persistent):
         del self.jobs[oid]
         self._p_changed = True
 
-    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:  # noqa: N802 - ZODB API
         before = old.get("jobs", {})
         mine = new.get("jobs", {})
         merged = dict(committed.get("jobs", {}))

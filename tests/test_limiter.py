@@ -1,22 +1,21 @@
 """A job that keeps conflicting with the jobs beside it runs alone in its
-worker (zasync.executor.SoloGate): the gate's rules with real threads, and
+worker (zasync.limiter.ConflictLimiter): the gate's rules with real threads, and
 a dispatcher whose four threads all write one object."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 import transaction
 
 import jobfuncs
 import zasync
-from zasync.executor import SOLO_AFTER, WIDEN_AFTER, SoloGate
 from zasync.job import Job
+from zasync.limiter import SOLO_AFTER, WIDEN_AFTER, ConflictLimiter
 from zasync.retry import RetryPolicy
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 #: long enough for a thread that is not held to get through the gate
 WINDOW = 0.3
@@ -44,13 +43,6 @@ def _hold(context, entered: threading.Event, release: threading.Event):
     return _in_thread(run)
 
 
-def _wait_until(predicate, timeout=10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def _assert_waits_for(first, second) -> None:
     """The gate's context ``second``, entered after ``first``, is entered
     only once ``first`` is left."""
@@ -75,9 +67,12 @@ def _assert_waits_for(first, second) -> None:
     ],
 )
 def test_who_waits_for_whom(first, second):
-    gate = SoloGate(limit=4)
+    gate = ConflictLimiter(limit=4)
     _assert_waits_for(getattr(gate, first)(), getattr(gate, second)())
-    _wait_until(lambda: gate._alone == 0 and gate._running == 0)
+    wait_until(
+        lambda: gate._alone == 0 and gate._running == 0,
+        message="the gate to be left by both",
+    )
     assert gate.solo_runs == [first, second].count("alone")
 
 
@@ -85,7 +80,7 @@ def test_the_waits_are_bounded():
     """A transaction that does not end does not keep a job from running
     alone for longer than ``wait``, and one running alone that does not
     end holds the others for at most ``hold``."""
-    gate = SoloGate(wait=0.05, hold=0.05)
+    gate = ConflictLimiter(wait=0.05, hold=0.05)
     stuck, never = threading.Event(), threading.Event()
     _hold(gate.shared(), stuck, never)
     assert stuck.wait(5)
@@ -101,7 +96,7 @@ def test_the_waits_are_bounded():
 
 
 def test_conflicts_halve_the_threads_let_in_and_clean_commits_widen_it():
-    gate = SoloGate(limit=4)
+    gate = ConflictLimiter(limit=4)
     gate.conflicted()
     assert gate.cap == 2
     gate.conflicted()
@@ -130,14 +125,14 @@ def test_jobs_that_conflict_narrow_their_worker(queue, start_dispatcher, caplog)
     counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
     jobs = [queue.put(Job(jobfuncs.increment_and_linger, counter)) for _ in range(40)]
     transaction.commit()
-    with caplog.at_level(logging.INFO, logger="zasync.executor"):
+    with caplog.at_level(logging.INFO, logger="zasync"):
         dispatcher = start_dispatcher(threads=4)
         for job in jobs:
             wait_for_result(job, 60)
     transaction.begin()
     assert not [job.result for job in jobs if job.failed]
     assert counter.value == 40
-    assert dispatcher.gate.narrowed >= 1
+    assert dispatcher.limiter.narrowed >= 1
     assert sum(job._conflicts for job in jobs) < 10
     assert "at most 1 of 4 threads run jobs at once" in caplog.text
 
@@ -150,7 +145,7 @@ def test_a_job_that_keeps_conflicting_runs_alone(
     they conflict with each other at every turn. A job that lost
     SOLO_AFTER times runs alone and commits, so none gives up (their
     policy allows no more tries) and no increment is lost."""
-    monkeypatch.setattr(SoloGate, "conflicted", lambda self: None)
+    monkeypatch.setattr(ConflictLimiter, "conflicted", lambda self: None)
     counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
     jobs = []
     for _ in range(24):
@@ -167,7 +162,7 @@ def test_a_job_that_keeps_conflicting_runs_alone(
     transaction.begin()
     assert counter.value == 24
     assert max(job._conflicts for job in jobs) >= SOLO_AFTER  # they did conflict
-    assert dispatcher.gate.solo_runs >= 1
+    assert dispatcher.limiter.solo_runs >= 1
     assert "running it alone in this worker" in caplog.text
 
 
@@ -176,7 +171,7 @@ def test_callbacks_that_keep_conflicting_run_alone(
 ):
     """Callbacks run in transactions of their own and pass the gate too
     (the worker not narrowed, as above)."""
-    monkeypatch.setattr(SoloGate, "conflicted", lambda self: None)
+    monkeypatch.setattr(ConflictLimiter, "conflicted", lambda self: None)
     counter = queue._p_jar.root()["counter"] = jobfuncs.Counter()
     jobs, callbacks = [], []
     for _ in range(16):
@@ -203,14 +198,14 @@ def test_a_thread_held_at_the_gate_past_a_stop_leaves_its_jobs_to_recovery(
     it holds: recovery runs them (else they would run twice)."""
     dispatcher = start_dispatcher(threads=1)
     holding, release = threading.Event(), threading.Event()
-    _hold(dispatcher.gate.alone(), holding, release)
+    _hold(dispatcher.limiter.alone(), holding, release)
     assert holding.wait(5)
     job = queue.put(Job(jobfuncs.count, "held"))
     transaction.commit()
-    _wait_until(lambda: dispatcher._busy)  # the thread has it, at the gate
+    wait_until(lambda: dispatcher.pool.busy)  # the thread has it, at the gate
     assert dispatcher.stop(0.2) is False  # gave up on that thread
     release.set()
-    for thread in dispatcher._threads:
+    for thread in dispatcher.pool.threads:
         thread.join(10)
         assert not thread.is_alive()
     assert jobfuncs.calls["held"] == 0

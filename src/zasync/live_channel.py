@@ -14,57 +14,57 @@ from typing import Any
 import transaction
 
 from zasync.interfaces import KEY
+from zasync.keys import oid_int
+from zasync.txn import close_connection
 
 log = logging.getLogger(__name__)
-
-
-def _oid_int(job) -> int:
-    return int.from_bytes(job._p_oid, "big")
 
 
 class LiveChannel:
     """The side connection of one worker thread (slot ``index``)."""
 
-    def __init__(self, dispatcher, index: int):
+    def __init__(self, dispatcher: Any, index: int):
         self.dispatcher = dispatcher
         self.index = index
-        self._tm = None
-        self._conn = None
+        self._tm: Any = None
+        self._conn: Any = None
+        #: set once a job of this thread wrote live annotations
+        self.written = False
 
-    def _connection(self):
+    def _connection(self) -> Any:
         if self._conn is None:
             self._tm = transaction.TransactionManager(explicit=True)
             self._conn = self.dispatcher.db.open(transaction_manager=self._tm)
         return self._conn
 
-    def _slot(self, conn):
-        return self.dispatcher._record_in(conn).slots[self.index]
+    def _slot(self, conn: Any) -> Any:
+        return self.dispatcher.record_in(conn).slots[self.index]
 
-    def write(self, job, values: dict[str, Any]) -> None:
+    def write(self, job: Any, values: dict[str, Any]) -> None:
         """Commit ``values`` as the live annotations of ``job``."""
         conn = self._connection()
-        self.dispatcher._live_written = True
+        self.written = True
         for attempt in self._tm.attempts(5):
             with attempt:
                 slot = self._slot(conn)
                 live = dict(slot.live or {})
-                live[_oid_int(job)] = values
+                live[oid_int(job)] = values
                 slot.live = live
 
-    def read(self, job) -> dict:
+    def read(self, job: Any) -> dict[str, Any]:
         """The live annotations of ``job`` as committed now."""
         conn = self._connection()
         self._tm.begin()
         try:
             if job._worker is None or job._slot is None:
                 return {}
-            record = self.dispatcher._record_in(conn)
+            record = self.dispatcher.record_in(conn)
             if job._worker != record.uuid:
                 record = conn.root()[KEY].workers.get(job._worker)
                 if record is None:
                     return {}
             live = record.slots[job._slot].live or {}
-            return dict(live.get(_oid_int(job), {}))
+            return dict(live.get(oid_int(job), {}))
         finally:
             self._tm.abort()
 
@@ -83,7 +83,5 @@ class LiveChannel:
 
     def close(self) -> None:
         if self._conn is not None:
-            from zasync.executor import close_connection
-
             close_connection(self._conn, self._tm)
             self._conn = None

@@ -1,0 +1,191 @@
+"""Callbacks: what runs after a job's transaction committed.
+
+The finished jobs' events (JobSucceeded, JobFailed), then each pending
+callback of a job in a transaction of its own, in order; the last one also
+completes the job. A callback that conflicts is retried as its policy
+says, alone in its worker after repeated conflicts (zasync.limiter).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import zope.event
+from transaction.interfaces import TransientError
+
+from zasync import inprocess
+from zasync.failure import Failure
+from zasync.interfaces import CALLBACKS, COMPLETED, JobFailed, JobSucceeded
+from zasync.job import Job, now
+from zasync.keys import oid_int, to_us
+from zasync.outcomes import Outcome, Outcomes, UnstorableResultError, log_extra
+from zasync.recovery import release_quotas
+
+log = logging.getLogger(__name__)
+
+
+class Callbacks:
+    """The callbacks of the jobs one worker thread (``runner``, a
+    zasync.executor.SlotRunner) ran, in its connection."""
+
+    def __init__(self, runner: Any):
+        self.runner = runner
+
+    def after_commit(self, outcomes: Outcomes) -> None:
+        """The jobs of ``outcomes`` committed: announce the finished ones,
+        run pending callbacks, forget live annotations."""
+        if not outcomes:
+            return
+        runner = self.runner
+        inprocess.job_finished()
+        self.notify_finished([job for job, kind in outcomes if kind is Outcome.DONE])
+        for job, _kind in outcomes:
+            if job._status == CALLBACKS:
+                self.run_pending(oid_int(job))
+        if runner.live.written:
+            runner.live.clear([oid_int(job) for job, _ in outcomes])
+
+    def notify_finished(self, jobs: list[Job]) -> None:
+        """JobSucceeded or JobFailed for each of ``jobs``, in a transaction
+        (event handlers may write)."""
+        if not jobs or not zope.event.subscribers:
+            return
+        try:
+            for attempt in self.runner.tm.attempts(3):
+                with attempt:
+                    for job in jobs:
+                        result = job.result
+                        if isinstance(result, Failure):
+                            zope.event.notify(JobFailed(job, result))
+                        else:
+                            zope.event.notify(JobSucceeded(job, result))
+        except Exception:
+            log.exception("an event handler for finished jobs failed")
+
+    def run_pending(self, oid: int) -> None:
+        """Run the pending callbacks of job ``oid``, each in a transaction
+        of its own; the last one also completes the job."""
+        runner = self.runner
+        tried: set[int] = set()
+        while True:
+            if runner.abandoned([oid]):
+                return
+            runner.tm.begin()
+            job = runner.load(oid)
+            pending = job._pending_callbacks()
+            if not pending:
+                if job._status == COMPLETED:
+                    # Completed with its last callback, in that transaction.
+                    runner.tm.abort()
+                    return
+                self._complete(job)
+                runner.tm.commit()
+                self.notify_finished([job])
+                return
+            callback = pending[0]
+            cb_oid = self._callback_oid(callback)
+            runner.tm.abort()
+            if cb_oid in tried:
+                log.error(
+                    "callback %s of job %s could not be completed; leaving it",
+                    callback.id,
+                    job.id,
+                    extra=log_extra(job, "callbacks"),
+                )
+                return
+            tried.add(cb_oid)
+            # The last callback may have callbacks of its own: then the job
+            # completes in this loop, after them.
+            self._run_one(oid, cb_oid, last=len(pending) == 1)
+
+    def _callback_oid(self, callback: Job) -> int:
+        if callback._p_oid is None:
+            self.runner.conn.add(callback)
+        return oid_int(callback)
+
+    def _complete(self, job: Job) -> None:
+        """The job's callbacks have all run: it is complete."""
+        runner = self.runner
+        job._callbacks_done()
+        slot = runner.slot(runner.conn)
+        if job.worker == runner.dispatcher.uuid and job.slot == runner.index:
+            runner.settle(job, slot)
+        else:
+            release_quotas(job)
+            slot._add_done(job, to_us(job.active_end or now()))
+
+    def _run_one(self, parent_oid: int, cb_oid: int, *, last: bool) -> None:
+        runner = self.runner
+        committed = self._attempt(parent_oid, cb_oid, last=last)
+        if committed is None:
+            return  # abandoned: left to recovery
+        runner.tm.begin()
+        callback = runner.load(cb_oid)
+        runner.tm.abort()
+        finished = runner.finished_here if committed else []
+        runner.finished_here = []
+        self.notify_finished([callback, *finished])
+        if callback._status == CALLBACKS:
+            self.run_pending(cb_oid)
+
+    def _attempt(self, parent_oid: int, cb_oid: int, *, last: bool) -> bool | None:
+        """Run callback ``cb_oid`` of job ``parent_oid`` until it committed
+        (True) or its failure is recorded (False); None when the dispatcher
+        stopped meanwhile."""
+        runner = self.runner
+        conflicts = 0
+        delay = 0.0
+        while True:
+            if delay:
+                time.sleep(delay)
+            with runner.gate(conflicts, cb_oid):
+                if runner.abandoned([parent_oid]):
+                    return None
+                runner.begin()
+                runner.finished_here = []
+                parent = runner.load(parent_oid)
+                callback = runner.load(cb_oid)
+                try:
+                    callback._conflicts += conflicts
+                    runner.execution.execute(callback, now(), first=True)
+                    # A callback added meanwhile (it conflicted with this
+                    # transaction, which then ran again) makes this one not
+                    # last.
+                    if (
+                        last
+                        and callback._status == COMPLETED
+                        and not parent._pending_callbacks()
+                    ):
+                        self._complete(parent)
+                    runner.tm.commit()
+                    runner.dispatcher.limiter.committed()
+                    return True
+                except UnstorableResultError as e:
+                    runner.tm.abort()
+                    self._record_failure(cb_oid, e.failure)
+                    return False
+                except TransientError as e:
+                    failure = Failure(e)
+                    runner.tm.abort()
+                    conflicts += 1
+                    _, decision = runner.after_conflict(cb_oid, failure, conflicts)
+                    if decision.retry:
+                        delay = decision.delay
+                        continue
+                    self._record_failure(cb_oid, failure)
+                    return False
+                except Exception as e:
+                    runner.tm.abort()
+                    self._record_failure(cb_oid, Failure(e))
+                    return False
+
+    def _record_failure(self, cb_oid: int, failure: Failure) -> None:
+        runner = self.runner
+        for attempt in runner.tm.attempts(5):
+            with attempt:
+                callback = runner.load(cb_oid)
+                callback._start(now())
+                callback._finish(failure, now())
+        runner.log_failure(callback, failure)
