@@ -1,5 +1,6 @@
-"""Real processes for tests: ``zasync worker`` subprocesses, one-shot CLI
-runs, and ``wait_until`` for polling with a deadline (never a fixed sleep).
+"""Real processes for tests: ``zasync worker`` subprocesses and one-shot
+CLI runs. (``wait_until``, imported from zasync.testing, polls with a
+deadline: never a fixed sleep.)
 
 Subprocesses import this checkout (the repository root is put first on
 their PYTHONPATH), so ``--import tests.mp_jobs`` finds the job functions.
@@ -11,36 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+
+from zasync.testing import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float = 10.0,
-    *,
-    interval: float = 0.01,
-    message: str | Callable[[], str] = "",
-) -> T:
-    """Call ``predicate`` until it returns something true, and return that;
-    fail the test after ``timeout`` seconds, with ``message``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            text = message() if callable(message) else message
-            raise AssertionError(
-                f"not true within {timeout:g} s: {text or predicate!r}"
-            )
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.1)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -161,7 +138,13 @@ class WorkerProcess:
                 )
             return "Ctrl-C to stop" in self.log(since_start=True)
 
-        wait_until(up, timeout, message=lambda: self.log(since_start=True))
+        wait_until(
+            up,
+            timeout=timeout,
+            message=lambda: (
+                f"worker {self.name} to start:\n{self.log(since_start=True)}"
+            ),
+        )
         return self
 
     def running(self) -> bool:

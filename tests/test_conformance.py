@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import transaction
 from tests import mp_jobs
-from tests.processes import wait_until
 from tests.producers import produce_concurrently
 
 import zasync
@@ -24,7 +23,7 @@ from zasync.dispatcher import Dispatcher
 from zasync.failure import Failure
 from zasync.interfaces import KEY
 from zasync.storage import storage_kind
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 UTC = datetime.UTC
 
@@ -224,7 +223,7 @@ def test_concurrent_producers_lose_no_job_and_run_none_twice(harness):
         runs = harness.runs()
         return len(runs) >= len(ids) and runs
 
-    runs = wait_until(all_ran, 30, message=lambda: f"{len(harness.runs())} ran")
+    runs = wait_until(all_ran, timeout=30, message=lambda: f"{len(harness.runs())} ran")
     assert set(runs) == set(ids), "a job was lost"
     assert [job_id for job_id, r in runs.items() if len(r) > 1] == []
     harness.tm.begin()

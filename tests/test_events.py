@@ -3,8 +3,6 @@ JobSucceeded and JobFailed, each with the job."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import transaction
 import zope.event
@@ -20,7 +18,7 @@ from zasync.interfaces import (
     JobSucceeded,
 )
 from zasync.job import Job
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 
 def commit():
@@ -30,13 +28,15 @@ def commit():
 def events_of(events, oid, count, timeout=10.0):
     """The events about ``oid``, once there are ``count`` of them (events
     of finished jobs are notified just after the commit)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [(name, payload) for name, o, payload in events if o == oid]
-        if len(found) >= count:
-            return found
-        assert time.monotonic() < deadline, f"only {found} for {oid!r}"
-        time.sleep(0.005)
+
+    def found():
+        return [(name, payload) for name, o, payload in events if o == oid]
+
+    return wait_until(
+        lambda: len(found()) >= count and found(),
+        timeout=timeout,
+        message=lambda: f"{count} events for {oid!r}, not only {found()}",
+    )
 
 
 def test_started_then_succeeded_with_the_result(queue, start_dispatcher, zasync_events):
@@ -123,11 +123,12 @@ def test_a_handler_of_finished_jobs_may_write(queue, start_dispatcher, subscribe
     commit()
     start_dispatcher()
     wait_for_result(job)
-    deadline = time.monotonic() + 10
-    while "noted" not in job.annotations:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-        transaction.begin()
+
+    def noted():
+        transaction.begin()  # see the handler's commit
+        return "noted" in job.annotations
+
+    wait_until(noted, message="the handler's note in the job's annotations")
     assert job.annotations["noted"] == 4
 
 

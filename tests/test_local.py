@@ -3,8 +3,6 @@ dispatcher on a FileStorage database; outside a job, NotInJobError."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import transaction
 
@@ -12,7 +10,7 @@ import jobfuncs
 from zasync import local
 from zasync.interfaces import NotInJobError
 from zasync.job import Job
-from zasync.testing import wait_for_result, wait_for_start
+from zasync.testing import wait_for_result, wait_for_start, wait_until
 
 
 def commit():
@@ -79,11 +77,12 @@ def test_live_annotations_and_progress_are_seen_while_the_job_runs(
     # Kept in the job's annotations when it commits; live ones are cleared.
     assert job.annotations["stage"] == "half-way"
     assert job.annotations["progress"]["done"] == 10
-    deadline = time.monotonic() + 10
-    while local.live_annotations(job):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-        transaction.begin()
+
+    def cleared():
+        transaction.begin()  # see the worker's commit
+        return not local.live_annotations(job)
+
+    wait_until(cleared, message="the live annotations to be cleared")
 
 
 def test_get_live_annotation_of_another_job_waits_for_it(queue, start_dispatcher):

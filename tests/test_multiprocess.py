@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import transaction
 from tests import mp_jobs
-from tests.processes import ROOT, subprocess_env, wait_until
+from tests.processes import ROOT, subprocess_env
 from transaction.interfaces import TransientError
 from ZEO.Exceptions import ClientDisconnected
 
@@ -30,6 +30,7 @@ from zasync.interfaces import ACTIVE, COMPLETED, KEY
 from zasync.job import Job
 from zasync.queue import Queue, install
 from zasync.storage import open_db
+from zasync.testing import wait_until
 
 pytestmark = pytest.mark.zeo
 
@@ -105,7 +106,7 @@ class Client:
             left = {i: s for i, (s, _, _) in states.items() if s != COMPLETED}
             return f"{len(left)} of {len(ids)} jobs unfinished: {left}"
 
-        wait_until(lambda: self.completed(ids), timeout, message=unfinished)
+        wait_until(lambda: self.completed(ids), timeout=timeout, message=unfinished)
 
     def close(self) -> None:
         if self.conn is None:
@@ -290,7 +291,7 @@ def test_a_killed_workers_jobs_finish_on_another_worker(
     victim.start()
     survivor.start()
     ids, _ = client.put(16, 0.5)
-    wait_until(lambda: started_by(victim, stamps), 20)
+    wait_until(lambda: started_by(victim, stamps), timeout=20)
     victim.kill()
     killed_at = time.time()
     client.wait_completed(ids, 60)
@@ -329,7 +330,7 @@ def test_a_job_handed_to_a_worker_killed_before_starting_it_runs_elsewhere(
     survivor = workers(zeo_server.uri, "survivor", threads=1, args=FAST_RESCUE)
     victim.start()
     survivor.start()
-    wait_until(lambda: _registered(client) == 2, 20)
+    wait_until(lambda: _registered(client) == 2, timeout=20)
     victim.signal(signal.SIGSTOP)
     handed = None
     ids = []
@@ -368,7 +369,7 @@ def test_a_restarted_worker_recovers_its_jobs_at_once(
 ):
     worker = workers(zeo_server.uri, threads=1, args=["--lease", "60"]).start()
     ids, _ = client.put(3, 0.5)
-    first = wait_until(lambda: started_by(worker, stamps), 20)[0]
+    first = wait_until(lambda: started_by(worker, stamps), timeout=20)[0]
     worker.kill()
     restarted_at = time.time()
     worker.start()
@@ -403,9 +404,9 @@ def test_workers_carry_on_across_a_zeo_server_restart(
 ):
     pool = [workers(zeo_server.uri, threads=2).start() for _ in range(2)]
     before, _ = client.put(20, 0.2)
-    wait_until(lambda: len(runs_of(stamps)) >= 4, 20)
+    wait_until(lambda: len(runs_of(stamps)) >= 4, timeout=20)
     zeo_server.restart()
-    after = wait_until(lambda: _put_when_connected(client, 20), 30)
+    after = wait_until(lambda: _put_when_connected(client, 20), timeout=30)
     ids = before + after
     client.wait_completed(ids, 60)
     runs = runs_of(stamps)
@@ -428,9 +429,9 @@ def test_a_job_whose_commit_meets_an_outage_waits_and_runs_again(
     # its value, not a Failure of the disconnection.
     worker = workers(zeo_server.uri + "?wait_timeout=0.5").start()
     (job_id,), _ = client.put(1, 0.5, policy=mp_jobs.NoConflictRetries)
-    wait_until(lambda: started_by(worker, stamps), 20)
+    wait_until(lambda: started_by(worker, stamps), timeout=20)
     zeo_server.stop()
-    wait_until(lambda: "waits" in worker.log(), 30)
+    wait_until(lambda: "waits" in worker.log(), timeout=30)
     zeo_server.start()
     client.wait_completed([job_id], 30)
     ((_, result, _),) = client.jobs([job_id]).values()
@@ -451,7 +452,7 @@ def _put_when_connected(client: Client, count: int):
 def test_sigterm_lets_the_running_job_finish(zeo_server, client, workers, stamps):
     worker = workers(zeo_server.uri, args=["--stop-timeout", "20"]).start()
     (job_id,), _ = client.put(1, 1.5)
-    wait_until(lambda: started_by(worker, stamps), 20)
+    wait_until(lambda: started_by(worker, stamps), timeout=20)
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 0, worker.log()
     assert client.completed([job_id])
@@ -468,7 +469,7 @@ def test_a_job_outliving_the_stop_timeout_is_recovered_after_restart(
 ):
     worker = workers(zeo_server.uri, args=["--stop-timeout", "0.5"]).start()
     (job_id,), _ = client.put(1, 3)
-    wait_until(lambda: started_by(worker, stamps), 20)
+    wait_until(lambda: started_by(worker, stamps), timeout=20)
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 1
     log = worker.log()

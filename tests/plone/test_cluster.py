@@ -23,11 +23,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.processes import ROOT, subprocess_env, wait_until
+from tests.processes import ROOT, subprocess_env
 
 from zasync.admin import find_job
 from zasync.interfaces import COMPLETED
 from zasync.storage import open_db
+from zasync.testing import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.zeo]
 
@@ -217,10 +218,10 @@ def test_a_worker_runs_jobs_queued_over_http_as_the_user_who_asked(
         env=cluster_env,
     )
     site_url = f"http://127.0.0.1:{port}/Plone"
-    wait_until(lambda: answers(site_url, instance), START, message=instance.log)
+    wait_until(lambda: answers(site_url, instance), timeout=START, message=instance.log)
     wait_until(
         lambda: worker.alive() and "Ctrl-C to stop" in worker.log(),
-        START,
+        timeout=START,
         message=worker.log,
     )
     assert "role single_db_worker, database 'main'): 3 threads" in worker.log()
@@ -244,7 +245,7 @@ def test_a_worker_runs_jobs_queued_over_http_as_the_user_who_asked(
     assert doc_id == "made-by-a-worker"
     wait_until(
         lambda: request(f"{site_url}/{doc_id}", auth=USER)[0] == 200,
-        60,
+        timeout=60,
         message=worker.log,
     )
     assert "Made by a worker" in request(f"{site_url}/{doc_id}", auth=USER)[1]
@@ -342,11 +343,13 @@ def test_make_run_serves_plone_and_runs_its_jobs_in_the_same_process(
         env=subprocess_env(),
     )
     site_url = f"http://127.0.0.1:{port}/Plone"
-    wait_until(lambda: answers(site_url, run), START, message=run.log)
+    wait_until(lambda: answers(site_url, run), timeout=START, message=run.log)
     assert f"http://localhost:{port}/Plone  (log in as admin / admin)" in run.log()
 
     job_id, doc_id = queue_demo_job(site_url, auth=ADMIN, title="In process")
-    wait_until(lambda: request(f"{site_url}/{doc_id}")[0] == 200, 60, message=run.log)
+    wait_until(
+        lambda: request(f"{site_url}/{doc_id}")[0] == 200, timeout=60, message=run.log
+    )
 
     assert run.stop(signal.SIGINT) == 0, run.log()
     assert run.log().rstrip().endswith("stopped")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import time
 import uuid
 
 import pytest
@@ -27,7 +26,7 @@ from tests.plone.helpers import WAIT, run, service
 from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 SITE_ADMIN = "siteadmin"
 SITE_ADMIN_PASSWORD = "secret-siteadmin"
@@ -72,19 +71,6 @@ def queue_as(layer, user, func, context, *args, **kwargs):
 
 def text_of(html):
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
-
-
-def wait_until(check, seconds=WAIT, what="the condition"):
-    deadline = time.monotonic() + seconds
-    delay = 0.02
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds} s")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
 
 
 # -- who may see it -----------------------------------------------------------
@@ -212,9 +198,13 @@ def test_parts_show_the_progress_of_running_jobs(site):
         )
         return found and found.group(1)
 
-    assert wait_until(progress, what="progress 0") == "0"
+    # Each check renders a page: every 50 ms is often enough.
+    shown = wait_until(progress, timeout=WAIT, interval=0.05, message="progress 0")
+    assert shown == "0"
     uijobs.release(token)
-    wait_until(lambda: progress() == "50", what="progress 50%")
+    wait_until(
+        lambda: progress() == "50", timeout=WAIT, interval=0.05, message="progress 50%"
+    )
     assert "step 1 of 2 done" in b.contents
     b.open(url(site, f"/{job.id}/parts"))
     assert 'data-zasync-kind="active"' in b.contents
@@ -364,7 +354,12 @@ def test_retry_a_failed_job_is_confirmed_and_reported(site):
     b.getControl("Retry").click()
     assert f"Job {job.id} (tests.plone.uijobs.fail_with) is queued again." in b.contents
     assert b.url == url(site, f"/{job.id}")
-    wait_until(lambda: transaction.begin() or job.attempts == 2, what="a second run")
+
+    def run_again():
+        transaction.begin()  # see the worker's commit
+        return job.attempts == 2
+
+    wait_until(run_again, timeout=WAIT, message="a second run")
     assert wait_for_result(job, WAIT).getErrorMessage() == "once"
 
 

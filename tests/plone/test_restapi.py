@@ -33,7 +33,7 @@ from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
 from zasync.plone.tests import funcs
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 SITE_ADMIN = "siteadmin"
 SITE_ADMIN_PASSWORD = "secret-siteadmin"
@@ -192,10 +192,13 @@ def test_one_job_with_progress(rest):
     def progress():
         return call(app, "GET", f"@async-jobs/{job.id}").json["progress"]
 
-    deadline = datetime.datetime.now() + datetime.timedelta(seconds=WAIT)
     uijobs.release(token)
-    while (value := progress()) is None or value["done"] < 1:
-        assert datetime.datetime.now() < deadline, "no progress reported"
+    value = wait_until(
+        lambda: (found := progress()) is not None and found["done"] >= 1 and found,
+        timeout=WAIT,
+        interval=0.05,
+        message="progress reported after step 1",
+    )
     assert value == {
         "done": 1,
         "total": 4,
