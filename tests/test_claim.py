@@ -289,6 +289,28 @@ def test_claims_keep_run_order_and_never_exceed_a_quota(
         s.close()
 
 
+def _assert_slots(taken, capacities):
+    """Slots: within capacity, first ACTIVE, rest ASSIGNED."""
+    for index, claimed in taken.items():
+        assert len(claimed) <= capacities[index]
+        assert claimed[0].status == ACTIVE
+        assert all(j.status == ASSIGNED for j in claimed[1:])
+    assert len(flat(taken)) <= sum(capacities)
+
+
+def _assert_run_order(got, due, got_oids):
+    """Run order: a due job is passed over only when it waits for a quota,
+    and then no later job that shares one of its quotas overtakes it."""
+    for later in got:
+        for earlier in due:
+            if earlier is later:
+                break
+            if earlier._p_oid in got_oids:
+                continue
+            assert earlier.quota_names, (earlier, later)
+            assert not set(earlier.quota_names) & set(later.quota_names)
+
+
 def _check_claims(s, sizes, initial, spares, plan):
     queue = s.queue
     for name, size in sizes.items():
@@ -310,12 +332,7 @@ def _check_claims(s, sizes, initial, spares, plan):
         got = flat(taken)
         in_order = sorted(got, key=lambda j: (-j.priority, us(j.begin_after), j._p_oid))
 
-        # Slots: within capacity, first ACTIVE, rest ASSIGNED.
-        for index, claimed in taken.items():
-            assert len(claimed) <= capacities[index]
-            assert claimed[0].status == ACTIVE
-            assert all(j.status == ASSIGNED for j in claimed[1:])
-        assert len(got) <= sum(capacities)
+        _assert_slots(taken, capacities)
         # Each job once, only when due, out of the queue.
         for job in got:
             assert job._p_oid not in claimed_at
@@ -328,19 +345,10 @@ def _check_claims(s, sizes, initial, spares, plan):
         for name, size in sizes.items():
             holders = [j for j in running if name in j.quota_names]
             assert len(queue.quotas[name]) == len(holders) <= size
-        # Run order: a due job is passed over only when it waits for a quota,
-        # and then no later job that shares one of its quotas overtakes it.
         got_oids = {j._p_oid for j in got}
         due = [j for j in pending_before if us(j.begin_after) <= now_us]
         due.sort(key=lambda j: (-j.priority, us(j.begin_after), j._p_oid))
-        for later in got:
-            for earlier in due:
-                if earlier is later:
-                    break
-                if earlier._p_oid in got_oids:
-                    continue
-                assert earlier.quota_names, (earlier, later)
-                assert not set(earlier.quota_names) & set(later.quota_names)
+        _assert_run_order(got, due, got_oids)
         # Enough capacity: every due job without quotas is taken; the first
         # due job is taken when its quotas have room.
         if len(due) <= sum(capacities):
@@ -577,6 +585,49 @@ def test_workers_whose_own_jobs_ran_short_take_different_ones_of_the_others(scra
     assert flat(claim_for(1)) == [jobs[5], jobs[7]]
 
 
+class _Backlog:
+    """Workers (by index) claiming from one backlog, checked at each claim:
+    a job claimed once, quotas never exceeded nor overtaken within."""
+
+    def __init__(self, queue, jobs, uuids, ranks, with_quotas):
+        self.queue, self.jobs, self.uuids, self.ranks = queue, jobs, uuids, ranks
+        self.quota_names = QUOTA_NAMES if with_quotas else ()
+        self.claimed: dict[bytes, int] = {}
+        self.running: list = []
+
+    def claim_as(self, worker, capacity):
+        taken = claim(
+            [self.queue],
+            slots=[(Slot(0), capacity)],
+            worker=self.uuids[worker],
+            now_us=us(BASE),
+            start_time=BASE,
+            rank=self.ranks[worker],
+            fresh_us=100_000,
+        )
+        got = flat(taken)
+        for job in got:
+            assert job._p_oid not in self.claimed
+            self.claimed[job._p_oid] = worker
+        self.running.extend(got)
+        for name in self.quota_names:
+            holders = [j for j in self.running if name in j.quota_names]
+            assert len(self.queue.quotas[name]) == len(holders) <= 2
+            # Within a quota, jobs are claimed in their order.
+            order = [j for j in self.jobs if name in j.quota_names]
+            taken_so_far = [j for j in order if j._p_oid in self.claimed]
+            assert taken_so_far == order[: len(taken_so_far)]
+        return got
+
+    def finish(self, share_all):
+        running = self.running
+        done = running[:] if share_all else running[: len(running) // 2]
+        for job in done:
+            release_quotas(job)
+            job._status = COMPLETED
+        del running[: len(done)]
+
+
 @settings(
     max_examples=100,
     deadline=None,
@@ -627,41 +678,9 @@ def test_workers_sharing_a_backlog_take_each_job_once_and_leave_none(
             dispatcher = Dispatcher(db, uuid=uuid, threads=1)
             dispatcher.placement.peers = peers
             ranks.append(dispatcher.placement.ranking([queue]))
-        now_us = us(BASE)
-        claimed: dict[bytes, int] = {}
-        running: list = []
-
-        def claim_as(worker, capacity):
-            taken = claim(
-                [queue],
-                slots=[(Slot(0), capacity)],
-                worker=uuids[worker],
-                now_us=now_us,
-                start_time=BASE,
-                rank=ranks[worker],
-                fresh_us=100_000,
-            )
-            got = flat(taken)
-            for job in got:
-                assert job._p_oid not in claimed
-                claimed[job._p_oid] = worker
-            running.extend(got)
-            for name in QUOTA_NAMES if with_quotas else ():
-                holders = [j for j in running if name in j.quota_names]
-                assert len(queue.quotas[name]) == len(holders) <= 2
-                # Within a quota, jobs are claimed in their order.
-                order = [j for j in jobs if name in j.quota_names]
-                taken_so_far = [j for j in order if j._p_oid in claimed]
-                assert taken_so_far == order[: len(taken_so_far)]
-            return got
-
-        def finish(share_all):
-            done = running[:] if share_all else running[: len(running) // 2]
-            for job in done:
-                release_quotas(job)
-                job._status = COMPLETED
-            del running[: len(done)]
-
+        backlog = _Backlog(queue, jobs, uuids, ranks, with_quotas)
+        claim_as, finish = backlog.claim_as, backlog.finish
+        claimed = backlog.claimed
         for worker, capacity, finish_all in turns:
             worker %= workers
             takeable = [
