@@ -3,8 +3,7 @@ own transaction, instead of leaving it to a claim.
 
 Otherwise a job queued in an empty queue waits for the dispatcher's
 claim: a wake-up, a transaction that reads the queue, and a commit of its
-own (about 1 ms on FileStorage, 2-4 ms on ZEO, 5-10 ms on RelStorage).
-Instead, just before the producer's transaction commits, the job is taken
+own. Instead, just before the producer's transaction commits, the job is taken
 out of its queue and assigned to an idle thread's slot, as a claim would
 do. Two workers still never run the same job: it is assigned in the
 committed transaction that queued it, and no other worker ever sees it in
