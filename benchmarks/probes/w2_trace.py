@@ -33,6 +33,7 @@ from ZEO.ClientStorage import ClientStorage
 from ZODB.FileStorage import FileStorage
 
 import benchmarks.jobs  # noqa: F401 - the job it runs
+import zasync.claimer as claimer_module
 import zasync.dispatcher as dispatcher_module
 import zasync.executor as executor_module
 import zasync.wakeup as wakeup_module
@@ -58,7 +59,7 @@ class Trace:
     def install(self, kind: str) -> None:
         """Wrap the functions whose calls are the steps."""
         self._wrap_invalidate()
-        self._wrap_claim_for_idle()
+        self._wrap_round()
         self._wrap_handed_over()
         self._wrap_claim()
         self._wrap_run()
@@ -79,18 +80,30 @@ class Trace:
 
         notifying.invalidate = on_invalidate
 
-    def _wrap_claim_for_idle(self) -> None:
-        """The loop wakes; each round's steps go to the jobs it took."""
+    def _wrap_round(self) -> None:
+        """The loop wakes (a round begins: Dispatcher._step, before the
+        refresh of the peers and the claim); when its claim for the idle
+        threads (Claimer.claim_for) returns, its steps go to the jobs it
+        took."""
         trace = self
-        claim_for_idle = dispatcher_module.Dispatcher._claim_for_idle
+        step = dispatcher_module.Dispatcher._step
+        claim_for = claimer_module.Claimer.claim_for
 
-        def on_claim_for_idle(dispatcher):
+        def on_step(dispatcher, now):
             trace.local.round = {"wake": time.time()}
-            result = claim_for_idle(dispatcher)
-            trace._end_round(trace.local.round)
-            return result
+            return step(dispatcher, now)
 
-        dispatcher_module.Dispatcher._claim_for_idle = on_claim_for_idle
+        def on_claim_for(claimer, idle):
+            try:
+                return claim_for(claimer, idle)
+            finally:
+                trace._end_round(trace.local.round)
+                # The heartbeat's and maintenance's commits that follow in
+                # this round are not the claim's.
+                trace.local.round = {}
+
+        dispatcher_module.Dispatcher._step = on_step
+        claimer_module.Claimer.claim_for = on_claim_for
 
     def _end_round(self, step: dict) -> None:
         if not step.get("jobs"):
@@ -104,10 +117,10 @@ class Trace:
     def _wrap_handed_over(self) -> None:
         """The loop finds jobs in its threads' inboxes."""
         trace = self
-        handed_over = dispatcher_module.Dispatcher._handed_over
+        handed_over = claimer_module.Claimer._handed_over
 
-        def on_handed_over(dispatcher, record, idle):
-            found = handed_over(dispatcher, record, idle)
+        def on_handed_over(claimer, record, idle):
+            found = handed_over(claimer, record, idle)
             if found:
                 step = trace.local.round
                 step["handed over"] = time.time()
@@ -119,12 +132,12 @@ class Trace:
                         jobs.append(trace.oid_job[key])
             return found
 
-        dispatcher_module.Dispatcher._handed_over = on_handed_over
+        claimer_module.Claimer._handed_over = on_handed_over
 
     def _wrap_claim(self) -> None:
         """The claim begins and ends."""
         trace = self
-        claim = dispatcher_module.claim
+        claim = claimer_module.claim
 
         def on_claim(*args, **kw):
             began = time.time()
@@ -138,7 +151,7 @@ class Trace:
                     step["jobs"].append(job.args[1])
             return taken
 
-        dispatcher_module.claim = on_claim
+        claimer_module.claim = on_claim
 
     def _wrap_run(self) -> None:
         """A thread starts its jobs."""

@@ -18,7 +18,7 @@ import time
 import zasync
 from benchmarks.context import Watcher, enqueue
 from benchmarks.procs.producer import produce
-from zasync import dispatcher as dispatcher_module
+from zasync import inprocess
 from zasync.dispatcher import Dispatcher
 from zasync.storage import open_db, parse_uri
 
@@ -45,10 +45,8 @@ def wait_for(dispatcher: Dispatcher, db, count: int, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + 2.0
     while True:
-        with dispatcher_module.completed:
-            dispatcher_module.completed.wait(
-                0.1 if dispatcher.jobs_run < count else 0.01
-            )
+        with inprocess.completed:
+            inprocess.completed.wait(0.1 if dispatcher.jobs_run < count else 0.01)
         clock = time.monotonic()
         if dispatcher.jobs_run >= count or clock > next_check:
             pending, active, done = drained(db)
