@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime
 import heapq
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ZODB.POSException import POSKeyError
 
@@ -30,6 +30,9 @@ from zasync.interfaces import (
 from zasync.job import Job
 from zasync.keys import parse_hex_id, to_us
 
+if TYPE_CHECKING:
+    from zasync.queue import Queues
+
 #: the statuses people filter by (a failed job is COMPLETED with a Failure)
 FILTERS = ("pending", "scheduled", "active", "completed", "failed")
 
@@ -38,7 +41,7 @@ class JobNotFoundError(ZasyncError, LookupError):
     """No job has that id."""
 
 
-def get_queues(conn):
+def get_queues(conn: Any) -> Queues:
     queues = conn.root().get(KEY)
     if queues is None:
         raise ZasyncError(
@@ -48,7 +51,7 @@ def get_queues(conn):
     return queues
 
 
-def find_job(conn, job_id: str) -> Job:
+def find_job(conn: Any, job_id: str) -> Job:
     """The job with ``job_id`` (hex, as ``job.id`` shows it)."""
     try:
         oid = parse_hex_id(job_id)
@@ -84,20 +87,22 @@ def kind(job: Job, clock: float | None = None) -> str:
     return status.replace("-status", "")
 
 
-def iter_pending(queues, queue_names=None) -> Iterator[Job]:
+def iter_pending(
+    queues: Queues, queue_names: Collection[str] | None = None
+) -> Iterator[Job]:
     for name, queue in queues.items():
         if queue_names and name not in queue_names:
             continue
         yield from queue
 
 
-def iter_active(queues) -> Iterator[Job]:
+def iter_active(queues: Queues) -> Iterator[Job]:
     for record in queues.workers.values():
         for _slot, job in record.iter_active():
             yield job
 
 
-def done_trees(queues) -> Iterator:
+def done_trees(queues: Queues) -> Iterator[Any]:
     """The trees of finished jobs (end time in microseconds -> job): each
     worker thread's, and each queue's for jobs finished outside a worker
     (cancelled, or failed before they started)."""
@@ -109,11 +114,13 @@ def done_trees(queues) -> Iterator:
             yield queue.finished
 
 
-def iter_done(queues, *, since_us: int | None = None) -> Iterator[tuple[int, Job]]:
+def iter_done(
+    queues: Queues, *, since_us: int | None = None
+) -> Iterator[tuple[int, Job]]:
     """(end time in microseconds, job) of finished jobs, newest first."""
     trees = list(done_trees(queues))
 
-    def newest_first(tree):
+    def newest_first(tree: Any) -> Iterator[tuple[int, Job]]:
         # maxKey() walks down from the newest end, loading only the buckets
         # it reads: the first page does not load the whole tree.
         lowest = since_us if since_us is not None else -(2**63)
@@ -139,7 +146,7 @@ class JobList(list):
 
 
 def list_jobs(
-    queues,
+    queues: Queues,
     *,
     status: tuple[str, ...] = (),
     queue_names: tuple[str, ...] = (),
@@ -196,7 +203,7 @@ def _matcher(
 
 
 def _sources(
-    queues: Any,
+    queues: Queues,
     wanted: set[str],
     queue_names: tuple[str, ...],
     scan_limit: int | None,
@@ -280,7 +287,7 @@ def _forget_done(job: Job) -> bool:
 
 
 def prune(
-    queues,
+    queues: Queues,
     *,
     older_than: datetime.timedelta,
     limit: int | None = None,
@@ -308,7 +315,7 @@ def prune(
 def describe(job: Job) -> dict[str, Any]:
     """A JSON-ready description of a job."""
 
-    def iso(value):
+    def iso(value: Any) -> str | None:
         return value.isoformat() if isinstance(value, datetime.datetime) else None
 
     result = job.result
@@ -346,7 +353,7 @@ def _short(value: Any, width: int = 200) -> str:
 
 
 def summary(
-    queues,
+    queues: Queues,
     *,
     heartbeat_interval: float = 60.0,
     windows: tuple[int, ...] = (1, 5, 15),
@@ -374,7 +381,7 @@ def summary(
 
 
 def _queue_counts(
-    queues: Any, clock: float, match: Callable[[Job], bool] | None
+    queues: Queues, clock: float, match: Callable[[Job], bool] | None
 ) -> dict[str, Any]:
     """{queue name: its pending jobs counted by kind, and its quotas}."""
     found = {}
@@ -408,7 +415,7 @@ def _worker_row(record: Any, clock: float, heartbeat_interval: float) -> dict:
 
 
 def _throughput(
-    queues: Any,
+    queues: Queues,
     clock: float,
     windows: tuple[int, ...],
     match: Callable[[Job], bool] | None,

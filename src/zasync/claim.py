@@ -31,7 +31,7 @@ COMPACT_AFTER = 256
 BLOCKED_SCAN_LIMIT = 256
 
 
-def _windows(items: Iterator, size: int, conn) -> Iterator:
+def _windows(items: Iterator, size: int, conn: Any) -> Iterator:
     """The items in windows of ``size``, each window's jobs fetched from
     the storage in one round trip (ZEO, RelStorage) before they are read."""
     while True:
@@ -55,7 +55,16 @@ def _windows(items: Iterator, size: int, conn) -> Iterator:
 OTHERS_FACTOR = 8
 
 
-def _mine(items, queue, rank, now_us: int, fresh_us: int, others, waits, cap):
+def _mine(
+    items: Iterable[tuple[tuple, Any, Any]],
+    queue: Queue,
+    rank: Rank,
+    now_us: int,
+    fresh_us: int,
+    others: list,
+    waits: list,
+    cap: int,
+) -> Iterator[tuple[tuple, Any, Any]]:
     """The entries of ``items`` meant for this worker; the others go to
     ``others`` with this worker's rank for them (due for longer than
     ``fresh_us``; the entries end when there are ``cap`` of them) or only
@@ -76,7 +85,7 @@ def _mine(items, queue, rank, now_us: int, fresh_us: int, others, waits, cap):
                     return
 
 
-def _fill(others: list, count: int, conn, found_stale: set) -> list:
+def _fill(others: list, count: int, conn: Any, found_stale: set) -> list:
     """Up to ``count`` takeable jobs of ``others`` ((rank, key, job,
     shard)), as candidates (key, job, shard, quota names): those this
     worker ranks best, the last first (their workers take them from the

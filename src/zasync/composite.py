@@ -9,7 +9,8 @@ list of its jobs (each with its own status and result), or what
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NoReturn
 
 from zasync import local
 from zasync.failure import Failure
@@ -33,7 +34,9 @@ class CompositeJob(Job):
     parallel: bool = False
     _advanced: int = 0
 
-    def __init__(self, jobs, *, parallel: bool, postprocess=None):
+    def __init__(
+        self, jobs: Iterable[Any], *, parallel: bool, postprocess: Any = None
+    ) -> None:
         members = tuple(_as_job(job) for job in jobs)
         if postprocess is not None:
             check_callable(postprocess)
@@ -100,7 +103,7 @@ class CompositeJob(Job):
                 runner.completed_here(self)
 
 
-def _composite_marker(*args):  # pragma: no cover - never called
+def _composite_marker(*args: Any) -> NoReturn:  # pragma: no cover - never called
     raise RuntimeError("a composite job is launched by the worker, not called")
 
 

@@ -110,7 +110,7 @@ class Job(persistent.Persistent):
     # per-job timeouts): the queue key already sorts by priority.
     priority: int = 0
 
-    def __init__(self, callable, *args, **kwargs):
+    def __init__(self, callable: Any, *args: Any, **kwargs: Any) -> None:
         check_callable(callable)
         for index, arg in enumerate(args):
             check_picklable(arg, f"argument {index} of {callable_name(callable)}")

@@ -13,11 +13,17 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from transaction.interfaces import TransientError
 
 from zasync.interfaces import KEY, WorkerError
 from zasync.recovery import recover_slot
+
+if TYPE_CHECKING:
+    from zasync.dispatcher import Dispatcher
+    from zasync.workers import WorkerRecord, WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +32,7 @@ PRUNE_CHUNK = 200  # jobs removed per transaction: short transactions
 DEAD_RECORD_SECONDS = 24 * 3600
 
 
-def check_not_running_elsewhere(record, dispatcher) -> None:
+def check_not_running_elsewhere(record: WorkerRecord, dispatcher: Dispatcher) -> None:
     """Raise WorkerError when ``record``'s UUID is in use by a live process
     other than a dead predecessor of this one."""
     if record.stopped is not None:
@@ -55,7 +61,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def run(dispatcher) -> None:
+def run(dispatcher: Dispatcher) -> None:
     """One round of maintenance for ``dispatcher``'s database."""
     tm = dispatcher.tm
     conn = dispatcher.conn
@@ -122,21 +128,21 @@ def run(dispatcher) -> None:
         _in_lease(dispatcher, lambda registry, uuid=uuid: _expire(registry, uuid))
 
 
-def _prune_tree(tree, cutoff_us: int) -> int:
+def _prune_tree(tree: Any, cutoff_us: int) -> int:
     keys = list(tree.keys(max=cutoff_us, excludemax=True)[:PRUNE_CHUNK])
     for key in keys:
         del tree[key]
     return len(keys)
 
 
-def _first_key(tree):
+def _first_key(tree: Any) -> Any:
     try:
         return tree.minKey()
     except ValueError:
         return None
 
 
-def _in_lease(dispatcher, work):
+def _in_lease(dispatcher: Dispatcher, work: Callable[..., int]) -> int | None:
     """Run ``work(registry)`` in a transaction that also takes the
     maintenance lease; return its result (None if another worker holds
     the lease or won the race)."""
@@ -157,7 +163,7 @@ def _in_lease(dispatcher, work):
         return None
 
 
-def _rescue(registry, uuid: str, dispatcher) -> int:
+def _rescue(registry: WorkerRegistry, uuid: str, dispatcher: Dispatcher) -> int:
     record = registry.get(uuid)
     if record is None or record.is_alive(time.time(), dispatcher.heartbeat_interval):
         return 0
@@ -177,7 +183,7 @@ def _rescue(registry, uuid: str, dispatcher) -> int:
     return count
 
 
-def _prune(registry, uuid: str, cutoff_us: int) -> int:
+def _prune(registry: WorkerRegistry, uuid: str, cutoff_us: int) -> int:
     record = registry.get(uuid)
     if record is None:
         return 0
@@ -196,7 +202,7 @@ def _prune(registry, uuid: str, cutoff_us: int) -> int:
     return removed
 
 
-def _expire(registry, uuid: str) -> int:
+def _expire(registry: WorkerRegistry, uuid: str) -> int:
     registry.remove(uuid)
     log.info("removed the record of worker %s, stopped long ago", uuid)
     return 1

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime
 import heapq
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import persistent
 import transaction
@@ -113,7 +113,7 @@ class Quotas(persistent.Persistent):
     """The quotas of one queue: ``create(name, size=1)``, ``get(name)``,
     ``[name]``, ``remove(name)``, iteration over names."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._data = OOBTree()
 
     def create(self, name: str, size: int = 1) -> Quota:
@@ -144,7 +144,7 @@ class Quotas(persistent.Persistent):
     def __len__(self) -> int:
         return len(self._data)
 
-    def values(self):
+    def values(self) -> Iterable[Quota]:
         return self._data.values()
 
 
@@ -155,7 +155,8 @@ class Queue(persistent.Persistent):
     name: str = ""
     _shards: tuple = ()
     _length: Length | None = None
-    quotas: Quotas | None = None
+    #: set by __init__ in every version: None only as the class-level default
+    quotas: Quotas = cast(Quotas, None)
     #: jobs finished outside a worker (end time in microseconds -> job)
     _finished: Any = None
 
@@ -256,7 +257,7 @@ class Queue(persistent.Persistent):
             key = (key[0], key[1] + 1, key[2])
         shard[key] = job
         job._key = key
-        self._length.change(1)
+        self.counter.change(1)
 
     def record_finished(self, job: Job) -> None:
         """Keep a job that finished outside a worker (cancelled, failed
@@ -288,7 +289,7 @@ class Queue(persistent.Persistent):
 
     # -- consuming ----------------------------------------------------------
 
-    def _shard_of(self, job: Job):
+    def _shard_of(self, job: Job) -> Any:
         key = job._key
         for shard in self._shards:
             if key in shard and shard[key] is job:
@@ -302,7 +303,7 @@ class Queue(persistent.Persistent):
             raise BadStatusError(f"{job!r} is not pending in queue {self.name!r}")
         del shard[job._key]
         job._key = None
-        self._length.change(-1)
+        self.counter.change(-1)
 
     def remove(self, job: Job) -> None:
         """Remove a pending job; it becomes NEW again."""
@@ -324,7 +325,7 @@ class Queue(persistent.Persistent):
     def _iter_keys(self) -> Iterator[tuple[tuple, Job, Any]]:
         """(key, job, shard) for pending jobs in run order."""
 
-        def items(shard):
+        def items(shard: Any) -> Iterator[tuple[tuple, Job, Any]]:
             for key, job in shard.items():
                 if live(key, job):
                     yield key, job, shard
@@ -404,13 +405,13 @@ class Queues(persistent.Persistent):
     def __len__(self) -> int:
         return len(self._queues)
 
-    def keys(self):
+    def keys(self) -> Iterable[str]:
         return self._queues.keys()
 
-    def values(self):
+    def values(self) -> Iterable[Queue]:
         return self._queues.values()
 
-    def items(self):
+    def items(self) -> Iterable[tuple[str, Queue]]:
         return self._queues.items()
 
 
@@ -437,7 +438,7 @@ def install(db_or_connection: Any, queues: tuple[str, ...] = ("",)) -> Queues:
     return _install(db_or_connection.root(), queues)
 
 
-def _install(root, names) -> Queues:
+def _install(root: Any, names: Iterable[str]) -> Queues:
     queues = root.get(KEY)
     if queues is None:
         queues = root[KEY] = Queues()

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zope.interface
 from transaction.interfaces import TransientError
 
 from zasync.interfaces import IRetryPolicy
+
+if TYPE_CHECKING:
+    from zasync.failure import Failure
+    from zasync.job import Job
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,10 @@ class RetryPolicy:
     #: seconds before an application error is retried, doubled each time
     error_delay: float = 0.0
 
-    def __init__(self, job):
+    def __init__(self, job: Job) -> None:
         self.job = job
 
-    def job_error(self, failure) -> Decision:
+    def job_error(self, failure: Failure) -> Decision:
         if failure.check(TransientError):
             return self._conflict()
         errors = self.job._errors
@@ -80,7 +85,7 @@ class RetryPolicy:
             return Decision(True, self.error_delay * (2**errors))
         return GIVE_UP
 
-    def commit_error(self, failure) -> Decision:
+    def commit_error(self, failure: Failure) -> Decision:
         if failure.check(TransientError):
             return self._conflict()
         return GIVE_UP
@@ -118,7 +123,7 @@ class RetryWithDelay(RetryPolicy):
     error_delay = 30.0
 
     @classmethod
-    def configure(cls, **settings) -> _Configured:
+    def configure(cls, **settings: float) -> _Configured:
         unknown = set(settings) - {
             "max_conflicts",
             "max_interruptions",
@@ -144,17 +149,17 @@ class RetryWithDelay(RetryPolicy):
 class _Configured:
     """A picklable factory for a RetryPolicy subclass with other settings."""
 
-    def __init__(self, base: type[RetryPolicy], settings: dict):
+    def __init__(self, base: type[RetryPolicy], settings: dict[str, float]) -> None:
         self.base = base
         self.settings = dict(settings)
 
-    def __call__(self, job) -> RetryPolicy:
+    def __call__(self, job: Job) -> RetryPolicy:
         policy = self.base(job)
         for name, value in self.settings.items():
             setattr(policy, name, value)
         return policy
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, _Configured)
             and self.base is other.base

@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import persistent
 from BTrees.LOBTree import LOBTree
@@ -65,13 +65,13 @@ class Inbox(persistent.Persistent):
     concurrent changes are merged, so neither side's commit fails on the
     other's (a BTree fails to merge a change that empties it)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.jobs: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def add(self, job) -> None:
+    def add(self, job: Any) -> None:
         self.jobs[int.from_bytes(job._p_oid, "big")] = job
         self._p_changed = True
 
@@ -99,9 +99,11 @@ class Slot(persistent.Persistent):
     (finished, keyed by end time in microseconds)."""
 
     index: int = 0
-    active: LOBTree | None = None
+    #: active and done: set by __init__ in every version, None only as the
+    #: class-level default
+    active: LOBTree = cast(LOBTree, None)
     inbox: Inbox | None = None  # None in slots stored by earlier versions
-    done: LOBTree | None = None
+    done: LOBTree = cast(LOBTree, None)
     #: live annotations of the running jobs: {oid int: {name: value}}
     live: dict | None = None
 
@@ -112,7 +114,7 @@ class Slot(persistent.Persistent):
         self.done = LOBTree()
         self.live = {}
 
-    def _add_done(self, job, end_us: int) -> None:
+    def _add_done(self, job: Any, end_us: int) -> None:
         done = self.done
         while end_us in done:
             end_us += 1
@@ -134,7 +136,8 @@ class WorkerRecord(persistent.Persistent):
     heartbeat_interval: float = 60.0
     #: set when the worker stopped cleanly or was found dead
     stopped: float | None = None
-    heartbeat: Heartbeat | None = None
+    #: set by __init__ in every version: None only as the class-level default
+    heartbeat: Heartbeat = cast(Heartbeat, None)
     slots: tuple = ()
 
     def __init__(self, uuid: str):
@@ -218,9 +221,10 @@ class MaintenanceLease(persistent.Persistent):
 class WorkerRegistry(persistent.Persistent):
     """Worker records by UUID."""
 
-    maintenance: MaintenanceLease | None = None
+    #: set by __init__ in every version: None only as the class-level default
+    maintenance: MaintenanceLease = cast(MaintenanceLease, None)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._records = OOBTree()
         self.maintenance = MaintenanceLease()
 
@@ -239,7 +243,7 @@ class WorkerRegistry(persistent.Persistent):
     def __len__(self) -> int:
         return len(self._records)
 
-    def values(self):
+    def values(self) -> Iterable[WorkerRecord]:
         return self._records.values()
 
     def register(self, uuid: str) -> WorkerRecord:
