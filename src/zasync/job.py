@@ -46,8 +46,8 @@ class _Moment:
     """A timezone-aware datetime attribute of a job (read back in UTC),
     kept in the job's state as microseconds since the epoch: a datetime
     with a timezone pickles through copyreg, which costs several
-    microseconds each time a job is stored. Jobs stored by zasync 0.1
-    keep the datetime itself, under the attribute's name."""
+    microseconds each time a job is stored. Jobs stored with the datetime
+    itself, under the attribute's name, still read it."""
 
     name = stored = ""
 
