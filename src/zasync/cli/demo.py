@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zasync import demo
 from zasync.cli.options import add_db, positive_int
 
 
@@ -19,4 +18,8 @@ def add_parser(sub: Any) -> None:
 
 def run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``zasync demo``: its exit code is the demo's."""
+    # The demo waits with zasync.testing, whose fixtures load pytest: only
+    # this command pays for it, not every worker the CLI starts.
+    from zasync import demo  # noqa: PLC0415 - keeps pytest out of workers
+
     return demo.run_demo(args.db, jobs=args.jobs)
