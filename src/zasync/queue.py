@@ -11,7 +11,6 @@ runtime.
 from __future__ import annotations
 
 import datetime
-import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
@@ -22,7 +21,6 @@ import zope.interface
 from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
-from ZODB.POSException import ConflictError
 
 from zasync import hooks
 from zasync.interfaces import (
@@ -35,7 +33,9 @@ from zasync.interfaces import (
 )
 from zasync.job import Job, now
 from zasync.keys import oid_int, to_us
-from zasync.shards import live, new_shard, next_due, producer_shard
+from zasync.pending import NotPendingError, at_index, in_run_order, root_queues
+from zasync.quota_merge import check_size, merge
+from zasync.shards import new_shard, next_due, producer_shard
 from zasync.timing import check_begin_after, check_begin_by
 from zasync.workers import WorkerRegistry
 
@@ -44,14 +44,9 @@ DEFAULT_SHARDS = 8
 
 class Quota(persistent.Persistent):
     """At most ``size`` jobs naming this quota run at once, across all
-    workers. Jobs of a full quota wait, in order.
-
-    Concurrent changes are merged only when that cannot exceed the size: a
-    job releasing the quota (in its own transaction) merges with a claim
-    taking it, so the job does not run again for a conflict on this
-    bookkeeping; two claims that would together pass the size conflict, and
-    one of them claims again.
-    """
+    workers. Jobs of a full quota wait, in order. Iterating gives the jobs
+    holding it; ``filled`` says whether it is full. Concurrent changes merge
+    as zasync.quota_merge describes."""
 
     name: str = ""
     size: int = 1
@@ -59,14 +54,36 @@ class Quota(persistent.Persistent):
 
     def __init__(self, name: str, size: int = 1):
         self.name = name
-        self.size = _check_size(name, size)
+        self.size = check_size(name, size)
 
     @property
     def active(self) -> int:
         return len(self._active)
 
+    @property
+    def filled(self) -> bool:
+        """True when as many jobs hold the quota as its size allows."""
+        return len(self._active) >= self.size
+
     def __len__(self) -> int:
         return len(self._active)
+
+    def __iter__(self) -> Iterator[Job]:
+        """The jobs holding the quota, in the order they took it (loaded
+        through the quota's connection)."""
+        jar = self._p_jar
+        return iter(() if jar is None else [jar.get(oid) for oid in self._active])
+
+    def __contains__(self, job: object) -> bool:
+        return getattr(job, "_p_oid", None) in self._active
+
+    @property
+    def parent(self) -> Queue | None:
+        """The queue whose quotas hold this quota (zc.async's name)."""
+        for queue in root_queues(self).values():
+            if queue.quotas.get(self.name) is self:
+                return queue
+        return None
 
     def hold(self, oid: bytes) -> None:
         """Count job ``oid`` as holding the quota."""
@@ -81,32 +98,7 @@ class Quota(persistent.Persistent):
         return f"<zasync.Quota {self.name!r} {len(self._active)}/{self.size}>"
 
     def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:  # noqa: N802 - ZODB's API
-        merged = dict(committed)
-        for name in ("name", "size"):
-            mine, theirs = new.get(name), committed.get(name)
-            if mine != theirs:
-                if theirs != old.get(name) and mine != old.get(name):
-                    raise ConflictError(f"quota {name} changed twice")
-                merged[name] = mine if theirs == old.get(name) else theirs
-        before = old.get("_active", ())
-        ours, theirs = new.get("_active", ()), committed.get("_active", ())
-        added = [oid for oid in ours if oid not in before]
-        removed = {oid for oid in before if oid not in ours}
-        active = [oid for oid in theirs if oid not in removed]
-        active += [oid for oid in added if oid not in active]
-        size = merged.get("size", type(self).size)
-        if added and len(active) > size and any(o not in before for o in theirs):
-            raise ConflictError("two claims would exceed the quota together")
-        merged["_active"] = tuple(active)
-        return merged
-
-
-def _check_size(name: str, size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigurationError(
-            f"quota {name!r}: size={size!r} must be a whole number >= 1"
-        )
-    return size
+        return merge(old, committed, new, default_size=type(self).size)
 
 
 class Quotas(persistent.Persistent):
@@ -124,6 +116,8 @@ class Quotas(persistent.Persistent):
         if name in self._data:
             raise ValueError(f"quota {name!r} exists already; change its .size instead")
         quota = self._data[name] = Quota(name, size)
+        if self._p_jar is not None:
+            self._p_jar.add(quota)  # readable through it before the commit
         return quota
 
     def get(self, name: str, default: Any = None) -> Quota | None:
@@ -215,7 +209,9 @@ class Queue(persistent.Persistent):
             jar.add(job)
         if begin_after is not None:
             job.begin_after = begin_after
-        elif job.begin_after is None:
+        elif job.begin_after is None or job.begin_after < now():
+            # Due from now, behind the jobs queued before it (also a job
+            # pulled out and put back); a later schedule is kept.
             job.begin_after = now()
         if begin_by is not None:
             job.begin_by = begin_by
@@ -300,47 +296,41 @@ class Queue(persistent.Persistent):
         """Remove a pending job from its shard (no status change)."""
         shard = self._shard_of(job)
         if shard is None:
-            raise BadStatusError(f"{job!r} is not pending in queue {self.name!r}")
+            raise NotPendingError(f"{job!r} is not pending in queue {self.name!r}")
         del shard[job._key]
         job._key = None
         self.counter.change(-1)
 
     def remove(self, job: Job) -> None:
-        """Remove a pending job; it becomes NEW again."""
+        """Remove a pending job; it becomes NEW again. NotPendingError (a
+        LookupError and a BadStatusError) when it is not pending here."""
         if job._status != PENDING or job._queue is not self:
-            raise BadStatusError(f"{job!r} is not pending in queue {self.name!r}")
+            raise NotPendingError(f"{job!r} is not pending in queue {self.name!r}")
         self.take(job)
         job._unqueued()
 
     def pull(self, index: int = 0) -> Job:
         """Remove and return the pending job at ``index`` in run order."""
-        if index < 0:
-            index += len(self)
-        for i, job in enumerate(self):
-            if i == index:
-                self.remove(job)
-                return job
-        raise IndexError(f"queue {self.name!r} has no job at index {index}")
+        job = self[index]
+        self.remove(job)
+        return job
 
-    def _iter_keys(self) -> Iterator[tuple[tuple, Job, Any]]:
-        """(key, job, shard) for pending jobs in run order."""
-
-        def items(shard: Any) -> Iterator[tuple[tuple, Job, Any]]:
-            for key, job in shard.items():
-                if live(key, job):
-                    yield key, job, shard
-
-        return heapq.merge(*(items(s) for s in self._shards), key=lambda t: t[0])
+    def __getitem__(self, index: int) -> Job:
+        """The pending job at ``index`` in run order; IndexError past the
+        end. Reads the jobs before it: for the front of the queue."""
+        return cast(Job, at_index(self, index, len(self), self.name))
 
     def __iter__(self) -> Iterator[Job]:
-        for _key, job, _shard in self._iter_keys():
-            yield job
+        return in_run_order(self._shards)
 
     def __len__(self) -> int:
         return self._length() if self._length is not None else 0
 
-    def __bool__(self) -> bool:
-        return True
+    @property
+    def parent(self) -> Queues | None:
+        """The Queues holding this queue (zc.async's name)."""
+        queues = root_queues(self)
+        return queues if queues.get(self.name) is self else None
 
     def next_due(
         self, after_us: int, known_stale: set | frozenset = frozenset()
