@@ -7,6 +7,8 @@ import pytest
 import transaction
 
 import jobfuncs
+import porting_funcs
+from dbviews import other_connection
 from zasync import local
 from zasync.interfaces import NotInJobError
 from zasync.job import Job
@@ -22,6 +24,7 @@ def commit():
     [
         lambda: local.getJob(),
         lambda: local.getDispatcher(),
+        lambda: local.getQueue(),
         lambda: local.setLiveAnnotation("a", 1),
         lambda: local.getLiveAnnotation("a"),
         lambda: local.progress(1, 2),
@@ -29,6 +32,7 @@ def commit():
     ids=[
         "getJob",
         "getDispatcher",
+        "getQueue",
         "setLiveAnnotation",
         "getLiveAnnotation",
         "progress",
@@ -101,3 +105,41 @@ def test_set_live_annotation_of_another_job_is_refused(queue, start_dispatcher):
     commit()
     start_dispatcher()
     assert wait_for_result(job).check(NotInJobError)
+
+
+# -- what code ported from zc.async.local meets -----------------------------
+
+
+def test_get_queue_is_the_queue_of_the_running_job(queue, start_dispatcher):
+    job = queue.put(Job(porting_funcs.queue_and_job))
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job) == ("", True)
+
+
+def test_get_live_annotation_sees_job_annotations_other_code_commits(
+    zasync_db, queue, start_dispatcher
+):
+    """As with zc.async, another process can answer a waiting job through
+    ``job.annotations``; made before the job runs, the mapping is written
+    apart from the job, so the job's own commit does not conflict."""
+    job = queue.put(Job(porting_funcs.wait_for_annotation, "answer", 20))
+    job.annotations["asked"] = "the question"
+    commit()
+    start_dispatcher()
+    assert jobfuncs.gate("waiting-for-answer").wait(10)
+    with other_connection(zasync_db) as (conn, tm):
+        conn.get(job._p_oid).annotations["answer"] = 42
+        tm.commit()
+    assert wait_for_result(job) == 42
+    assert job.attempts == 1
+
+
+def test_get_live_annotation_takes_zc_async_positional_arguments(
+    queue, start_dispatcher
+):
+    """``getLiveAnnotation(name, default, timeout, poll, job)``."""
+    job = queue.put(Job(porting_funcs.wait_for_annotation, "never", 0.2))
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job) == "none"

@@ -52,21 +52,31 @@ class LiveChannel:
                 slot.live = live
 
     def read(self, job: Any) -> dict[str, Any]:
-        """The live annotations of ``job`` as committed now."""
+        """The annotations of ``job`` as committed now: its
+        ``job.annotations`` (as any code wrote them), overlaid by its live
+        annotations while it runs."""
         conn = self._connection()
         self._tm.begin()
         try:
-            if job._worker is None or job._slot is None:
+            fresh = conn.get(job._p_oid) if job._p_oid is not None else None
+            if fresh is None:
                 return {}
-            record = self.dispatcher.record_in(conn)
-            if job._worker != record.uuid:
-                record = conn.root()[KEY].workers.get(job._worker)
-                if record is None:
-                    return {}
-            live = record.slots[job._slot].live or {}
-            return dict(live.get(oid_int(job), {}))
+            values = dict(fresh._annotations or {})
+            values.update(self._live(conn, fresh))
+            return values
         finally:
             self._tm.abort()
+
+    def _live(self, conn: Any, job: Any) -> dict[str, Any]:
+        if job._worker is None or job._slot is None:
+            return {}
+        record = self.dispatcher.record_in(conn)
+        if job._worker != record.uuid:
+            record = conn.root()[KEY].workers.get(job._worker)
+            if record is None:
+                return {}
+        live = record.slots[job._slot].live or {}
+        return dict(live.get(oid_int(job), {}))
 
     def clear(self, oids: list[int]) -> None:
         """Forget the live annotations of finished jobs."""

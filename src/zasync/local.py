@@ -1,6 +1,14 @@
-"""What a running job can ask about itself: ``getJob()``, live annotations
-(visible to other processes before the job commits), progress and its
-worker. Outside a job these raise NotInJobError."""
+"""What a running job can ask about itself: ``getJob()``, ``getQueue()``,
+``getDispatcher()``, live annotations (visible to other processes before
+the job commits), progress. Outside a job these raise NotInJobError.
+
+Live annotations are kept apart from ``job.annotations`` while the job
+runs, in its worker thread's record (zasync.live_channel): writing the
+job's own annotations from a side transaction would conflict with the
+job's commit and make it run again. Other processes read them with
+:func:`live_annotations`; they are copied into ``job.annotations`` when
+the job commits.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +49,11 @@ def getJob() -> Any:  # noqa: N802 - compat name
     return _current().job
 
 
+def getQueue() -> Any:  # noqa: N802 - compat name
+    """The queue of the job being run by this thread."""
+    return _current().job.queue
+
+
 def getDispatcher() -> Any:  # noqa: N802 - compat name
     """The dispatcher running this job."""
     return _current().runner.dispatcher
@@ -59,20 +72,28 @@ def setLiveAnnotation(name: str, value: Any, job: Any = None) -> None:  # noqa: 
 
 
 def getLiveAnnotation(  # noqa: N802 - compat name
-    name: str, default: Any = None, timeout: float = 0, job: Any = None
+    name: str,
+    default: Any = None,
+    timeout: float = 0,
+    poll: float = 0.5,
+    job: Any = None,
 ) -> Any:
-    """The latest committed live annotation ``name`` of the running job (or
-    of ``job``), waiting up to ``timeout`` seconds for it to appear."""
+    """The annotation ``name`` of the running job (or of ``job``) as
+    committed now: a live annotation, else ``job.annotations[name]`` as
+    another transaction (any process) committed it. Waits up to ``timeout``
+    seconds for it to appear, reading again at most every ``poll`` seconds
+    (sooner at first); ``default`` when it does not appear."""
     context = _current()
     target = job if job is not None else context.job
     deadline = time.monotonic() + timeout
-    delay = 0.01
+    poll = max(poll, 0.001)
+    delay = min(0.01, poll)
     while True:
         value = context.runner.live.read(target).get(name, _missing)
         if value is not _missing or time.monotonic() >= deadline:
             return default if value is _missing else value
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 0.5)
+        delay = min(delay * 2, poll)
 
 
 _missing = object()
