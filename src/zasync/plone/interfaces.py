@@ -2,9 +2,9 @@
 settings in the registry, the worker roles and the errors a Plone job can
 fail with.
 
-The names ``IAsyncService``, ``IJobSuccess`` and ``IJobFailure`` and the
-service's method signatures are those of plone.app.async: code written for
-it ports by changing imports only.
+The names ``IAsyncService``, ``IAsyncDatabase``, ``IJobSuccess`` and
+``IJobFailure`` and the service's method signatures are those of
+plone.app.async: code written for it ports by changing imports only.
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ class IAsyncService(Interface):
     def queueParallelJobsInQueue(queue, quota_names, *job_infos):  # noqa: N802 - compat name
         """As queueParallelJobs, in ``queue``; each job of the batch holds
         ``quota_names`` while it runs (the batch itself holds none)."""
+
+
+class IAsyncDatabase(Interface):
+    """The ZODB database (``ZODB.DB``) that holds the queues: the main
+    database, or the one named ``async`` in a multi-database set-up.
+    Registered as a utility when Zope opens its databases, as plone.app.async
+    did: ``getUtility(IAsyncDatabase).open()``."""
 
 
 # -- events ------------------------------------------------------------------
