@@ -5,6 +5,7 @@ readable names of callables."""
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import io
 import pickle
@@ -96,8 +97,84 @@ def check_picklable(value: Any, what: str) -> None:
         ) from e
 
 
+class ByName:
+    """A function or class defined inside a class (``Document.reindex``,
+    a static method, a nested class), stored by its module and qualified
+    name and looked up when the job runs: the database stores such a
+    function by reference no better than pickle's oldest protocols do.
+
+    Calling it calls what it names; it compares equal to it.
+    """
+
+    def __init__(self, module: str, qualname: str):
+        self.module = module
+        self.qualname = qualname
+
+    def resolve(self) -> Any:
+        """What the name stands for; ImportError, naming it, if it is gone."""
+        try:
+            found: Any = importlib.import_module(self.module)
+            for part in self.qualname.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as e:
+            raise ImportError(
+                f"{self.module}.{self.qualname} cannot be found in this "
+                f"process ({e}): the job's callable was renamed or moved, or "
+                f"its module is not importable here"
+            ) from e
+        return found
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (ByName, (self.module, self.qualname))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ByName):
+            return (self.module, self.qualname) == (other.module, other.qualname)
+        return (
+            getattr(other, "__module__", None) == self.module
+            and getattr(other, "__qualname__", None) == self.qualname
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.module, self.qualname))
+
+    def __repr__(self) -> str:
+        return f"<zasync.callables.ByName {self.module}.{self.qualname}>"
+
+
+def by_reference(func: Any) -> Any:
+    """``func`` as a job stores it: a function or class defined in a class
+    (a qualified name with a dot) becomes a ByName; anything else is
+    returned as it is. ``func`` has passed check_callable."""
+    if isinstance(func, functools.partial):
+        inner = by_reference(func.func)
+        if inner is func.func:
+            return func
+        return functools.partial(inner, *func.args, **(func.keywords or {}))
+    if (inspect.isfunction(func) or inspect.isclass(func)) and "." in getattr(
+        func, "__qualname__", ""
+    ):
+        return ByName(func.__module__, func.__qualname__)
+    return func
+
+
+def as_argument(value: Any) -> Any:
+    """An argument of a job as the job stores it: a function defined in a
+    class (``Document.reindexObject``, passed to a wrapper that calls it)
+    becomes a ByName; anything else is returned as it is."""
+    if inspect.isfunction(value) and "." in value.__qualname__:
+        if _module_level(value):
+            return ByName(value.__module__, value.__qualname__)
+    return value
+
+
 def callable_name(func: Any) -> str:
     """A readable dotted name for a job's callable."""
+    if isinstance(func, ByName):
+        return f"{func.module}.{func.qualname}"
     if isinstance(func, functools.partial):
         return f"partial({callable_name(func.func)})"
     if inspect.ismethod(func):

@@ -1,9 +1,14 @@
 """Callbacks: what runs after a job's transaction committed.
 
 The finished jobs' events (JobSucceeded, JobFailed), then each pending
-callback of a job in a transaction of its own, in order; the last one also
-completes the job. A callback that conflicts is retried as its policy
-says, alone in its worker after repeated conflicts (zasync.limiter).
+callback of a job in a transaction of its own, in order, then the job's
+completion in a transaction of its own: a callback's transaction does not
+write the job, so that a callback added meanwhile (which writes the job)
+never makes a running callback conflict and run again. A composite's
+advance, which must complete its member with it and has no effect outside
+the database, is the exception (``completes_job``). A callback that
+conflicts is retried as its policy says, alone in its worker after
+repeated conflicts (zasync.limiter).
 """
 
 from __future__ import annotations
@@ -24,6 +29,17 @@ from zasync.outcomes import Outcome, Outcomes, UnstorableResultError, log_extra
 from zasync.recovery import release_quotas
 
 log = logging.getLogger(__name__)
+
+#: times the completion of a job whose callbacks ran is tried again after
+#: a conflict (a callback added meanwhile, which then runs first)
+COMPLETION_TRIES = 20
+
+
+def completes_job(callback: Job) -> bool:
+    """Whether ``callback``, when it is the last of its job's, completes
+    the job in its own transaction (a composite's advance, marked by its
+    callable's ``zasync_completes_job``)."""
+    return bool(getattr(callback.callable, "zasync_completes_job", False))
 
 
 class Callbacks:
@@ -69,6 +85,7 @@ class Callbacks:
         of its own; the last one also completes the job."""
         runner = self.runner
         tried: set[int] = set()
+        completions = 0
         while True:
             if runner.abandoned([oid]):
                 return
@@ -80,10 +97,18 @@ class Callbacks:
                     # Completed with its last callback, in that transaction.
                     runner.tm.abort()
                     return
-                self._complete(job)
-                runner.tm.commit()
-                self.notify_finished([job])
-                return
+                completions += 1
+                if self._completed(job):
+                    self.notify_finished([job])
+                    return
+                if completions >= COMPLETION_TRIES:
+                    log.error(
+                        "job %s could not be completed after its callbacks",
+                        job.id,
+                        extra=log_extra(job, "callbacks"),
+                    )
+                    return
+                continue
             callback = pending[0]
             cb_oid = self._callback_oid(callback)
             runner.tm.abort()
@@ -98,7 +123,20 @@ class Callbacks:
             tried.add(cb_oid)
             # The last callback may have callbacks of its own: then the job
             # completes in this loop, after them.
-            self._run_one(oid, cb_oid, last=len(pending) == 1)
+            last = len(pending) == 1 and completes_job(callback)
+            self._run_one(oid, cb_oid, last=last)
+
+    def _completed(self, job: Job) -> bool:
+        """Complete ``job``, whose callbacks have run, and commit; False
+        after a conflict (a callback added meanwhile, most likely)."""
+        runner = self.runner
+        self._complete(job)
+        try:
+            runner.tm.commit()
+        except TransientError:
+            runner.tm.abort()
+            return False
+        return True
 
     def _callback_oid(self, callback: Job) -> int:
         if callback._p_oid is None:

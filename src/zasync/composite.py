@@ -5,6 +5,10 @@ previous one completed, failed or not); ``parallel(*jobs)`` queues them all
 at once. The composite completes when its last job does; its result is the
 list of its jobs (each with its own status and result), or what
 ``postprocess(*jobs)`` returns.
+
+The jobs are the composite's ``args`` (as in zc.async): read them there,
+or add jobs (or callables) with ``composite.args.append(job)`` before it
+runs its last one.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ class CompositeJob(Job):
     """A job that runs other jobs. The worker calls ``_launch()`` instead of
     a callable; the composite stays ACTIVE until its members are done."""
 
-    jobs: tuple = ()
     postprocess: Any = None
     parallel: bool = False
     _advanced: int = 0
+    # Composites stored before kept their jobs in ``jobs``.
+    _legacy_args = "jobs"
 
     def __init__(
         self, jobs: Iterable[Any], *, parallel: bool, postprocess: Any = None
@@ -40,10 +45,14 @@ class CompositeJob(Job):
         members = tuple(_as_job(job) for job in jobs)
         if postprocess is not None:
             check_callable(postprocess)
-        super().__init__(_composite_marker)
-        self.jobs = members
+        super().__init__(_composite_marker, *members)
         self.parallel = parallel
         self.postprocess = postprocess
+
+    @property
+    def jobs(self) -> tuple:
+        """The composite's jobs, in order (its ``args``)."""
+        return tuple(self._stored_args())
 
     @property
     def callable_name(self) -> str:
@@ -53,11 +62,20 @@ class CompositeJob(Job):
     def _launch(self) -> None:
         """Queue the first member (serial) or all of them (parallel), in the
         composite's queue, in the worker's current transaction."""
-        if not self.jobs:
+        jobs = self._members()
+        if not jobs:
             self._complete()
             return
-        for member in self.jobs if self.parallel else self.jobs[:1]:
+        for member in jobs if self.parallel else jobs[:1]:
             self._queue_member(member)
+
+    def _members(self) -> tuple:
+        """The composite's jobs; callables added to ``args`` since it was
+        made become jobs of their own (written back)."""
+        members = self._stored_args()
+        if not all(isinstance(member, Job) for member in members):
+            self.args = [_as_job(member) for member in members]
+        return self.jobs
 
     def _queue_member(self, member: Job) -> None:
         member._parent = self
@@ -69,13 +87,17 @@ class CompositeJob(Job):
         # at once conflict and the second sees the first's effect.
         self._advanced += 1
         if self.parallel:
+            # Jobs added to ``args`` after the launch are queued now.
+            for member in self._members():
+                if member.status == NEW:
+                    self._queue_member(member)
             # ``finished`` is completed in this same transaction (its advance
             # is its last callback); the others must be completed already,
             # so every member of a completed composite is completed too.
             if all(m.status == COMPLETED or m is finished for m in self.jobs):
                 self._complete()
             return
-        for member in self.jobs:
+        for member in self._members():
             if member.status == NEW:
                 self._queue_member(member)
                 return
@@ -110,6 +132,11 @@ def _composite_marker(*args: Any) -> NoReturn:  # pragma: no cover - never calle
 def _advance(composite: CompositeJob, member: Job, member_result: Any) -> None:
     """The callback every member of a composite gets."""
     composite._advance(member)
+
+
+# Completes its member in its own transaction (zasync.callbacks): it has
+# no effect outside the database that a conflict's rerun would repeat.
+_advance.zasync_completes_job = True  # type: ignore[attr-defined]
 
 
 def serial(*jobs: Any, postprocess: Any = None) -> CompositeJob:

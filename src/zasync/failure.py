@@ -14,7 +14,7 @@ import builtins
 import pickle
 import sys
 import traceback
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import zope.interface
 
@@ -76,11 +76,14 @@ class Failure:
                     "exception is being handled; pass the exception instead"
                 )
         self.type_name = _dotted(type(exception))
-        self._traceback = "".join(
-            traceback.format_exception(
-                type(exception), exception, exception.__traceback__
-            )
+        lines = traceback.format_exception(
+            type(exception), exception, exception.__traceback__
         )
+        if exception.__traceback__ is None:
+            # Never raised: no frames to show, but the same first line as
+            # any traceback, which log readers look for.
+            lines.insert(0, "Traceback (failure with no frames):\n")
+        self._traceback = "".join(lines)
         message = _message(exception)
         if _importable(type(exception)) and _picklable(exception):
             self.type = type(exception)
@@ -89,9 +92,23 @@ class Failure:
             self.type = UnpicklableError
             self.value = UnpicklableError(self.type_name, message)
 
-    def getTraceback(self) -> str:  # noqa: N802 - compat name
-        """The traceback as formatted when the exception was caught."""
+    def getTraceback(  # noqa: N802 - compat name
+        self,
+        elideFrameworkCode: Any = 0,  # noqa: N803 - Twisted's name
+        detail: str = "default",
+    ) -> str:
+        """The traceback as formatted when the exception was caught. The
+        arguments of Twisted's Failure are accepted and change nothing."""
         return self._traceback
+
+    def printTraceback(  # noqa: N802 - compat name
+        self,
+        file: IO[str] | None = None,
+        elideFrameworkCode: Any = 0,  # noqa: N803 - Twisted's name
+        detail: str = "default",
+    ) -> None:
+        """Write the traceback to ``file`` (default: sys.stderr)."""
+        (sys.stderr if file is None else file).write(self._traceback)
 
     def getErrorMessage(self) -> str:  # noqa: N802 - compat name
         """The exception's message (``str(exception)``)."""
@@ -108,6 +125,16 @@ class Failure:
                 if _dotted(t) == self.type_name:
                     return t
         return None
+
+    def trap(self, *types: builtins.type) -> builtins.type:
+        """Return the first of ``types`` the recorded exception is an
+        instance of (as check()); if none, raise the recorded exception
+        again, so that a failure callback passes on what it does not
+        handle."""
+        found = self.check(*types)
+        if found is None:
+            self.raiseException()
+        return found
 
     def raiseException(self) -> NoReturn:  # noqa: N802 - compat name
         """Raise the recorded exception (or its stand-in) again; TypeError

@@ -75,8 +75,13 @@ class IFailure(Interface):
     type = Attribute("The exception class (or a stand-in when unimportable)")
     value = Attribute("The exception instance (or a stand-in)")
 
-    def getTraceback():  # noqa: N802 - compat name
-        """The formatted traceback, as text."""
+    def getTraceback(elideFrameworkCode=0, detail="default"):  # noqa: N802, N803
+        """The formatted traceback, as text, starting with a line that
+        begins with "Traceback" (also for an exception never raised). The
+        arguments (Twisted's) change nothing."""
+
+    def printTraceback(file=None, elideFrameworkCode=0, detail="default"):  # noqa: N802, N803
+        """Write the traceback to ``file`` (default: sys.stderr)."""
 
     def getErrorMessage():  # noqa: N802 - compat name
         """``str()`` of the exception."""
@@ -84,6 +89,10 @@ class IFailure(Interface):
     def check(*types):
         """The first of ``types`` that the exception is an instance of, or
         None."""
+
+    def trap(*types):
+        """The first of ``types`` that the exception is an instance of;
+        if none, raise the recorded exception again."""
 
     def raiseException():  # noqa: N802 - compat name
         """Raise the recorded exception again."""
@@ -117,6 +126,11 @@ class IJob(Interface):
     def fail(e=None):
         """Fail a job that has not started yet (default: AbortedError)."""
 
+    def getRetryPolicy():  # noqa: N802 - compat name
+        """The job's retry policy (an IRetryPolicy), made by its
+        ``retry_policy_factory`` (default: zasync.retry.RetryPolicy) each
+        time it is asked for; not stored."""
+
 
 class IQueue(Interface):
     """Where pending jobs wait."""
@@ -143,19 +157,27 @@ class IQueue(Interface):
 
 class IRetryPolicy(Interface):
     """Decides what happens to a job after a transient error, an application
-    error, or an interruption."""
+    error, or an interruption. Made for one job by its
+    ``retry_policy_factory(job)``; each answer is a zasync.retry.Decision
+    (``retry``: whether to run the job again; ``delay``: after how many
+    seconds). A zc.async policy (``jobError(failure, data_cache)``,
+    ``commitError(failure, data_cache)``, ``interrupted()`` answering True,
+    False, a timedelta or a datetime) is wrapped to answer these
+    (zasync.retry.ZcAsyncPolicy)."""
 
-    def jobError(failure, data_cache):  # noqa: N802 - compat name
-        """The job raised: return True to run it again at once, or a
-        timedelta / timezone-aware datetime to reschedule it, or False to
-        record the failure."""
+    job = Attribute("The job the policy decides for")
 
-    def commitError(failure, data_cache):  # noqa: N802 - compat name
-        """The commit of the job's transaction failed: as jobError."""
+    def job_error(failure):
+        """The job's callable raised ``failure`` (its work was rolled back):
+        retry (at once or after ``delay``), or record the failure."""
+
+    def commit_error(failure):
+        """The job's transaction could not commit (a ConflictError,
+        usually): retry, or record the failure."""
 
     def interrupted():
-        """The job's worker died or stopped: return True to queue it again
-        at the front, or False to fail it with AbortedError."""
+        """The job's worker died or stopped while it ran: retry (back at the
+        front of its queue), or fail it with AbortedError."""
 
 
 class IJobEvent(Interface):
@@ -204,3 +226,4 @@ class JobFailed(JobEvent):
     def __init__(self, job: Job, failure: Failure):
         super().__init__(job)
         self.failure = failure
+

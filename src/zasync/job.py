@@ -14,10 +14,17 @@ import datetime
 from typing import Any
 
 import persistent
+import transaction
 import zope.interface
 from persistent.mapping import PersistentMapping
 
-from zasync.callables import callable_name, check_callable, check_picklable
+from zasync.callables import (
+    as_argument,
+    by_reference,
+    callable_name,
+    check_callable,
+    check_picklable,
+)
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE,
@@ -30,7 +37,9 @@ from zasync.interfaces import (
     BadStatusError,
     IJob,
 )
-from zasync.keys import from_us, hex_id, to_us
+from zasync.jobfields import JobFields, Moment
+from zasync.keys import hex_id
+from zasync.retry import policy_for
 
 __all__ = ["Job", "callable_name", "check_callable", "now"]
 
@@ -42,34 +51,8 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(UTC)
 
 
-class _Moment:
-    """A timezone-aware datetime attribute of a job (read back in UTC),
-    kept in the job's state as microseconds since the epoch: a datetime
-    with a timezone pickles through copyreg, which costs several
-    microseconds each time a job is stored. Jobs stored with the datetime
-    itself, under the attribute's name, still read it."""
-
-    name = stored = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.stored = f"_{name}_us"
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
-        us = getattr(obj, self.stored)
-        if us is None:
-            return obj.__dict__.get(self.name)
-        return from_us(us)
-
-    def __set__(self, obj: Any, value: datetime.datetime | None) -> None:
-        obj.__dict__.pop(self.name, None)
-        setattr(obj, self.stored, None if value is None else to_us(value))
-
-
 @zope.interface.implementer(IJob)
-class Job(persistent.Persistent):
+class Job(JobFields, persistent.Persistent):
     """``Job(callable, *args, **kwargs)``: a call to make later.
 
     Raises TypeError at once when the callable or an argument cannot be
@@ -80,16 +63,13 @@ class Job(persistent.Persistent):
     _status: str = NEW
     _result: Any = None
     callable: Any = None
-    args: tuple = ()
-    kwargs: dict = {}
-    begin_after = _Moment()
+    begin_after = Moment()
     begin_by: datetime.timedelta | None = None
-    active_start = _Moment()
-    active_end = _Moment()
+    active_start = Moment()
+    active_end = Moment()
     _begin_after_us: int | None = None
     _active_start_us: int | None = None
     _active_end_us: int | None = None
-    quota_names: tuple = ()
     retry_policy_factory: Any = None
     _annotations: PersistentMapping | None = None
     _callbacks: tuple = ()
@@ -116,9 +96,9 @@ class Job(persistent.Persistent):
             check_picklable(arg, f"argument {index} of {callable_name(callable)}")
         for name, arg in kwargs.items():
             check_picklable(arg, f"argument {name}= of {callable_name(callable)}")
-        self.callable = callable
-        self.args = args
-        self.kwargs = kwargs
+        self.callable = by_reference(callable)
+        self._args = [as_argument(arg) for arg in args]
+        self._kwargs = {name: as_argument(arg) for name, arg in kwargs.items()}
 
     # -- reading ------------------------------------------------------------
 
@@ -224,7 +204,15 @@ class Job(persistent.Persistent):
         for func in (success, failure):
             if func is not None:
                 check_callable(func)
-        return self.addCallback(Job(_success_or_failure, success, failure))
+        return self.addCallback(
+            SuccessFailureJob(_success_or_failure, success, failure)
+        )
+
+    def getRetryPolicy(self) -> Any:  # noqa: N802 - compat name
+        """The job's retry policy, made by its ``retry_policy_factory``
+        (default: zasync.retry.RetryPolicy) each time it is asked for: it
+        reads the job's counters and is not stored."""
+        return policy_for(self)
 
     def _dispatch_late_callback(self, callback: Job) -> None:
         if self._queue is not None:
@@ -272,6 +260,13 @@ class Job(persistent.Persistent):
                 self._move(ASSIGNED, (PENDING,))
         self._worker = worker
         self._slot = slot
+
+    def _mark_started(self, when: datetime.datetime) -> None:
+        """About to start, recorded in a commit of its own before the call
+        (a job that may start once at most): ACTIVE from ``when``, so that
+        recovery knows it may have started."""
+        self._move(ACTIVE, (ASSIGNED, ACTIVE))
+        self.active_start = when
 
     def _unstarted(self) -> None:
         """Handed to a thread that never started it: ASSIGNED, so that
@@ -321,9 +316,15 @@ class Job(persistent.Persistent):
     def _call(self) -> Any:
         """Call the callable with the job's arguments (and, for a callback,
         the result of the job it follows)."""
+        args: Any = self._args
+        if args is None:
+            args = self._stored_args()
+        kwargs: Any = self._kwargs
+        if kwargs is None:
+            kwargs = self._stored_kwargs()
         if self._callback_of is not None:
-            return self.callable(*self.args, self._callback_of._result, **self.kwargs)
-        return self.callable(*self.args, **self.kwargs)
+            return self.callable(*args, self._callback_of._result, **kwargs)
+        return self.callable(*args, **kwargs)
 
     def fail(self, e: BaseException | None = None) -> None:
         """Complete a job that has not started with a Failure of ``e``
@@ -360,13 +361,20 @@ class Job(persistent.Persistent):
         if self._status == PENDING and self._queue is not None:
             self._queue.remove(self)
         self._start(now())
+        # What the callable writes before it raises is rolled back; the
+        # caller's earlier writes stay in its transaction.
+        savepoint = _savepoint(self)
         try:
             if self._callback_of is not None and not args:
                 result = self._call()
             else:
-                result = self.callable(*self.args, *args, **{**self.kwargs, **kwargs})
+                result = self.callable(
+                    *self._stored_args(), *args, **{**self._stored_kwargs(), **kwargs}
+                )
         except Exception:
             result = Failure()
+            if savepoint is not None:
+                savepoint.rollback()
         self._finish(result, now())
         self._run_callbacks_here()
         return result
@@ -378,6 +386,31 @@ class Job(persistent.Persistent):
             callback(self._result)
         if self._status == CALLBACKS:
             self._callbacks_done()
+
+
+class SuccessFailureJob(Job):
+    """The callback job of ``addCallbacks(success, failure)``: it calls
+    ``success(result)`` or ``failure(Failure)``, named by its ``success``
+    and ``failure`` attributes (the callables, or None)."""
+
+    @property
+    def success(self) -> Any:
+        return self._stored_args()[0]
+
+    @property
+    def failure(self) -> Any:
+        return self._stored_args()[1]
+
+
+def _savepoint(job: Job) -> Any:
+    """A savepoint of the transaction ``job`` is called in, or None when a
+    resource in it cannot take savepoints."""
+    jar = job._p_jar
+    manager = jar.transaction_manager if jar is not None else transaction.manager
+    try:
+        return manager.savepoint()
+    except TypeError:  # a data manager without savepoints
+        return None
 
 
 def _success_or_failure(success: Any, failure: Any, result: Any) -> Any:

@@ -20,16 +20,16 @@ from zasync.interfaces import (
 )
 from zasync.job import now
 from zasync.keys import to_us
-from zasync.retry import RetryPolicy
+from zasync.retry import policy_for
 from zasync.workers import Slot
 
 log = logging.getLogger(__name__)
 
 
 def make_policy(job: Any) -> Any:
-    """The retry policy of ``job`` (its factory's, RetryPolicy by default)."""
-    factory = job.retry_policy_factory or RetryPolicy
-    return factory(job)
+    """The retry policy of ``job`` (its factory's, RetryPolicy by default;
+    one written for zc.async wrapped, see zasync.retry.policy_for)."""
+    return policy_for(job)
 
 
 def release_quotas(job: Any) -> None:

@@ -1,7 +1,8 @@
 """Retry policies: what happens to a job after an error or an interruption.
 
 A policy is made per job by ``job.retry_policy_factory(job)`` (the default
-is :class:`RetryPolicy`). The worker asks it three questions:
+is :class:`RetryPolicy`); ``job.getRetryPolicy()`` returns it. The worker
+asks it three questions:
 
 - ``job_error(failure)``: the job's callable raised;
 - ``commit_error(failure)``: committing the job's work failed (a
@@ -10,13 +11,21 @@ is :class:`RetryPolicy`). The worker asks it three questions:
 
 Each answer is a :class:`Decision`: run again now, run again later (after a
 delay), or give up and record the failure.
+
+A factory may also make a policy written for zc.async, with
+``jobError(failure, data_cache)``, ``commitError(failure, data_cache)`` and
+``interrupted()`` answering True, False, a timedelta or a datetime: it is
+wrapped in :class:`ZcAsyncPolicy`.
 """
 
 from __future__ import annotations
 
+import datetime
 import random
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zope.interface
 from transaction.interfaces import TransientError
@@ -99,6 +108,89 @@ class RetryPolicy:
         if self.job._conflicts < self.max_conflicts:
             return Decision(True, _jitter(self.job._conflicts))
         return GIVE_UP
+
+
+def _decision(answer: Any) -> Decision:
+    """A zc.async policy's answer as a Decision."""
+    if isinstance(answer, datetime.timedelta):
+        return Decision(True, max(0.0, answer.total_seconds()))
+    if isinstance(answer, datetime.datetime):
+        if answer.tzinfo is None:
+            answer = answer.replace(tzinfo=datetime.UTC)
+        delay = (answer - datetime.datetime.now(datetime.UTC)).total_seconds()
+        return Decision(True, max(0.0, delay))
+    return AGAIN if answer else GIVE_UP
+
+
+#: how many jobs' zc.async data caches a process keeps
+DATA_CACHES = 1000
+_data_caches: OrderedDict[Any, dict] = OrderedDict()
+_data_lock = threading.Lock()
+
+
+def _data_cache(job: Job) -> dict:
+    """The ``data_cache`` zc.async passed to a job's policy: one dict per
+    job, kept in this process while the job is retried in it."""
+    key = job._p_oid if job._p_oid is not None else id(job)
+    with _data_lock:
+        cache = _data_caches.get(key)
+        if cache is None:
+            cache = _data_caches[key] = {}
+            if len(_data_caches) > DATA_CACHES:
+                _data_caches.popitem(last=False)
+        else:
+            _data_caches.move_to_end(key)
+        return cache
+
+
+@zope.interface.implementer(IRetryPolicy)
+class ZcAsyncPolicy:
+    """A policy written for zc.async (``jobError``, ``commitError``,
+    ``interrupted`` answering True, False, a timedelta or a datetime),
+    asked zasync's questions. Its ``data_cache`` is one dict per job, kept
+    in the process that retries the job; a policy with ``updateData`` gets
+    it before a rescheduled retry."""
+
+    def __init__(self, policy: Any, job: Job) -> None:
+        self.policy = policy
+        self.job = job
+
+    def _ask(self, name: str, failure: Failure) -> Decision:
+        cache = _data_cache(self.job)
+        decision = _decision(getattr(self.policy, name)(failure, cache))
+        update = getattr(self.policy, "updateData", None)
+        if decision.retry and decision.delay and update is not None:
+            update(cache)
+        return decision
+
+    def job_error(self, failure: Failure) -> Decision:
+        return self._ask("jobError", failure)
+
+    def commit_error(self, failure: Failure) -> Decision:
+        return self._ask("commitError", failure)
+
+    def interrupted(self) -> Decision:
+        return _decision(self.policy.interrupted())
+
+    def __repr__(self) -> str:
+        return f"<ZcAsyncPolicy {self.policy!r}>"
+
+
+def policy_for(job: Job) -> Any:
+    """The retry policy of ``job``: its ``retry_policy_factory``'s (the
+    default: RetryPolicy), a zc.async-style one wrapped in ZcAsyncPolicy.
+    TypeError, naming the factory, for a policy with neither contract."""
+    factory = job.retry_policy_factory or RetryPolicy
+    policy = factory(job)
+    if hasattr(policy, "job_error"):
+        return policy
+    if hasattr(policy, "jobError") and hasattr(policy, "commitError"):
+        return ZcAsyncPolicy(policy, job)
+    raise TypeError(
+        f"the retry policy {policy!r} made by {factory!r} for {job!r} has "
+        f"neither job_error() (zasync) nor jobError() (zc.async): subclass "
+        f"zasync.retry.RetryPolicy"
+    )
 
 
 class NeverRetry(RetryPolicy):
