@@ -1,11 +1,12 @@
-"""Open a ZODB database named by a URI, a path or a ZConfig file.
+"""Open a ZODB database named by a path, a ZConfig file or a zodburi URI.
 
-Supported names (see :func:`open_db`)::
+Names (see :func:`open_db` and :mod:`zasync.uri`)::
 
     /var/zasync/Data.fs                       FileStorage (a bare path)
-    file:///var/zasync/Data.fs?blobs=/var/zasync/blobs
+    file:///var/zasync/Data.fs?blobstorage_dir=/var/zasync/blobs
     zeo://127.0.0.1:8100?wait_timeout=10      ZEO client (TCP)
     zeo:///var/run/zeo.sock                   ZEO client (unix socket)
+    memory://                                 MappingStorage, in this process
     postgresql://user:pass@host:5432/dbname?keep_history=false
     /etc/zasync/zodb.conf                     a ZConfig file with a <zodb> section
     zconfig:///etc/zasync/zodb.conf
@@ -21,13 +22,11 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-import ZConfig
 import ZODB
-import ZODB.config
-import ZODB.FileStorage
 from ZODB.POSException import ConflictError
 
 from zasync.storagekind import is_relstorage, pushes_invalidations, storage_kind
@@ -37,6 +36,7 @@ from zasync.uri import (
     DEFAULT_PG_CONNECT_TIMEOUT,
     DEFAULT_ZEO_WAIT_TIMEOUT,
     SUPPORTED,
+    ZODBURI_DOCS,
     StorageError,
     StorageURI,
     _error,
@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_PG_CONNECT_TIMEOUT",
     "DEFAULT_ZEO_WAIT_TIMEOUT",
     "SUPPORTED",
+    "ZODBURI_DOCS",
     "StorageError",
     "StorageURI",
     "describe_uri",
@@ -65,36 +66,30 @@ __all__ = [
 def open_db(uri_or_path: str, **kw: Any) -> ZODB.DB:
     """Open and return the database named by ``uri_or_path``.
 
-    ``uri_or_path`` is a URI (``file://``, ``zeo://``, ``postgresql://``,
-    ``zconfig://``), a path to a FileStorage (its parent directories are
-    created), or a path to a ZConfig ``.conf`` file with a ``<zodb>``
-    section. Storage options go in the URI's query; ``kw`` goes to
-    :class:`ZODB.DB` (``pool_size``, ``cache_size``, ``database_name``...)
-    and cannot be combined with a ZConfig file, whose ``<zodb>`` section
-    holds them.
+    ``uri_or_path`` is any URI zodburi resolves (``file://``, ``zeo://``,
+    ``memory://``, ``zconfig://``, ``demo:``, ``postgres://``), zasync's
+    ``postgresql://``, a path to a FileStorage (its parent directories are
+    created), or a path to a ZConfig ``.conf`` file. Storage options go in
+    the URI's query (zodburi's docs list them, :data:`ZODBURI_DOCS`); ``kw``
+    goes to :class:`ZODB.DB` (``pool_size``, ``cache_size``,
+    ``database_name``...), over what the URI sets.
 
     Guarantees: a ZEO server that does not answer makes this fail after its
     ``wait_timeout`` (default 10 s), PostgreSQL after ``connect_timeout``
     (default 10 s); a RelStorage database is history-free unless the URI says
     ``keep_history=true``; on failure nothing stays open. Raises
     :class:`StorageError` (one line, password hidden, with the fix) for any
-    failure: unknown scheme, missing extra, unreachable server, missing
-    database, locked FileStorage, invalid ZConfig file. Processes that
-    open a new, empty database at the same time (workers started together)
-    all succeed: the ones that lose the race to create its root object
-    (RelStorage: its tables) open it again.
+    failure: unknown scheme or option, missing extra, unreachable server,
+    missing database, locked FileStorage, invalid ZConfig file. Processes
+    that open a new, empty database at the same time (workers started
+    together) all succeed: the ones that lose the race to create its root
+    object (RelStorage: its tables) open it again.
     """
     spec = parse_uri(uri_or_path)
-    opener = {
-        "file": _open_file,
-        "zeo": _open_zeo,
-        "relstorage": _open_relstorage,
-        "zconfig": _open_zconfig,
-    }[spec.kind]
     attempt = 1
     while True:
         try:
-            db = opener(spec, kw)
+            db = _open(spec, kw)
             break
         except StorageError:
             raise
@@ -139,69 +134,41 @@ def _lost_creation_race(exc: BaseException) -> bool:
     )
 
 
-def _db(storage: Any, kw: Mapping[str, Any]) -> ZODB.DB:
+def _open(spec: StorageURI, kw: dict[str, Any]) -> ZODB.DB:
+    if spec.kind == "file" and spec.path is not None:
+        if os.path.isdir(spec.path):
+            raise _error(
+                spec.display,
+                "this is a directory",
+                "name the FileStorage file inside it, e.g. .../Data.fs",
+            )
+        os.makedirs(os.path.dirname(spec.path), exist_ok=True)
+    if spec.dsn is not None:
+        _check_relstorage_schema(spec)
+    storage = spec.factory()
+    if type(storage).__name__ == "ClientStorage":
+        # Reports the server's invalidations so that dispatchers wake at once.
+        storage = NotifyingStorage(storage)
     try:
-        return ZODB.DB(storage, **kw)
+        db = ZODB.DB(storage, **{**spec.dbkw, **kw})
     except BaseException:
         storage.close()
         raise
-
-
-def _open_file(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
-    assert spec.path is not None
-    options = dict(spec.options)
-    if not options.get("read_only"):
-        os.makedirs(os.path.dirname(spec.path), exist_ok=True)
-        if options.get("blob_dir"):
-            os.makedirs(options["blob_dir"], exist_ok=True)
-    if os.path.isdir(spec.path):
-        raise _error(
-            spec.display,
-            "this is a directory",
-            "name the FileStorage file inside it, e.g. .../Data.fs",
-        )
-    storage = ZODB.FileStorage.FileStorage(spec.path, **options)
-    return _db(storage, kw)
-
-
-def _open_zeo(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
-    try:
-        import ZEO.ClientStorage  # noqa: PLC0415 - optional: zasync[zeo]
-    except ImportError as exc:
-        raise _error(spec.display, f"ZEO is not installed ({exc})", _ZEO_EXTRA)
-    storage = ZEO.ClientStorage.ClientStorage(spec.address, **spec.options)
-    # Reports the server's invalidations so that dispatchers wake at once.
-    return _db(NotifyingStorage(storage), kw)
-
-
-def _open_relstorage(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
-    try:
-        import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
-        from relstorage.adapters.postgresql import PostgreSQLAdapter  # noqa: PLC0415 - optional: zasync[relstorage]
-        from relstorage.options import Options  # noqa: PLC0415 - optional: zasync[relstorage]
-        from relstorage.storage import RelStorage  # noqa: PLC0415 - optional: zasync[relstorage]
-    except ImportError as exc:
-        raise _error(
-            spec.display,
-            f"RelStorage for PostgreSQL is not installed ({exc})",
-            _RELSTORAGE_EXTRA,
-        )
-    assert spec.dsn is not None
-    _check_relstorage_schema(spec, psycopg2)
-    options = Options(**spec.options)
-    adapter = PostgreSQLAdapter(dsn=spec.dsn, options=options)
-    storage = RelStorage(adapter, options=options)
-    db = _db(storage, kw)
-    register_dsn(db, spec.dsn)  # for LISTEN/NOTIFY wake-ups
+    if spec.dsn is not None:
+        register_dsn(db, spec.dsn)  # for LISTEN/NOTIFY wake-ups
     return db
 
 
-def _check_relstorage_schema(spec: StorageURI, psycopg2: Any) -> None:
+def _check_relstorage_schema(spec: StorageURI) -> None:
     """Fail clearly when the schema's history mode differs from the URI's.
 
     RelStorage finds this out only after trying to create the other mode's
     tables, with an obscure SQL error.
     """
+    try:
+        import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
+    except ImportError as exc:
+        raise _error(spec.display, f"a driver is missing ({exc})", _RELSTORAGE_EXTRA)
     conn = psycopg2.connect(spec.dsn)
     try:
         with conn.cursor() as cursor:
@@ -215,7 +182,9 @@ def _check_relstorage_schema(spec: StorageURI, psycopg2: Any) -> None:
     if "object_state" not in tables:
         return  # empty database: RelStorage creates the schema
     history_preserving = "transaction" in tables and "current_object" in tables
-    wanted = spec.options.get("keep_history", False)
+    wanted = re.search(
+        r"(^|&)keep_history=(1|true|yes|on)\b", spec.uri.split("?")[-1], re.I
+    )
     if history_preserving and not wanted:
         raise _error(
             spec.display,
@@ -228,40 +197,6 @@ def _check_relstorage_schema(spec: StorageURI, psycopg2: Any) -> None:
             "the database holds a history-free RelStorage schema",
             "drop keep_history=true from the URI (or convert it with zodbconvert)",
         )
-
-
-def _open_zconfig(spec: StorageURI, kw: Mapping[str, Any]) -> ZODB.DB:
-    assert spec.path is not None
-    if kw:
-        raise _error(
-            spec.display,
-            f"database options {sorted(kw)} cannot be combined with a ZConfig file",
-            "set them in its <zodb> section",
-        )
-    if not os.path.isfile(spec.path):
-        raise _error(spec.display, "no such file", "check the path")
-    try:
-        db = ZODB.config.databaseFromURL(spec.path)
-    except ZConfig.ConfigurationError as exc:
-        if "'zodb.database'; 0 found" in str(exc):
-            raise _error(
-                spec.display,
-                "the file has no <zodb> section",
-                "wrap the storage section in <zodb> ... </zodb>",
-            ) from exc
-        problem = f"invalid ZConfig file: {exc}"
-        if "relstorage" in str(exc).lower():
-            raise _error(spec.display, problem, _RELSTORAGE_EXTRA) from exc
-        if "zeo" in str(exc).lower():
-            raise _error(spec.display, problem, _ZEO_EXTRA) from exc
-        raise _error(spec.display, problem, "fix the file") from exc
-    if db is None:
-        raise _error(
-            spec.display,
-            "the file has no <zodb> section",
-            "wrap the storage section in <zodb> ... </zodb>",
-        )
-    return db
 
 
 def _translate(spec: StorageURI, exc: BaseException) -> StorageError:
@@ -305,17 +240,18 @@ def _no_zeo_server(spec: StorageURI, message: str) -> StorageError:
     # ZEO keeps retrying until wait_timeout whatever went wrong: nothing
     # listening, or a server without the storage asked for (logged by
     # ZEO as "unknown storage").
-    wait = spec.options.get("wait_timeout")
+    options = dict(parse_qsl(urlsplit(spec.uri.replace("zeo:", "http:", 1)).query))
+    wait = float(options.get("wait_timeout") or 0)
     problem = "no ZEO server answered"
     if wait:
         problem += f" within {wait:g}s"
-    if "storage" in spec.options:
-        problem += f" with a storage named {spec.options['storage']!r}"
+    if "storage" in options:
+        problem += f" with a storage named {options['storage']!r}"
     return _error(
         spec.display,
         f"{problem} ({message})",
         "start the server (runzeo) or fix the address"
-        + (" or the storage name" if "storage" in spec.options else "")
+        + (" or the storage name" if "storage" in options else "")
         + "; a slow server may need a larger ?wait_timeout=",
     )
 
