@@ -21,12 +21,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import transaction
+import zope.event
 from transaction.interfaces import TransientError
 
 from zasync import inprocess, maintenance
 from zasync.claimer import Claimer
 from zasync.compaction import Compactor
-from zasync.interfaces import KEY
+from zasync.interfaces import KEY, WorkerHeartbeat
 from zasync.limiter import ConflictLimiter
 from zasync.placement import Placement
 from zasync.pool import ThreadPool, join_all
@@ -397,3 +398,5 @@ class Dispatcher:
                 record.heartbeat.last_seen = time.time()
                 if record.stopped is not None:
                     record.stopped = None
+        if zope.event.subscribers:
+            zope.event.notify(WorkerHeartbeat(self.uuid))

@@ -26,6 +26,7 @@ from zasync.interfaces import (
     ASSIGNED,
     CALLBACKS,
     COMPLETED,
+    JobRetried,
     JobStarted,
     TimeoutError,
 )
@@ -224,6 +225,8 @@ class Execution:
                 decision.delay,
                 extra=log_extra(job, "retry"),
             )
+            if zope.event.subscribers:
+                zope.event.notify(JobRetried(job))
             return Outcome.RESCHEDULED
         job.active_start = started
         job._finish(failure, now())

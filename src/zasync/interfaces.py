@@ -227,3 +227,18 @@ class JobFailed(JobEvent):
         super().__init__(job)
         self.failure = failure
 
+
+@zope.interface.implementer(IJobEvent)
+class JobRetried(JobEvent):
+    """A job failed and was put back in its queue to be tried again later
+    (notified in the job's transaction, before it commits)."""
+
+
+class WorkerHeartbeat:
+    """A worker's heartbeat was committed (``uuid`` names the worker)."""
+
+    def __init__(self, uuid: str):
+        self.uuid = uuid
+
+    def __repr__(self) -> str:
+        return f"<WorkerHeartbeat {self.uuid}>"

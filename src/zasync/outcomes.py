@@ -44,6 +44,8 @@ def log_extra(job: Job, action: str) -> dict[str, Any]:
         "job_id": job.id,
         "callable": job.callable_name,
         "attempt": job.attempts,
+        "queue": getattr(job.queue, "name", None),
+        "worker": job.worker,
     }
 
 

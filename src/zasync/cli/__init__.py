@@ -15,10 +15,11 @@ import logging
 import sys
 from collections.abc import Callable
 
-from zasync.cli import actions, demo, inspection, worker
+from zasync.cli import actions, demo, inspection, ops, worker
 from zasync.cli.exitcodes import EXIT_ERROR, EXIT_STORAGE
 from zasync.cli.options import LOG_LEVELS, LONG_RUNNING
 from zasync.interfaces import ZasyncError
+from zasync.logformat import configure as configure_logging
 from zasync.storage import StorageError
 
 __all__ = ["build_parser", "main"]
@@ -34,10 +35,13 @@ examples:
   zasync retry 3f2a --db zeo://127.0.0.1:8100
   zasync cancel 3f2b --db zeo://127.0.0.1:8100
   zasync prune --db zeo://127.0.0.1:8100 --older-than 7
+  zasync health --db zeo://127.0.0.1:8100 --all   # a liveness probe
 
-The database (--db, or the ZASYNC_DB environment variable) is a URI:
-file:///path/Data.fs (or a plain path), zeo://host:port, zeo:///path/to.sock,
-postgresql://user@host/dbname (RelStorage), or a ZConfig .conf file.
+The database (--db, or the ZASYNC_DB environment variable) is a path (a
+Data.fs, or a ZConfig .conf file) or a zodburi URI with its query options:
+file:///path/Data.fs, zeo://host:port, zeo:///path/to.sock, memory://,
+zconfig:///path/zodb.conf, postgresql://user@host/dbname (RelStorage); see
+https://docs.pylonsproject.org/projects/zodburi/en/latest/
 
 exit codes: 0 ok, 1 the operation failed, 2 bad usage, 3 database unavailable
 """
@@ -54,6 +58,7 @@ COMMANDS: dict[str, Command] = {
     "cancel": actions.run_cancel,
     "prune": actions.run_prune,
     "demo": demo.run_demo,
+    "health": ops.run_health,
 }
 
 
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspection.add_parsers(sub)
     actions.add_parsers(sub)
     demo.add_parser(sub)
+    ops.add_health_parser(sub)
     return parser
 
 
@@ -92,13 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.command}: --db is required (or set ZASYNC_DB)"
             + (", or --zope-conf" if args.command == "worker" else "")
         )
-    logging.basicConfig(
-        level=getattr(
-            logging,
-            args.log_level or ("INFO" if args.command in LONG_RUNNING else "WARNING"),
-        ),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    level = args.log_level or ("INFO" if args.command in LONG_RUNNING else "WARNING")
+    try:
+        configure_logging(getattr(logging, level), getattr(args, "log_format", "text"))
+    except ImportError as e:
+        print(
+            f"zasync {args.command}: --log-format json needs python-json-logger "
+            f"({e}): {ops.OPS_EXTRA}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     try:
         return COMMANDS[args.command](args, parser)
     except StorageError as e:

@@ -12,10 +12,12 @@ from typing import Any
 
 from zasync.cli.database import open_database
 from zasync.cli.exitcodes import EXIT_ERROR
+from zasync.cli.ops import OpsError, add_worker_flags, start_metrics
 from zasync.cli.options import add_db, positive_float, positive_int
 from zasync.cli.signals import StopSignals, serve_until_signalled
 from zasync.dispatcher import Dispatcher
 from zasync.identity import worker_uuid
+from zasync.logformat import worker_field
 
 #: threads of ``zasync worker --db`` unless --threads says otherwise
 DEFAULT_WORKER_THREADS = 4
@@ -35,6 +37,7 @@ examples:
   zasync worker --db zeo://127.0.0.1:8100 --threads 8 --import myapp.jobs
   ZASYNC_UUID=var/worker.uuid zasync worker --db var/Data.fs
   zasync worker --zope-conf worker/etc/zope.conf
+  zasync worker --db zeo://127.0.0.1:8100 --metrics-port 9108 --log-format json
 
 --zope-conf runs Plone jobs: Zope starts from that zope.conf without
 serving HTTP, and its site.zcml must include zasync.plone's
@@ -87,6 +90,7 @@ def add_parser(sub: Any) -> None:
         help="import this module first (your job functions; repeatable)",
     )
     _add_dispatcher_flags(worker)
+    add_worker_flags(worker)
 
 
 def _add_dispatcher_flags(worker: argparse.ArgumentParser) -> None:
@@ -172,6 +176,13 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         maintenance_interval=args.maintenance_interval,
         retention=datetime.timedelta(days=args.retention_days),
     )
+    worker_field.uuid = uuid
+    try:
+        metrics = start_metrics(args, dispatcher)
+    except OpsError as e:
+        db.close()
+        print(f"zasync worker: {e}", file=sys.stderr)
+        return EXIT_ERROR
     signals = StopSignals().install()
     dispatcher.start()
     print(
@@ -181,6 +192,8 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     def stop(timeout: float) -> bool:
         clean = dispatcher.stop(timeout)
+        if metrics is not None:
+            metrics.close()
         db.close()
         return clean
 
