@@ -17,9 +17,12 @@ from ZODB.POSException import ConflictError
 
 import jobfuncs
 import zasync
+import zasync.local
+import zasync.testing
 from zasync.callables import ByName
 from zasync.failure import Failure
 from zasync.interfaces import (
+    ACTIVE,
     CALLBACKS,
     COMPLETED,
     PENDING,
@@ -69,6 +72,20 @@ def gated_callback(name, result):
 def counting_callback(name, result):
     jobfuncs.calls[name] += 1
     return result
+
+
+def return_a_job(a, b):
+    """Returns a new job: the job that called this takes its result."""
+    return Job(jobfuncs.add, a, b)
+
+
+def queue_and_return_a_job(key):
+    """Queues a job that waits for gate ``key`` and returns it."""
+    return zasync.local.getJob().queue.put(Job(jobfuncs.wait_for, key, 20, "inner"))
+
+
+def return_a_failing_job():
+    return Job(jobfuncs.boom, "inner failed")
 
 
 class Document(persistent.Persistent):
@@ -162,6 +179,37 @@ def test_a_job_stored_with_a_tuple_and_a_dict_reads_and_changes_them():
     old.kwargs["b"] = 2
     assert old.args == [1, 2, 3] and old.kwargs == {"a": 1, "b": 2}
     assert "args" not in old.__dict__ and "kwargs" not in old.__dict__
+
+
+# -- 2. a job that returns a job takes its result ---------------------------
+
+
+def test_a_job_returning_a_new_job_takes_its_result(queue, start_dispatcher):
+    job = queue.put(Job(return_a_job, 2, 3))
+    callback = job.addCallback(Job(counting_callback, "outer-callback"))
+    failing = queue.put(Job(return_a_failing_job))
+    commit()
+    start_dispatcher()
+    assert wait_for_result(job) == 5
+    assert wait_for_result(callback) == 5
+    assert jobfuncs.calls["outer-callback"] == 1
+    assert wait_for_result(failing).getErrorMessage() == "inner failed"
+
+
+def test_a_job_waits_for_the_queued_job_it_returned(queue, start_dispatcher):
+    job = queue.put(Job(queue_and_return_a_job, "inner-gate"))
+    commit()
+    start_dispatcher()
+    zasync.testing.wait_until(lambda: jobfuncs.calls["inner-gate"] == 1)
+    transaction.begin()
+    assert job.status == ACTIVE and job.result is None
+    jobfuncs.gate("inner-gate").set()
+    assert wait_for_result(job) == "inner"
+
+
+def test_calling_a_job_that_returns_a_job_takes_its_result():
+    job = Job(return_a_job, 1, 1)
+    assert job() == 2 and job.result == 2
 
 
 # -- 3. composites: their jobs are their args ---------------------------------

@@ -10,6 +10,7 @@ import inspect
 import io
 import pickle
 import sys
+import types
 from typing import Any
 
 import persistent
@@ -149,6 +150,13 @@ def by_reference(func: Any) -> Any:
     """``func`` as a job stores it: a function or class defined in a class
     (a qualified name with a dot) becomes a ByName; anything else is
     returned as it is. ``func`` has passed check_callable."""
+    kind = type(func)
+    if kind is types.FunctionType:
+        if "." in func.__qualname__:
+            return ByName(func.__module__, func.__qualname__)
+        return func
+    if kind is types.MethodType:
+        return func
     if isinstance(func, functools.partial):
         inner = by_reference(func.func)
         if inner is func.func:
@@ -159,6 +167,25 @@ def by_reference(func: Any) -> Any:
     ):
         return ByName(func.__module__, func.__qualname__)
     return func
+
+
+#: types whose values always pickle: not pickled to find out
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def stored_argument(value: Any, func: Any, where: int | str) -> Any:
+    """``value``, the argument ``where`` (an index or a keyword) of a job
+    calling ``func``, as the job stores it (see as_argument); TypeError,
+    naming it, when it cannot be stored."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if unpicklable(value) is not None:
+        name = f"{where}=" if isinstance(where, str) else str(where)
+        check_picklable(value, f"argument {name} of {callable_name(func)}")
+    if kind is types.FunctionType:
+        return as_argument(value)
+    return value
 
 
 def as_argument(value: Any) -> Any:

@@ -9,6 +9,10 @@ list of its jobs (each with its own status and result), or what
 The jobs are the composite's ``args`` (as in zc.async): read them there,
 or add jobs (or callables) with ``composite.args.append(job)`` before it
 runs its last one.
+
+A job whose callable returns another job runs that job the same way
+(``wait_for``): it stays ACTIVE until the other job completes, and takes
+its result.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, NoReturn
 
 from zasync import local
 from zasync.failure import Failure
-from zasync.interfaces import COMPLETED, NEW
+from zasync.interfaces import ACTIVE, COMPLETED, NEW
 from zasync.job import Job, check_callable, now
 
 
@@ -113,16 +117,49 @@ class CompositeJob(Job):
                 result = Failure()
         else:
             result = list(self.jobs)
-        self._finish(result, now())
-        if self._status != COMPLETED:  # callbacks to run: a worker runs them
-            self._queue.requeue(self, front=True)
+        _finish_elsewhere(self, result)
+
+
+def _finish_elsewhere(job: Job, result: Any) -> None:
+    """Finish ``job``, which waited for other jobs, with ``result``, in the
+    transaction of another job's callback."""
+    job._finish(result, now())
+    if job._queue is None:
+        job._run_callbacks_here()
+    elif job._status != COMPLETED:  # callbacks to run: a worker runs them
+        job._queue.requeue(job, front=True)
+    else:
+        runner = local.current_runner()
+        if runner is not None:
+            # The runner keeps it with its finished jobs, and announces it
+            # (JobSucceeded/JobFailed) after that commit.
+            runner.completed_here(job)
+
+
+def wait_for(job: Job, inner: Job) -> bool:
+    """``job``'s callable returned the job ``inner``: ``job`` stays ACTIVE
+    and takes ``inner``'s result (a value or a Failure) when ``inner``
+    completes; a new ``inner`` is queued in ``job``'s queue. True when
+    ``inner`` had completed already and ``job`` is finished."""
+    if inner is job:
+        raise ValueError(f"{job!r} returned itself: it cannot wait for itself")
+    if inner.status == COMPLETED:
+        job._finish(inner.result, now())
+        return True
+    inner.addCallback(Job(_adopt_result, job))
+    if inner.status == NEW:
+        if job._queue is not None:
+            job._queue.put(inner)
         else:
-            runner = local.current_runner()
-            if runner is not None:
-                # Completed in a member's callback transaction: the runner
-                # keeps it with its finished jobs, and announces it
-                # (JobSucceeded/JobFailed) after that commit.
-                runner.completed_here(self)
+            inner()
+    return job.status != ACTIVE
+
+
+def _adopt_result(job: Job, result: Any) -> None:
+    """The callback by which a job takes the result of the job it waits
+    for."""
+    if job.status == ACTIVE:
+        _finish_elsewhere(job, result)
 
 
 def _composite_marker(*args: Any) -> NoReturn:  # pragma: no cover - never called

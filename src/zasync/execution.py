@@ -20,6 +20,7 @@ from transaction.interfaces import TransientError
 from zasync import local
 from zasync.callables import unpicklable
 from zasync.claimer import check_importable
+from zasync.composite import wait_for
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE,
@@ -75,9 +76,11 @@ class Execution:
         clock = time.monotonic()
         outcome = self.execute(job, started, first=first)
         self.runner.working += time.monotonic() - clock
-        if outcome is Outcome.RESCHEDULED:
+        if outcome is Outcome.RESCHEDULED or outcome is Outcome.LAUNCHED:
             self.runner.savepoints.reusable = None
             del slot.active[oid_int(job)]
+            if outcome is Outcome.LAUNCHED:
+                release_quotas(job)
         # A finished job is settled (moved to the slot's done jobs) by the
         # caller just before the commit: the containers are then pickled
         # once per batch instead of at every job's savepoint.
@@ -260,6 +263,9 @@ class Execution:
                 return Outcome.DONE
         if live:
             job.annotations.update(live)
+        if isinstance(result, Job) and result is not job and job._callback_of is None:
+            # It waits for that job and takes its result (zasync.composite).
+            return Outcome.DONE if wait_for(job, result) else Outcome.LAUNCHED
         job._finish(result, now())
         if savepoint is not None:
             try:

@@ -19,11 +19,10 @@ import zope.interface
 from persistent.mapping import PersistentMapping
 
 from zasync.callables import (
-    as_argument,
     by_reference,
     callable_name,
     check_callable,
-    check_picklable,
+    stored_argument,
 )
 from zasync.failure import Failure
 from zasync.interfaces import (
@@ -92,13 +91,14 @@ class Job(JobFields, persistent.Persistent):
 
     def __init__(self, callable: Any, *args: Any, **kwargs: Any) -> None:
         check_callable(callable)
-        for index, arg in enumerate(args):
-            check_picklable(arg, f"argument {index} of {callable_name(callable)}")
+        stored = list(args)
+        for index, arg in enumerate(stored):
+            stored[index] = stored_argument(arg, callable, index)
         for name, arg in kwargs.items():
-            check_picklable(arg, f"argument {name}= of {callable_name(callable)}")
+            kwargs[name] = stored_argument(arg, callable, name)
         self.callable = by_reference(callable)
-        self._args = [as_argument(arg) for arg in args]
-        self._kwargs = {name: as_argument(arg) for name, arg in kwargs.items()}
+        self._args = stored
+        self._kwargs = kwargs
 
     # -- reading ------------------------------------------------------------
 
@@ -375,6 +375,13 @@ class Job(JobFields, persistent.Persistent):
             result = Failure()
             if savepoint is not None:
                 savepoint.rollback()
+        if isinstance(result, Job) and result is not self:
+            # A job returned: its result is this job's (a new one not in a
+            # queue is called here; see zasync.composite.wait_for).
+            if result._status == NEW and result._queue is None:
+                result()
+            if result._status == COMPLETED:
+                result = result._result
         self._finish(result, now())
         self._run_callbacks_here()
         return result
