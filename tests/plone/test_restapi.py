@@ -405,3 +405,23 @@ def test_restapi_documentation(rest):
             matches(json.loads(real(expected_body)), reply.json, where)
         else:
             assert not reply.body, f"{where}: {reply.body!r}"
+
+
+# -- @async-health -------------------------------------------------------------------
+
+
+def test_health_is_anonymous_and_status_only(rest):
+    anonymous = client(rest, None)
+    wait_until(
+        lambda: call(anonymous, "GET", "@async-health").status_int == 200,
+        timeout=WAIT,
+        message="the layer's worker fresh",
+    )
+    response = call(anonymous, "GET", "@async-health")
+    assert response.json == {"status": "ok"}
+    # no worker was seen within the last millisecond
+    response = call(anonymous, "GET", "@async-health?max_age=0.001")
+    assert response.status_int == 503
+    assert response.json == {"status": "unhealthy"}
+    assert call(anonymous, "GET", "@async-health?max_age=x").status_int == 400
+    assert call(anonymous, "GET", "@async-health?max_age=600").json == {"status": "ok"}

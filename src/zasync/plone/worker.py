@@ -26,7 +26,10 @@ Start-up goes through Zope's own events, no patching:
   dispatcher too: run scripts with the instance's zope.conf.
 
 The dispatcher stops when the process exits, letting running jobs finish
-for up to ``ZASYNC_STOP_TIMEOUT`` seconds (default 10).
+for up to ``ZASYNC_STOP_TIMEOUT`` seconds (default 10). With
+``ZASYNC_METRICS_PORT`` set (zope.conf's ``<environment>`` or the
+environment), the worker serves Prometheus metrics on that port
+(zasync.metrics, the ``ops`` extra), as ``zasync worker --metrics-port``.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ class WorkerSettings:
         self.stop_timeout = _number(
             environ, "ZASYNC_STOP_TIMEOUT", default=DEFAULT_STOP_TIMEOUT, kind=float
         )
+        port = environ.get("ZASYNC_METRICS_PORT") or None
+        if port is not None and not (port.isdigit() and int(port) < 65536):
+            raise ConfigurationError(
+                f"ZASYNC_METRICS_PORT={port!r}: use a port number (1-65535)"
+            )
+        self.metrics_port = int(port) if port is not None else None
 
 
 def _number(
@@ -125,6 +134,7 @@ class _State:
         self.db: Any = None
         self.settings: WorkerSettings | None = None
         self.dispatcher: Dispatcher | None = None
+        self.metrics: Any = None
         self.atexit = False
 
 
@@ -194,6 +204,8 @@ def process_starting(event: Any = None) -> Any:
         dispatcher = Dispatcher(_state.db, uuid=settings.uuid, threads=settings.threads)
         dispatcher.start()
         _state.dispatcher = dispatcher
+        if settings.metrics_port is not None:
+            _state.metrics = start_metrics(dispatcher, settings.metrics_port)
         if not _state.atexit:
             atexit.register(stop)
             _state.atexit = True
@@ -203,6 +215,30 @@ def process_starting(event: Any = None) -> Any:
         settings.threads,
     )
     return dispatcher
+
+
+def start_metrics(dispatcher: Dispatcher, port: int) -> Any:
+    """Serve ``dispatcher``'s Prometheus metrics on ``port``; log an error
+    (the worker runs on without them) when they cannot be served."""
+    try:
+        from zasync.metrics import Metrics  # noqa: PLC0415 - optional: zasync[ops]
+    except ImportError as e:
+        log.error("ZASYNC_METRICS_PORT needs prometheus-client (%s): %s", e, _OPS)
+        return None
+    metrics = Metrics()
+    metrics.watch(dispatcher)
+    try:
+        metrics.serve(port)
+    except OSError as e:
+        log.error(
+            "ZASYNC_METRICS_PORT=%d: cannot listen (%s); choose a free port", port, e
+        )
+        return None
+    log.info("zasync metrics on http://0.0.0.0:%d/metrics", port)
+    return metrics.subscribe()
+
+
+_OPS = "pip install 'zasync[ops]'"
 
 
 def get_dispatcher() -> Any:
@@ -217,6 +253,9 @@ def stop(timeout: float | None = None) -> bool:
     with _state.lock:
         dispatcher, settings = _state.dispatcher, _state.settings
         _state.dispatcher = _state.db = _state.settings = None
+        if _state.metrics is not None:
+            _state.metrics.close()
+            _state.metrics = None
     if dispatcher is None:
         return True
     if timeout is None:
