@@ -308,6 +308,8 @@ def test_a_killed_workers_jobs_finish_on_another_worker(
     for job_id in twice:
         again = runs[job_id][-1]
         assert again.pid == survivor.pid and again.start > killed_at
+    # Every start counts, the one the kill interrupted too.
+    assert _attempts(client, ids) == {i: len(runs[i]) for i in ids}
     recovery = max(runs[j][-1].start for j in twice) - killed_at
     print(
         f"\nkilled a worker running {len(twice)} jobs: the last ran again on "
@@ -356,6 +358,15 @@ def test_a_job_handed_to_a_worker_killed_before_starting_it_runs_elsewhere(
     assert "rescued job" in survivor.log()
 
 
+def _attempts(client: Client, ids: list[str]) -> dict[str, int]:
+    """{job id: its attempts}, read now."""
+    client.tm.begin()
+    try:
+        return {i: find_job(client.conn, i).attempts for i in ids}
+    finally:
+        client.tm.abort()
+
+
 def _registered(client: Client) -> int:
     client.tm.begin()
     try:
@@ -381,6 +392,8 @@ def test_a_restarted_worker_recovers_its_jobs_at_once(
     assert delay < 10  # well within the 60 s lease
     assert "recovered job" in worker.log(since_start=True)
     assert all(len(r) == 1 for i, r in runs_of(stamps).items() if i != first.job_id)
+    runs = runs_of(stamps)
+    assert _attempts(client, ids) == {i: len(runs[i]) for i in ids}
 
 
 def test_a_second_process_with_the_same_uuid_refuses_to_start(zeo_server, workers):

@@ -22,7 +22,7 @@ from transaction.interfaces import TransientError
 
 from zasync.broken import replace_unimportable
 from zasync.claim import claim
-from zasync.interfaces import ACTIVE, KEY
+from zasync.interfaces import ACTIVE, ASSIGNED, CALLBACKS, KEY
 from zasync.keys import oid_int, to_us
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,10 @@ class Claimer:
         dispatcher.waker.prefetch_fresh(conn)
         record = dispatcher.record_in(conn)
         handed = self._handed_over(record, idle)
+        if dispatcher.reconcile_due:
+            dispatcher.reconcile_due = False
+            for index, oids in self._held_by_idle(record, idle).items():
+                handed.setdefault(index, []).extend(oids)
         if handed:
             # Started at once; the queues are read for the other threads
             # in the next round.
@@ -223,6 +227,31 @@ class Claimer:
             # together each read the registry before the others had
             # registered).
             dispatcher.refresh_peers()
+
+    def _held_by_idle(self, record: Any, idle: list[int]) -> dict[int, list[int]]:
+        """{thread: oids} of the jobs the slots of ``idle`` threads hold in
+        the database although their threads run nothing: claimed by a
+        commit that reported an error (it may have committed all the
+        same). They are given to their threads, as if just claimed."""
+        found = {}
+        uuid = self.dispatcher.uuid
+        for index in idle:
+            oids = [
+                oid
+                for oid, job in record.slots[index].active.items()
+                if job.status in (ACTIVE, ASSIGNED, CALLBACKS)
+                and job.worker == uuid
+                and job.slot == index
+            ]
+            if oids:
+                log.warning(
+                    "worker thread %d holds %d job(s) it was never given "
+                    "(a commit reported an error): running them",
+                    index,
+                    len(oids),
+                )
+                found[index] = oids
+        return found
 
     def _handed_over(self, record: Any, idle: list[int]) -> dict[int, list[int]]:
         """{thread: oids} of the jobs producers in other processes handed

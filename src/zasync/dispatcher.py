@@ -90,6 +90,9 @@ class Dispatcher:
         self.waiting = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._record_oid: bytes | None = None
+        #: look for jobs this worker's slots hold that no thread runs (after
+        #: a failed commit, and at each maintenance round)
+        self.reconcile_due = False
         self._inbox_oids: frozenset[bytes] = frozenset()
         self.activated: float | None = None
         # Set by start(): a dispatcher not started only claims in step().
@@ -336,9 +339,11 @@ class Dispatcher:
             log.warning(
                 "dispatcher %s: %s: %s; going on", self.uuid, type(e).__name__, e
             )
+            self.reconcile_due = True
             self._pause()
         except Exception:
             log.exception("dispatcher %s loop error; going on", self.uuid)
+            self.reconcile_due = True
             self._pause()
 
     def _step(self, now: float) -> None:
@@ -354,6 +359,7 @@ class Dispatcher:
             self._heartbeat()
             self._next_heartbeat = now + settings.heartbeat_interval
         if now >= self._next_maintenance:
+            self.reconcile_due = True  # at the next claim
             maintenance.run(self)
             self.refresh_peers()
             self._next_maintenance = now + settings.maintenance_interval

@@ -33,8 +33,14 @@ from zasync.interfaces import (
 )
 from zasync.job import Job, now
 from zasync.keys import oid_int
-from zasync.outcomes import Outcome, Outcomes, UnstorableResultError, log_extra
-from zasync.recovery import make_policy, release_quotas
+from zasync.outcomes import (
+    JobCommittedError,
+    Outcome,
+    Outcomes,
+    UnstorableResultError,
+    log_extra,
+)
+from zasync.recovery import at_most_once, make_policy, release_quotas
 from zasync.savepoints import plain
 
 log = logging.getLogger(__name__)
@@ -64,11 +70,17 @@ class Execution:
         if status == CALLBACKS:
             outcomes.append((job, Outcome.CALLBACKS))
             return
-        if not self._holds(job, slot):
+        if not self._holds(job, slot, outcomes):
             return
         started = now()
         if self._expired(job, started, outcomes):
             return
+        if status == ASSIGNED and at_most_once(job):
+            # Recorded before the call, so that recovery knows it may have
+            # started (it is the first of its transaction).
+            job._mark_started(started)
+            self.runner.tm.commit()
+            self.runner.begin()
         launch = getattr(job, "_launch", None)
         if launch is not None:
             self._launch(job, launch, started, slot, outcomes)
@@ -86,15 +98,21 @@ class Execution:
         # once per batch instead of at every job's savepoint.
         outcomes.append((job, outcome))
 
-    def _holds(self, job: Job, slot: Any) -> bool:
+    def _holds(self, job: Job, slot: Any, outcomes: Outcomes) -> bool:
         """Whether this thread still holds ``job``; a job handed over by a
         producer elsewhere (zasync.handoff) moves from the slot's inbox to
         its active jobs, checked as a claim checks its jobs."""
         oid = oid_int(job)
+        mine = job.worker == self.runner.dispatcher.uuid
+        if job._status == COMPLETED and mine and slot.active.get(oid) is job:
+            # Completed by a commit that reported an error, or by a job of
+            # its batch that committed by itself: settled, not run again.
+            outcomes.append((job, Outcome.DONE))
+            return False
         if (
             job._status not in (ASSIGNED, ACTIVE)
-            or job.worker != self.runner.dispatcher.uuid
-            or job.slot != self.runner.index
+            or not mine
+            or (job.slot != self.runner.index)
         ):
             # Taken from us (our lease lapsed and another worker rescued it).
             log.warning(
@@ -161,15 +179,18 @@ class Execution:
         # A rollback to the savepoint undoes the counts of earlier tries:
         # they are kept here and written again after each rollback.
         attempts, errors = job._attempts, job._errors
+        txn = self.runner.tm.get()
         while True:
             job._attempts = attempts
             job._start(started)
             try:
                 result, live = self._call(job)
-            except TransientError:
-                raise
             except BaseException as e:  # noqa: B036 - SystemExit too: recorded
                 failure = Failure(e)
+                if self.runner.tm.get() is not txn:
+                    raise JobCommittedError(oid_int(job), failure) from e
+                if isinstance(e, TransientError):
+                    raise
                 if not isinstance(e, Exception):
                     log.error(
                         "job %s raised %s: recorded as a failure; the worker goes on",
@@ -186,11 +207,14 @@ class Execution:
                 if outcome is None:
                     continue
                 return outcome
+            if self.runner.tm.get() is not txn:
+                raise JobCommittedError(oid_int(job), result)
             return self._after_success(job, result, live, started, savepoint)
 
     def _call(self, job: Job) -> tuple[Any, dict[str, Any]]:
         """Call the job; return its result and its live annotations."""
         context = local.begin_job(job, self.runner)
+        self.runner.started_oid = oid_int(job)
         # Read by the dispatcher's stop() to say which jobs were running.
         self.runner.current = (job._p_oid, job.callable)
         try:

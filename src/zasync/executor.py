@@ -20,6 +20,7 @@ from typing import Any
 import transaction
 from transaction.interfaces import TransientError
 
+from zasync.alone import Alone
 from zasync.callbacks import Callbacks
 from zasync.execution import Execution
 from zasync.failure import Failure
@@ -30,8 +31,14 @@ from zasync.job import Job, now
 from zasync.keys import oid_bytes, oid_int, to_us
 from zasync.limiter import SOLO_AFTER
 from zasync.live_channel import LiveChannel
-from zasync.outcomes import Outcome, Outcomes, UnstorableResultError, log_extra
-from zasync.recovery import make_policy, release_quotas
+from zasync.outcomes import (
+    JobCommittedError,
+    Outcome,
+    Outcomes,
+    UnstorableResultError,
+    log_extra,
+)
+from zasync.recovery import at_most_once, make_policy, release_quotas
 from zasync.savepoints import CommitFirstError, Savepoints
 from zasync.txn import close_connection, is_disconnection
 
@@ -61,6 +68,10 @@ class SlotRunner:
         self.live = LiveChannel(dispatcher, index)
         self.savepoints = Savepoints()
         self.callbacks = Callbacks(self)
+        self.alone = Alone(self)
+        #: the job being called (set just before its call): it may have
+        #: started when its transaction fails
+        self.started_oid: int | None = None
         self.execution = Execution(self)
         #: (oid, callable) of the job being called, for stop()'s report
         self.current: tuple[bytes, Any] | None = None
@@ -132,6 +143,7 @@ class SlotRunner:
         chunk: list[int] = []
         outcomes: Outcomes = []
         fallback: Exception | None = None
+        self.started_oid = None
         with limiter.shared():
             if self.abandoned(pending):
                 return None
@@ -144,7 +156,7 @@ class SlotRunner:
                 self._fill(pending, chunk, outcomes)
                 self.tm.commit()
                 limiter.committed()
-            except UnstorableResultError as e:
+            except (UnstorableResultError, JobCommittedError) as e:
                 self.tm.abort()
                 fallback = e
             except TransientError as e:
@@ -168,7 +180,8 @@ class SlotRunner:
 
     def _fill(self, pending: list[int], chunk: list[int], outcomes: Outcomes) -> None:
         """Run jobs of ``pending`` in the current transaction, adding their
-        oids to ``chunk``, until the batch's time is up."""
+        oids to ``chunk``, until the batch's time is up. A job that may
+        start once at most runs alone in its transaction."""
         started = time.monotonic()
         batch_seconds = self.dispatcher.settings.batch_seconds
         slot = self.slot(self.conn)
@@ -176,28 +189,34 @@ class SlotRunner:
             if chunk and self.dispatcher.dead:
                 break  # commit what ran; leave the rest (abandoned)
             job = self.load(oid)
+            once = at_most_once(job)
+            if once and chunk:
+                break  # alone, in the next transaction
             try:
                 self.execution.run_in_slot(job, slot, outcomes, first=not chunk)
             except CommitFirstError:
                 break
             chunk.append(oid)
-            if time.monotonic() - started > batch_seconds:
+            if once or time.monotonic() - started > batch_seconds:
                 break
-        self._settle_all(outcomes, slot)
+        self.settle_all(outcomes, slot)
 
     def _fall_back(
-        self, pending: list[int], chunk: list[int], fallback: Exception
+        self, pending: list[int], chunk: list[int], error: Exception
     ) -> tuple[list[int], Outcomes]:
-        """After a batch that could not commit: its jobs one at a time."""
-        if not chunk and not isinstance(fallback, UnstorableResultError):
-            chunk = [pending[0]]
-        outcomes: Outcomes = []
-        for oid in chunk:
-            outcomes.extend(self._run_alone(oid))
-        if isinstance(fallback, UnstorableResultError):
-            outcomes.extend(self._record_failure(fallback.oid, fallback.failure, 0))
-            chunk.append(fallback.oid)
-        return chunk, outcomes
+        """After a batch that could not commit: the jobs that ran (and the
+        one that was running) once more one at a time, or their failures
+        recorded (see zasync.alone)."""
+        ran = list(chunk)
+        if self.started_oid is not None and self.started_oid not in ran:
+            ran.append(self.started_oid)
+        if not ran:
+            # Nothing had started: the first job, in a transaction of its own.
+            return pending[:1], self.alone.run(pending[0])
+        outcomes = self.alone.fall_back(ran, error)
+        if outcomes is None:
+            return ran, []  # stopping: left to recovery
+        return ran, outcomes
 
     def abandoned(self, oids: list[int]) -> bool:
         """True when stop() gave up waiting for this thread: the jobs it
@@ -233,62 +252,7 @@ class SlotRunner:
         target = int(settings.batch_seconds / per_job)
         self.batch_limit = max(1, min(settings.max_batch, target, self.batch_limit * 4))
 
-    # -- one job in transactions of its own -------------------------------------
-
-    def _run_alone(self, oid: int) -> Outcomes:
-        """Run one job in transactions of its own until it is settled (by
-        itself in the worker once it conflicted SOLO_AFTER times in a
-        row, see ConflictLimiter)."""
-        conflicts = 0
-        delay = 0.0
-        while True:
-            if delay:
-                time.sleep(delay)  # outside the gate: the others go on
-            if self.abandoned([oid]):
-                return []
-            with self.gate(conflicts, oid):
-                if self.abandoned([oid]):
-                    return []
-                outcomes: Outcomes = []
-                self.begin()
-                job = self.load(oid)
-                try:
-                    slot = self.slot(self.conn)
-                    job._conflicts += conflicts
-                    self.execution.run_in_slot(job, slot, outcomes, first=True)
-                    self._settle_all(outcomes, slot)
-                    self.tm.commit()
-                    self.dispatcher.limiter.committed()
-                    return outcomes
-                except UnstorableResultError as e:
-                    self.tm.abort()
-                    return self._record_failure(oid, e.failure, conflicts)
-                except TransientError as e:
-                    failure = Failure(e)
-                    self.tm.abort()
-                    if is_disconnection(e):
-                        # Not the job's fault nor a conflict: wait for the
-                        # storage to come back, then run the job again.
-                        if not self._wait_for_storage():
-                            return []  # stopping: the job goes to recovery
-                        delay = 0.0
-                        continue
-                    conflicts += 1
-                    job, decision = self.after_conflict(oid, failure, conflicts)
-                    if decision.retry:
-                        log.info(
-                            "job %s conflicted (%s); trying again",
-                            job.id,
-                            failure.getErrorMessage(),
-                            extra=log_extra(job, "conflict"),
-                        )
-                        delay = decision.delay
-                        continue
-                    return self._record_failure(oid, failure, conflicts)
-                except Exception as e:
-                    failure = Failure(e)
-                    self.tm.abort()
-                    return self._record_failure(oid, failure, conflicts)
+    # -- one job in transactions of its own ---------------------------------
 
     def after_conflict(self, oid: int, failure: Failure, conflicts: int) -> Any:
         """(job, its policy's Decision) after the ``conflicts``-th conflict
@@ -316,45 +280,7 @@ class SlotRunner:
         )
         return limiter.alone()
 
-    def _wait_for_storage(self) -> bool:
-        """Wait until the storage is connected again; False if the
-        dispatcher stops first."""
-        storage = self.dispatcher.db.storage
-        is_connected = getattr(storage, "is_connected", None)
-        stopping = self.dispatcher.stopping
-        if is_connected is None:
-            return not stopping.wait(0.5)
-        logged = False
-        while not is_connected():
-            if not logged:
-                log.warning("storage disconnected; worker thread %d waits", self.index)
-                logged = True
-            if stopping.wait(STORAGE_POLL):
-                return False
-        if logged:
-            log.info("storage connected again; worker thread %d goes on", self.index)
-        return True
-
-    def _record_failure(self, oid: int, failure: Failure, conflicts: int) -> Outcomes:
-        """Record a failure for a job whose own transaction could not
-        commit, in a fresh transaction."""
-        for attempt in self.tm.attempts(5):
-            with attempt:
-                job = self.load(oid)
-                slot = self.slot(self.conn)
-                job._conflicts += conflicts
-                job._start(now())
-                job._finish(failure, now())
-                self.settle(job, slot)
-        log.error(
-            "job %s failed: %s",
-            job.id,
-            failure.getErrorMessage(),
-            extra=log_extra(job, "failed"),
-        )
-        return [(job, Outcome.DONE)]
-
-    def _settle_all(self, outcomes: Outcomes, slot: Any) -> None:
+    def settle_all(self, outcomes: Outcomes, slot: Any) -> None:
         for job, outcome in outcomes:
             if outcome is Outcome.DONE:
                 self.settle(job, slot)

@@ -37,6 +37,18 @@ class UnstorableResultError(Exception):
         self.failure = failure
 
 
+class JobCommittedError(Exception):
+    """The job committed (or aborted) the transaction itself: its savepoint
+    is gone, and what it wrote before is committed. It is not run again:
+    its own ``value`` (its result, or the Failure of its exception) is
+    recorded in a transaction of its own."""
+
+    def __init__(self, oid: int, value: Any):
+        super().__init__(f"job 0x{oid:x} committed its transaction itself")
+        self.oid = oid
+        self.value = value
+
+
 def log_extra(job: Job, action: str) -> dict[str, Any]:
     """The ``extra`` of a log record about ``job``."""
     return {

@@ -32,6 +32,15 @@ def make_policy(job: Any) -> Any:
     return policy_for(job)
 
 
+def at_most_once(job: Any) -> bool:
+    """Whether ``job``'s policy allows it one start at most (NeverRetry):
+    such a job runs alone in its transaction, its start is committed
+    before it is called, and it is never run again once it may have
+    started."""
+    factory = job.retry_policy_factory
+    return factory is not None and bool(getattr(factory, "at_most_once", False))
+
+
 def release_quotas(job: Any) -> None:
     """Free the quotas ``job`` holds in its queue."""
     queue = job.queue
@@ -83,6 +92,9 @@ def recover_job(job: Any, *, slot: Slot, why: str) -> str:
     if status == ACTIVE:
         decision = make_policy(job).interrupted()
         job._interruptions += 1
+        # Its interrupted run counts as a start (its own count was in the
+        # transaction that never committed).
+        job._attempts += 1
         if decision.retry:
             queue.requeue(job, front=True)
             return "requeued"

@@ -78,6 +78,8 @@ class RetryPolicy:
 
     max_conflicts: int = 20
     max_interruptions: int = 3
+    #: True: the job starts once at most, whatever fails (NeverRetry)
+    at_most_once: bool = False
     #: how many times an application error is retried (0: never)
     max_errors: int = 0
     #: seconds before an application error is retried, doubled each time
@@ -200,6 +202,8 @@ class NeverRetry(RetryPolicy):
     max_conflicts = 0
     max_interruptions = 0
     max_errors = 0
+    #: one start at most, whatever fails (see zasync.recovery.at_most_once)
+    at_most_once = True
 
 
 class RetryWithDelay(RetryPolicy):
