@@ -161,3 +161,12 @@ def test_grafana_queries_name_exported_metrics() -> None:
             assert name in NAMES or base in NAMES, f"{name} in {expr!r}"
             used.add(name if name in NAMES else base)
     assert used == set(NAMES), set(NAMES) - used
+
+
+@pytest.mark.parametrize("doc", ["docs/operations.md", "README.md"])
+def test_documented_commands_parse(doc: str) -> None:
+    text = (EXAMPLES.parent / doc).read_text()
+    commands = re.findall(r"^ {4}(?:\S+=\S+ )*zasync (.+)$", text, re.MULTILINE)
+    assert commands
+    for command in commands:
+        check_zasync(shlex.split(command.split("  #")[0]))
