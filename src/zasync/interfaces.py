@@ -104,13 +104,22 @@ class IJob(Interface):
     status = Attribute("One of the status strings (NEW ... COMPLETED)")
     result = Attribute("The return value, a Failure, or None before the end")
     callable = Attribute("What is called")
-    args = Attribute("Positional arguments (a persistent list)")
-    kwargs = Attribute("Keyword arguments (a persistent mapping)")
+    args = Attribute(
+        "Positional arguments: a list changed in place (``job.args.append(x)``)"
+        " and stored with the job, in its own record"
+    )
+    kwargs = Attribute(
+        "Keyword arguments: a mapping changed in place (``job.kwargs[k] = v``)"
+        " and stored with the job, in its own record"
+    )
     begin_after = Attribute("A timezone-aware datetime, or None for now")
     begin_by = Attribute("A timedelta after begin_after; past it, the job fails")
     active_start = Attribute("When the job started, timezone-aware, or None")
     active_end = Attribute("When the job ended, timezone-aware, or None")
-    quota_names = Attribute("Names of the queue's quotas this job needs")
+    quota_names = Attribute(
+        "Names of the queue's quotas this job needs: a tuple of strings, set "
+        "while the job is new or pending (a pending job's queue must have them)"
+    )
     annotations = Attribute("A persistent mapping for the application's notes")
     callbacks = Attribute("The callback jobs, run after this job completes")
     retry_policy_factory = Attribute("Makes the job's retry policy")
