@@ -195,3 +195,11 @@ def test_bad_metrics_port_is_one_line(zeo_server) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"zasync worker: --metrics-port {port}: cannot listen")
     assert "choose a free port" in lines[-1]
+
+
+def test_metrics_addr_is_refused_with_zope_conf(tmp_path: Path) -> None:
+    result = run_zasync(
+        "worker", "--zope-conf", str(tmp_path / "zope.conf"), "--metrics-addr", "::1"
+    )
+    assert result.returncode == 2
+    assert "--metrics-addr cannot be used with --zope-conf" in result.stderr

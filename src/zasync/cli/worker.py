@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -142,13 +143,14 @@ def check_zope_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     """--zope-conf (which argparse keeps apart from --db) excludes the
     dispatcher flags a Zope worker does not take: a usage error names the
     first one given."""
-    for dest, default in DISPATCHER_FLAGS.items():
+    for dest, default in {**DISPATCHER_FLAGS, "metrics_addr": "0.0.0.0"}.items():
         if getattr(args, dest) != default:
             flag = "--" + dest.replace("_", "-")
             parser.error(
                 f"worker: {flag} cannot be used with --zope-conf (a Zope "
                 f"worker's dispatcher has the default settings; only "
-                f"--uuid-file, --threads and --stop-timeout apply)"
+                f"--uuid-file, --threads, --stop-timeout, --metrics-port and "
+                f"--log-format apply)"
             )
 
 
@@ -211,6 +213,9 @@ def _zope_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
+    if args.metrics_port is not None:
+        # read by zasync.plone.worker at start-up, as zope.conf would set it
+        os.environ["ZASYNC_METRICS_PORT"] = str(args.metrics_port)
     signals = StopSignals().install()
     worker = zopeworker.start(
         args.zope_conf, uuid_file=args.uuid_file, threads=args.threads
