@@ -433,3 +433,20 @@ def test_a_job_stored_with_plain_quota_names_reads_them():
     assert old.quota_names == ("db",)
     old.quota_names = ("other",)
     assert old.quota_names == ("other",) and "quota_names" not in old.__dict__
+
+
+# -- 8. conflicts: one run, then max_conflicts retries --------------------------
+
+
+@pytest.mark.parametrize("max_conflicts", [0, 2])
+def test_a_conflicting_job_runs_once_plus_max_conflicts_times(
+    queue, start_dispatcher, max_conflicts
+):
+    key = f"conflicts-{max_conflicts}"
+    job = Job(jobfuncs.raise_conflict_always, key)
+    job.retry_policy_factory = RetryWithDelay.configure(max_conflicts=max_conflicts)
+    queue.put(job)
+    commit()
+    start_dispatcher(threads=1)
+    assert wait_for_result(job).check(ConflictError)
+    assert jobfuncs.calls[key] == 1 + max_conflicts

@@ -62,11 +62,7 @@ class Alone:
                 else:
                     outcomes.extend(self.run(oid))
             else:
-                # A batch that ran this job alone conflicted: its conflict.
-                own = len(ran) == 1
-                outcomes.extend(
-                    self.run(oid, lost_runs=1, failure=failure, conflicted=own)
-                )
+                outcomes.extend(self._rerun(oid, failure, own=len(ran) == 1))
         return outcomes
 
     def run(
@@ -75,30 +71,16 @@ class Alone:
         *,
         lost_runs: int = 0,
         failure: Failure | None = None,
-        conflicted: bool = False,
+        conflicts: int = 0,
+        delay: float = 0.0,
     ) -> Outcomes:
         """Run job ``oid`` in transactions of its own until it is settled
         (by itself in the worker once it conflicted SOLO_AFTER times in a
         row, see ConflictLimiter). ``lost_runs``: runs of it whose
-        transaction was aborted (``failure`` says why); ``conflicted``: the
-        last of them conflicted, which counts as the job's first conflict
-        (a job runs at most 1 + max_conflicts times)."""
+        transaction was aborted (``failure`` says why); ``conflicts``: the
+        job's conflicts so far, its policy asked; ``delay``: seconds to wait
+        first."""
         runner = self.runner
-        conflicts = 0
-        delay = 0.0
-        if (
-            conflicted
-            and failure is not None
-            and failure.check(TransientError)
-            and not is_disconnection(failure.value)
-        ):
-            conflicts = 1
-            _, decision = runner.after_conflict(oid, failure, conflicts)
-            if not decision.retry:
-                return self.record(
-                    oid, failure, conflicts=conflicts, lost_runs=lost_runs
-                )
-            delay = decision.delay
         while True:
             if delay:
                 time.sleep(delay)  # outside the gate: the others go on
@@ -141,6 +123,21 @@ class Alone:
                 extra=log_extra(job, "conflict"),
             )
             delay = decision.delay
+
+    def _rerun(self, oid: int, failure: Failure, *, own: bool) -> Outcomes:
+        """Job ``oid`` once more after a batch transaction that ``failure``
+        aborted. A conflict of a batch that ran this job alone (``own``)
+        is the job's first conflict, which its policy may not retry: a job
+        runs at most 1 + max_conflicts times."""
+        error = failure.value
+        if not (own and isinstance(error, TransientError)) or is_disconnection(error):
+            return self.run(oid, lost_runs=1, failure=failure)
+        _, decision = self.runner.after_conflict(oid, failure, 1)
+        if not decision.retry:
+            return self.record(oid, failure, conflicts=1, lost_runs=1)
+        return self.run(
+            oid, lost_runs=1, failure=failure, conflicts=1, delay=decision.delay
+        )
 
     def _once_only(self, oid: int) -> bool:
         """Whether job ``oid`` may start once at most (read afresh)."""
