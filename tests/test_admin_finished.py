@@ -9,6 +9,7 @@ import jobfuncs
 from zasync import admin
 from zasync.interfaces import COMPLETED, KEY, NEW
 from zasync.job import Job
+from zasync.overview import summary
 
 
 def _queues(db):
@@ -30,7 +31,7 @@ def test_a_cancelled_job_without_callbacks_is_listed_as_failed(zasync_db):
     job = _cancelled_job(queues)
     assert job.status == COMPLETED
     assert admin.list_jobs(queues, status=("failed",)) == [job]
-    assert admin.summary(queues)["throughput"]["1m"]["failed"] == 1
+    assert summary(queues)["throughput"]["1m"]["failed"] == 1
     conn.close()
 
 

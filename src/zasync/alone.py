@@ -97,7 +97,8 @@ class Alone:
             if isinstance(outcome, list):
                 return outcome
             failure = outcome
-            lost_runs += 1
+            if runner.started_oid == oid:
+                lost_runs += 1  # it ran: a start to count (and to never repeat)
             error = failure.value
             if isinstance(error, BaseException) and is_disconnection(error):
                 # Not the job's fault nor a conflict: no run while the
@@ -153,6 +154,7 @@ class Alone:
         the Failure that aborted it (the job may have run)."""
         runner = self.runner
         outcomes: Outcomes = []
+        runner.started_oid = None
         try:
             runner.begin()
             job = runner.load(oid)
@@ -179,6 +181,11 @@ class Alone:
             if not isinstance(e, TransientError):
                 log.exception("job 0x%x could not be committed", oid)
             return failure
+
+    def connected(self) -> bool:
+        """False when the storage says it is disconnected (ZEO)."""
+        is_connected = getattr(self.runner.dispatcher.db.storage, "is_connected", None)
+        return is_connected is None or bool(is_connected())
 
     def wait_for_storage(self) -> bool:
         """Wait until the storage is connected again; False if the

@@ -144,6 +144,8 @@ class SlotRunner:
         outcomes: Outcomes = []
         fallback: Exception | None = None
         self.started_oid = None
+        if not self.alone.connected() and not self.alone.wait_for_storage():
+            return None  # stopping while the storage is away: start nothing
         with limiter.shared():
             if self.abandoned(pending):
                 return None

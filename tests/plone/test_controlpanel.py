@@ -411,6 +411,20 @@ def test_clear_finished_jobs_older_than_an_age(site):
     assert "No jobs." in b.contents
 
 
+@pytest.mark.parametrize("older_than", ["inf", "1e400", "nan", "-1", "soon"])
+def test_clearing_with_an_age_that_is_no_age_is_a_bad_request(site, older_than):
+    job = service().queueJob(uijobs.echo, site["portal"], 1)
+    run(job)
+    b = browser(site)
+    b.raiseHttpErrors = False
+    b.open(url(site, "?confirm=prune&older_than=0"))  # a form with a token
+    token = b.getControl(name="_authenticator").value
+    b.post(url(site), f"action=prune&older_than={older_than}&_authenticator={token}")
+    assert b.headers["status"].startswith("400"), b.headers["status"]
+    transaction.begin()
+    assert job.status == "completed-status"  # nothing removed
+
+
 def test_actions_need_the_authenticator_and_a_post(site):
     job = service().queueJob(uijobs.fail_with, site["portal"], "stays")
     run(job)

@@ -11,7 +11,7 @@ from zasync import admin
 from zasync.cli.database import in_transaction, one_job, open_database
 from zasync.cli.exitcodes import EXIT_OK
 from zasync.cli.inspection import add_job_parser, print_job
-from zasync.cli.options import add_db
+from zasync.cli.options import add_db, days
 from zasync.job import Job
 
 #: finished jobs removed per transaction by ``zasync prune``
@@ -26,7 +26,7 @@ def add_parsers(sub: Any) -> None:
         "prune", help="remove finished jobs older than the retention period"
     )
     add_db(prune)
-    prune.add_argument("--older-than", type=float, default=7.0, metavar="DAYS")
+    prune.add_argument("--older-than", type=days, default=7.0, metavar="DAYS")
 
 
 def run_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -57,8 +57,6 @@ def run_cancel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 def run_prune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``zasync prune``: finished jobs older than --older-than days removed,
     :data:`PRUNE_BATCH` a transaction."""
-    if args.older_than < 0:
-        parser.error("--older-than: use a number of days >= 0")
     db = open_database(args)
     total = 0
     try:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import transaction
 import ZODB
 from ZODB.Connection import Connection
+from ZODB.FileStorage.FileStorage import packed_version
 
 from zasync import admin
 from zasync.cli.options import LONG_RUNNING
@@ -28,12 +29,11 @@ def open_database(args: argparse.Namespace) -> ZODB.DB:
     opened, and for a FileStorage that does not exist unless the command is
     one that creates it (worker, demo)."""
     spec = parse_uri(args.db)
-    if (
-        spec.kind == "file"
-        and args.command not in LONG_RUNNING
-        and spec.path is not None
-        and not os.path.exists(spec.path)
-    ):
+    if spec.kind != "file" or spec.path is None:
+        return open_db(args.db)
+    if os.path.exists(spec.path):
+        _check_filestorage(spec.path, spec.display)
+    elif args.command not in LONG_RUNNING:
         # Opening would create an empty database where a typo pointed.
         raise StorageError(
             f"cannot open {spec.display}: no such file; check the path (a "
@@ -41,6 +41,30 @@ def open_database(args: argparse.Namespace) -> ZODB.DB:
             uri=spec.display,
         )
     return open_db(args.db)
+
+
+#: the first bytes of a FileStorage file
+FILESTORAGE_MAGIC: bytes = packed_version
+
+
+def _check_filestorage(path: str, display: str) -> None:
+    """Raise StorageError unless ``path`` is a FileStorage (its magic
+    bytes): nothing is ever written next to or into another file."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(FILESTORAGE_MAGIC))
+    except OSError as e:
+        raise StorageError(
+            f"cannot open {display}: {e.strerror}; check the path", uri=display
+        ) from None
+    if head != FILESTORAGE_MAGIC:
+        what = "an empty file" if not head else "not a FileStorage"
+        raise StorageError(
+            f"cannot open {display}: {what} (a Data.fs starts with "
+            f"{FILESTORAGE_MAGIC.decode()}); name a Data.fs, or a new path for "
+            f"a worker to create",
+            uri=display,
+        )
 
 
 def in_transaction(db: ZODB.DB, work: Callable[[Any, Connection], T]) -> T:

@@ -9,16 +9,24 @@ import json
 import time
 from typing import Any
 
-from zasync import admin
+from zasync import admin, overview
 from zasync.cli.database import in_transaction, one_job, open_database
 from zasync.cli.exitcodes import EXIT_OK
-from zasync.cli.options import add_db, add_json, positive_int
+from zasync.cli.options import add_db, add_json, positive_float, positive_int
+from zasync.running import LONG_RUNNING_SECONDS, human_duration
 
 
 def add_parsers(sub: Any) -> None:
     """The ``status``, ``jobs`` and ``show`` commands, on ``sub``."""
     status = sub.add_parser("status", help="queues, quotas, workers and throughput")
     add_db(status)
+    status.add_argument(
+        "--long-after",
+        type=positive_float,
+        default=LONG_RUNNING_SECONDS,
+        metavar="SECONDS",
+        help="flag jobs running longer than this (default %(default)g)",
+    )
     add_json(status)
 
     jobs = sub.add_parser("jobs", help="list jobs")
@@ -48,7 +56,10 @@ def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     """``zasync status``: queues, quotas, workers and throughput."""
     db = open_database(args)
     try:
-        data = in_transaction(db, lambda queues, conn: admin.summary(queues))
+        data = in_transaction(
+            db,
+            lambda queues, conn: overview.summary(queues, long_after=args.long_after),
+        )
     finally:
         db.close()
     if args.json:
@@ -57,6 +68,7 @@ def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     _print_queues(data["queues"])
     print()
     _print_workers(data["workers"])
+    _print_running(data["workers"], args.long_after)
     print()
     for window, t in data["throughput"].items():
         print(f"last {window:>3}: {t['completed']} completed, {t['failed']} failed")
@@ -85,6 +97,18 @@ def _print_workers(workers: list[dict[str, Any]]) -> None:
             f"{w['uuid']:<38} {w['host'] + ':' + str(w['pid']):<24} "
             f"{'alive' if w['alive'] else 'dead':<6} {w['threads']:>7} {len(w['running']):>7}  {seen}"
         )
+
+
+def _print_running(workers: list[dict[str, Any]], long_after: float) -> None:
+    running = [(job, w) for w in workers for job in w["jobs"] if job["running_seconds"]]
+    if not running:
+        return
+    print()
+    print(f"{'running job':<12} {'for':>14}  callable")
+    for job, _w in sorted(running, key=lambda r: -r[0]["running_seconds"]):
+        flag = f"  longer than {human_duration(long_after)}" if job["long"] else ""
+        took = human_duration(job["running_seconds"])
+        print(f"{job['id']:<12} {took:>14}  {job['callable']}{flag}")
 
 
 def run_jobs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import Any
 
@@ -29,8 +30,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number more than 0")
     return value
 
 
@@ -55,3 +56,20 @@ def add_db(parser: argparse.ArgumentParser, *, group: Any = None) -> None:
 def add_json(parser: argparse.ArgumentParser) -> None:
     """--json: print JSON (for scripts) instead of a table."""
     parser.add_argument("--json", action="store_true")
+
+
+#: the most days a duration option takes (what a timedelta holds)
+MAX_DAYS = 999_999_999
+
+
+def days(text: str) -> float:
+    """An argparse type: a number of days, 0 or more (0: all)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a number of days from 0 to {MAX_DAYS}"
+        )
+    return value

@@ -146,6 +146,17 @@ class IZasyncSettings(Interface):
         required=False,
     )
 
+    long_running_seconds = schema.Float(
+        title="Running long after",
+        description=(
+            "Seconds after which the control panel and @async-workers flag "
+            "a running job as running long."
+        ),
+        default=3600.0,
+        min=1.0,
+        required=False,
+    )
+
     public_url = schema.TextLine(
         title="Public URL of the site",
         description=(

@@ -17,6 +17,7 @@ jobs``, POST only, with plone.protect's authenticator):
 from __future__ import annotations
 
 import datetime
+import math
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
@@ -36,6 +37,7 @@ from zasync import admin
 from zasync.interfaces import BadStatusError
 from zasync.plone.browser import jobs
 from zasync.plone.interfaces import IAsyncService
+from zasync.running import human_duration
 
 VIEW_JOBS = "zasync: View jobs"
 MANAGE_JOBS = "zasync: Manage jobs"
@@ -171,6 +173,7 @@ class JobsControlPanel(BrowserView):
         return self.request.physicalPathToURL(path.split("/"))
 
     format_time = staticmethod(format_time)
+    duration = staticmethod(human_duration)
 
     # -- the overview ------------------------------------------------------------
 
@@ -366,6 +369,11 @@ def _int(value: Any, default: int, lowest: int, highest: int) -> int:
     return max(lowest, min(number, highest))
 
 
+#: the longest age the clear action takes (what a timedelta holds, about
+#: 2.7 million years, rounded down)
+MAX_HOURS = 2.4e10
+
+
 def _hours(value: Any) -> float:
     try:
         hours = float(value)
@@ -375,4 +383,8 @@ def _hours(value: Any) -> float:
         ) from None
     if not hours >= 0:
         raise BadRequest(f"older_than={value!r}: the age cannot be negative")
+    if not math.isfinite(hours) or hours > MAX_HOURS:
+        raise BadRequest(
+            f"older_than={value!r}: give a number of hours up to {MAX_HOURS:g}"
+        )
     return hours

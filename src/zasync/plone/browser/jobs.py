@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from zasync import admin
+from zasync import overview as overview_module
 from zasync.job import Job, callable_name
 from zasync.local import live_annotations
+from zasync.plone import settings
 from zasync.plone.runner import JobOrigin, iter_origins, run_as_user
+from zasync.running import LONG_RUNNING_SECONDS, describe_running
 
 #: the filters of a job list (status, then these), as query parameters
 FILTERS = ("queue", "callable", "user", "path")
@@ -282,7 +285,7 @@ def overview(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> 
     quotas and their use; the workers; jobs done and failed over the last 5
     and 60 minutes; the running jobs with their progress."""
     match = None if scope.everything else scope.__contains__
-    data = admin.summary(
+    data = overview_module.summary(
         queues, heartbeat_interval=heartbeat_interval, windows=WINDOWS, match=match
     )
     last_hour = data["throughput"][f"{WINDOWS[-1]}m"]["queues"]
@@ -302,8 +305,11 @@ def overview(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> 
 def workers(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> list:
     """The workers that serve the database: alive or not, when last seen,
     their threads, and the running jobs of the scope (``running``: ids;
-    ``jobs``: id, callable, status and progress)."""
+    ``jobs``: id, callable, status, progress, ``running_seconds`` and
+    ``long``: running longer than the registry's
+    ``zasync.plone.long_running_seconds``)."""
     clock = time.time()
+    long_after = float(settings.read("long_running_seconds", LONG_RUNNING_SECONDS))
     found = []
     for record in queues.workers.values():
         running = [
@@ -312,6 +318,7 @@ def workers(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> l
                 "callable": function_name(job),
                 "kind": admin.kind(job, clock),
                 "progress": progress_of(job),
+                **describe_running(job, clock, long_after),
             }
             for _slot, job in record.iter_active()
             if job in scope
