@@ -364,3 +364,12 @@ def test_times_are_stored_as_microseconds_and_read_back_in_utc(zasync_db, conn):
         assert stored.active_end is None
     job.active_start = None
     assert job.active_start is None and job._active_start_us is None
+
+
+def test_parent_is_the_job_called_back_else_the_queue(queue):
+    job = Job(jobfuncs.noop)
+    assert job.parent is None
+    callback = job.addCallback(jobfuncs.noop)
+    assert callback.parent is job
+    queue.put(job)
+    assert job.parent is queue

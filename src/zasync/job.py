@@ -148,6 +148,13 @@ class Job(JobFields, persistent.Persistent):
         return self._worker
 
     @property
+    def parent(self) -> Any:
+        """What the job belongs to, as zc.async's ``parent``: the job whose
+        callback it is, else the composite it is a member of, else its
+        queue (None for a new job)."""
+        return self._callback_of or self._parent or self._queue
+
+    @property
     def slot(self) -> int | None:
         """The index of the worker thread that holds the job, or None."""
         return self._slot
