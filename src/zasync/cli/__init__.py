@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from zasync.cli import actions, demo, inspection, ops, worker
-from zasync.cli.exitcodes import EXIT_ERROR, EXIT_STORAGE
+from zasync.cli.exitcodes import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_STORAGE
 from zasync.cli.options import LOG_LEVELS, LONG_RUNNING
 from zasync.interfaces import ZasyncError
 from zasync.logformat import configure as configure_logging
@@ -43,7 +44,8 @@ file:///path/Data.fs, zeo://host:port, zeo:///path/to.sock, memory://,
 zconfig:///path/zodb.conf, postgresql://user@host/dbname (RelStorage); see
 https://docs.pylonsproject.org/projects/zodburi/en/latest/
 
-exit codes: 0 ok, 1 the operation failed, 2 bad usage, 3 database unavailable
+exit codes: 0 ok, 1 the operation failed, 2 bad usage, 3 database unavailable,
+141 the reader of the output went away (as `zasync jobs ... | head` does)
 """
 
 #: a command: its parsed flags and the parser (for usage errors) -> exit code
@@ -88,7 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` (default: ``sys.argv[1:]``) names; return
-    its exit code. Bad usage exits (code 2) through argparse."""
+    its exit code. Bad usage exits (code 2) through argparse. When the
+    reader of stdout goes away (``zasync jobs ... | head``), the command
+    ends quietly with EXIT_BROKEN_PIPE, as a command killed by SIGPIPE."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a broken pipe shows here for buffered output
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at devnull so that
+        # the flush cannot fail a second time and print a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "zope_conf", None):
