@@ -46,10 +46,26 @@ def report(result: Any) -> str:
     return f"callback saw {result!r}"
 
 
-def run_demo(uri: str, *, jobs: int = 20) -> int:
+def _print_progress(tm: Any, job: Any) -> None:
+    """Print the job's progress each time it changes, until it completes."""
+    shown = None
+    while job.status != zasync.COMPLETED:
+        tm.begin()
+        live = local.live_annotations(job).get("progress")
+        if live and live["done"] != shown:
+            shown = live["done"]
+            print(f"  slow_sum: {live['done']}/{live['total']} {live['message']}")
+        time.sleep(0.25)
+
+
+def run_demo(uri: str, *, jobs: int = 20, uuid: str | None = None) -> int:
+    """Run the demo on the database ``uri`` with a worker of ``jobs`` word
+    counts and four more jobs; the worker is ``uuid`` (a new one when
+    None), so that runs under one UUID show as one worker in ``zasync
+    status``. Returns the exit code (0)."""
     db = open_db(uri)
     zasync.install(db)
-    dispatcher = Dispatcher(db, threads=4).start()
+    dispatcher = Dispatcher(db, uuid, threads=4).start()
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
@@ -69,13 +85,14 @@ def run_demo(uri: str, *, jobs: int = 20) -> int:
             retry_policy_factory=zasync.RetryWithDelay.configure(error_delay=0.2),
         )
         tm.commit()
-        print(f"queued {jobs + 3} jobs in {uri}; a worker with 4 threads runs them")
-        while long_job.status != zasync.COMPLETED:
-            tm.begin()
-            live = local.live_annotations(long_job).get("progress")
-            if live:
-                print(f"  slow_sum: {live['done']}/{live['total']} {live['message']}")
-            time.sleep(0.25)
+        # As `zasync status` counts them: the serial batch and its 2 steps
+        # are 3 jobs; the callback is part of its job.
+        print(
+            f"queued {jobs + 5} jobs in {uri} ({jobs} word counts, slow_sum "
+            f"with a callback, a serial batch and its 2 steps, a job retried "
+            f"once); a worker with 4 threads runs them"
+        )
+        _print_progress(tm, long_job)
         for job in words:
             wait_for_result(job, 30)
         print(f"word counts: {[job.result for job in words]}")
