@@ -313,7 +313,8 @@ def prune(
 
 
 def describe(job: Job) -> dict[str, Any]:
-    """A JSON-ready description of a job."""
+    """A JSON-ready description of a job; ``retry_at`` (ISO time) for a job
+    that ran and waits to run again later (its retry policy's delay)."""
 
     def iso(value: Any) -> str | None:
         return value.isoformat() if isinstance(value, datetime.datetime) else None
@@ -336,6 +337,11 @@ def describe(job: Job) -> dict[str, Any]:
         "worker": job.worker,
         "failed": job.failed,
     }
+    retry_at = job.begin_after
+    if job.status == PENDING and job.attempts and retry_at is not None:
+        if retry_at.timestamp() > time.time():
+            # Failed and rescheduled by its retry policy: the next attempt.
+            data["retry_at"] = iso(retry_at)
     if isinstance(result, Failure):
         data["error"] = f"{result.type_name}: {result.getErrorMessage()}"
         data["traceback"] = result.getTraceback()

@@ -56,6 +56,19 @@ class CancelledError(ZasyncError):
     """The job was cancelled before it completed."""
 
 
+class JobCancelled(CancelledError):  # noqa: N818 - named as asked in issue #21
+    """A cancel of the running job was requested (``zasync.admin.cancel``):
+    raised by ``zasync.local.check()`` and ``progress()`` in the job. Its
+    work is rolled back and it completes with this failure, never retried."""
+
+
+class JobTimeout(TimeoutError):  # noqa: N818 - named as asked in issue #21
+    """The running job ran past its ``timeout``: raised by
+    ``zasync.local.check()`` and ``progress()`` in the job. Its work is
+    rolled back; its retry policy decides whether it runs again (RetryPolicy:
+    only when ``retry_on`` names JobTimeout)."""
+
+
 class ConfigurationError(ZasyncError):
     """A setting has a value that cannot work; the message names the setting
     and what to use instead."""
