@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,8 @@ def test_status_as_a_table_and_as_json(database):
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["queue", "pending", "scheduled", "active", "quotas"]
     assert lines[1].split()[:4] == ["(default)", "1", "1", "0"]
-    assert any("dead" in line for line in lines)  # the stopped dispatcher
+    (worker_line,) = [line for line in lines if "stopped" in line]
+    assert worker_line.split()[2] == "stopped"  # the dispatcher stopped cleanly
     assert "completed, 1 failed" in table.stdout
 
     data = as_json(zasync("status", "--json", "--db", database.uri))
@@ -103,8 +105,30 @@ def test_status_as_a_table_and_as_json(database):
     assert (counts["pending"], counts["scheduled"], counts["active"]) == (1, 1, 0)
     (worker,) = data["workers"]
     assert worker["alive"] is False and worker["running"] == []
+    assert worker["state"] == "stopped"
     last_minute = data["throughput"]["1m"]
     assert (last_minute["completed"], last_minute["failed"]) == (1, 1)
+
+
+def test_status_tells_a_dead_worker_from_a_stopped_one(database):
+    # A worker not seen for three heartbeats (its process gone without a
+    # clean stop), next to the fixture's worker, stopped cleanly.
+    db = open_db(database.uri)
+    try:
+        conn = db.open()
+        record = conn.root()[KEY].workers.register("dead-worker")
+        record._begin(2, ("",), time.time() - 3600)
+        transaction.commit()
+        conn.close()
+    finally:
+        db.close()
+    data = as_json(zasync("status", "--json", "--db", database.uri))
+    states = {w["uuid"]: w["state"] for w in data["workers"]}
+    assert sorted(states.values()) == ["dead", "stopped"]
+    assert states["dead-worker"] == "dead"
+    table = zasync("status", "--db", database.uri).stdout
+    (line,) = [line for line in table.splitlines() if line.startswith("dead-worker")]
+    assert line.split()[2] == "dead"
 
 
 def test_jobs_lists_and_filters_by_status(database):

@@ -14,6 +14,10 @@ from zasync.cli.database import in_transaction, one_job, open_database
 from zasync.cli.exitcodes import EXIT_OK
 from zasync.cli.options import add_db, add_json, positive_float, positive_int
 from zasync.running import LONG_RUNNING_SECONDS, human_duration
+from zasync.workerstate import state_of
+
+#: seconds between a worker's heartbeats, as the workers' default
+HEARTBEAT_INTERVAL = 60.0
 
 
 def add_parsers(sub: Any) -> None:
@@ -55,11 +59,19 @@ def add_job_parser(sub: Any, name: str, text: str) -> None:
 def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``zasync status``: queues, quotas, workers and throughput."""
     db = open_database(args)
-    try:
-        data = in_transaction(
-            db,
-            lambda queues, conn: overview.summary(queues, long_after=args.long_after),
+
+    def work(queues: Any, conn: Any) -> dict[str, Any]:
+        data = overview.summary(
+            queues, heartbeat_interval=HEARTBEAT_INTERVAL, long_after=args.long_after
         )
+        clock = time.time()
+        for row in data["workers"]:
+            record = queues.workers[row["uuid"]]
+            row["state"] = state_of(record, clock, HEARTBEAT_INTERVAL).value
+        return data
+
+    try:
+        data = in_transaction(db, work)
     finally:
         db.close()
     if args.json:
@@ -89,13 +101,13 @@ def _print_queues(queues: dict[str, Any]) -> None:
 
 def _print_workers(workers: list[dict[str, Any]]) -> None:
     print(
-        f"{'worker':<38} {'host:pid':<24} {'state':<6} {'threads':>7} {'running':>7}  last seen"
+        f"{'worker':<38} {'host:pid':<24} {'state':<7} {'threads':>7} {'running':>7}  last seen"
     )
     for w in workers:
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w["last_seen"]))
         print(
             f"{w['uuid']:<38} {w['host'] + ':' + str(w['pid']):<24} "
-            f"{'alive' if w['alive'] else 'dead':<6} {w['threads']:>7} {len(w['running']):>7}  {seen}"
+            f"{w['state']:<7} {w['threads']:>7} {len(w['running']):>7}  {seen}"
         )
 
 

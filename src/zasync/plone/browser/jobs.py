@@ -26,6 +26,7 @@ from zasync.local import live_annotations
 from zasync.plone import settings
 from zasync.plone.runner import JobOrigin, iter_origins, run_as_user
 from zasync.running import LONG_RUNNING_SECONDS, describe_running
+from zasync.workerstate import state_of
 
 #: the filters of a job list (status, then these), as query parameters
 FILTERS = ("queue", "callable", "user", "path")
@@ -332,6 +333,7 @@ def workers(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> l
                 "threads": record.threads,
                 "queues": list(record.queue_names),
                 "alive": record.is_alive(clock, heartbeat_interval),
+                "state": state_of(record, clock, heartbeat_interval).value,
                 "last_seen": (
                     datetime.datetime.fromtimestamp(last_seen, datetime.UTC)
                     .replace(microsecond=0)
