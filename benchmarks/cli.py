@@ -1,8 +1,8 @@
 """``python -m benchmarks [--quick] [--only W1,W2] [--setups a,b]``.
 
-Runs the workloads of ../shared/BENCH.md (W1-W6) and the storages alone,
-prints a table with the targets, and writes the JSON records and the plots
-to benchmarks/results/.
+Runs the workloads of ../shared/BENCH.md (W1-W6), the soak W7 and the
+storages alone, prints a table with the targets, and writes the JSON
+records and the plots to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from benchmarks.workloads import (
     w4_recovery,
     w5_contention,
     w6_plone,
+    w7_soak,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,6 +37,7 @@ WORKLOADS = {
     "W4": w4_recovery.run,
     "W5": w5_contention.run,
     "W6": w6_plone.run,
+    "W7": w7_soak.run,
 }
 
 EPILOG = """\
@@ -44,8 +46,10 @@ examples:
   python -m benchmarks                         # the full definitions, 16-32 min here
   python -m benchmarks --only W1 --setups b,e  # W1 on ZEO with 1 and 4 workers
   python -m benchmarks --only storage,W2 --runs 5
+  python -m benchmarks --quick --only W7       # the soak, 1 minute
 
-workloads: storage (the storages alone), W1-W6
+workloads: storage (the storages alone), W1-W6, W7 (soak: 10 min, quick 1 min,
+           one run whatever --runs says)
 setups: a FileStorage, b ZEO 1 worker, c ZEO 2 workers, d RelStorage,
         e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own);
         W6: q default quota 1 thread, u no quota 4 threads (the default),
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "params": params.__dict__,
         "machine": info,
         "w5_conflicts": ctx.results.extra.get("w5_conflicts"),
+        "w7_rss": ctx.results.extra.get("w7_rss"),
     }
     json_path = args.out / f"{prefix}results.json"
     ctx.results.write_json(json_path, meta=meta)
