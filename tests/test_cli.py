@@ -192,7 +192,7 @@ def test_cancel_a_pending_job(database):
     assert data["error"].startswith("zasync.interfaces.CancelledError")
     refused = zasync("cancel", database.completed, "--db", database.uri)
     assert refused.returncode == EXIT_ERROR
-    assert "only pending or scheduled jobs can be cancelled" in refused.stderr
+    assert "only pending, scheduled or running jobs can be cancelled" in refused.stderr
 
 
 def test_prune_removes_finished_jobs(database):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ZODB.POSException import POSKeyError
 
+from zasync.cancel_requests import CancelRequests
 from zasync.failure import Failure
 from zasync.interfaces import (
     ACTIVE,
@@ -28,7 +29,7 @@ from zasync.interfaces import (
     ZasyncError,
 )
 from zasync.job import Job
-from zasync.keys import parse_hex_id, to_us
+from zasync.keys import oid_int, parse_hex_id, to_us
 
 if TYPE_CHECKING:
     from zasync.queue import Queues
@@ -229,15 +230,49 @@ def _sources(
     return sources
 
 
-def cancel(job: Job) -> None:
-    """Cancel a pending or scheduled job: it completes with a Failure of
-    CancelledError (its callbacks still run)."""
-    if job.status != PENDING:
+def cancel(job: Job) -> str:
+    """Cancel a job; return ``"cancelled"`` or ``"requested"``.
+
+    A pending or scheduled job is cancelled at once: it completes with a
+    Failure of CancelledError (its callbacks still run). For a job a worker
+    holds (assigned or running), a cancel is requested: the job stops at its
+    next ``zasync.local.check()`` or ``progress()`` with JobCancelled, its
+    work rolled back, and is never run again; a job that never checks runs
+    to its end. The request writes a small object of the worker's thread,
+    not the job, so it does not conflict with the job's transaction.
+    Raises BadStatusError for a job that finished or runs its callbacks."""
+    status = job.status
+    if status == PENDING:
+        job.fail(CancelledError(f"job {job.id} ({job.callable_name}) was cancelled"))
+        return "cancelled"
+    slot = _holder(job) if status in (ASSIGNED, ACTIVE) else None
+    if slot is None:
         raise BadStatusError(
-            f"job {job.id} is {kind(job)}: only pending or scheduled jobs can "
-            f"be cancelled"
+            f"job {job.id} is {kind(job)}: only pending, scheduled or running "
+            f"jobs can be cancelled"
         )
-    job.fail(CancelledError(f"job {job.id} ({job.callable_name}) was cancelled"))
+    requests = slot.cancel_requests
+    if requests is None:  # a slot stored by an earlier version
+        requests = slot.cancel_requests = CancelRequests()
+    held = set(slot.active.keys())
+    if slot.inbox:
+        held.update(slot.inbox.jobs)
+    requests.forget([oid for oid in requests.jobs if oid not in held])
+    requests.add(oid_int(job), job._attempts)
+    return "requested"
+
+
+def _holder(job: Job) -> Any:
+    """The worker thread's slot (zasync.workers.Slot) holding ``job``, or
+    None."""
+    jar = job._p_jar
+    queues = jar.root().get(KEY) if jar is not None else None
+    if queues is None or job.worker is None or job.slot is None:
+        return None
+    record = queues.workers.get(job.worker)
+    if record is None or job.slot >= len(record.slots):
+        return None
+    return record.slots[job.slot]
 
 
 def retry(job: Job, *, begin_after: datetime.datetime | None = None) -> Job:

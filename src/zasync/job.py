@@ -85,9 +85,11 @@ class Job(JobFields, persistent.Persistent):
     _conflicts: int = 0
     _errors: int = 0
     _interruptions: int = 0
-    # Room for what comes next (priorities, unique keys, cancellation,
-    # per-job timeouts): the queue key already sorts by priority.
+    # Room for what comes next (priorities, unique keys): the queue key
+    # already sorts by priority.
     priority: int = 0
+    #: seconds the job may run before check()/progress() raise JobTimeout
+    timeout: float | None = None
 
     def __init__(self, callable: Any, *args: Any, **kwargs: Any) -> None:
         check_callable(callable)

@@ -4,20 +4,30 @@ thread, so other processes see it before the job commits.
 
 They are kept on the thread's Slot object, which nothing else writes, so
 they never conflict with the job's own transaction.
+
+The same side connection answers the job's ``zasync.local.check()``: has a
+cancel been requested for it (zasync.cancel_requests), has it run past its
+timeout.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
+import time
 from typing import Any
 
 import transaction
 
-from zasync.interfaces import KEY
+from zasync.interfaces import KEY, JobCancelled, JobTimeout
 from zasync.keys import oid_int
 from zasync.txn import close_connection
 
 log = logging.getLogger(__name__)
+
+#: seconds between two reads of a running job's cancel requests
+CHECK_INTERVAL = 0.2
 
 
 class LiveChannel:
@@ -28,8 +38,16 @@ class LiveChannel:
         self.index = index
         self._tm: Any = None
         self._conn: Any = None
-        #: set once a job of this thread wrote live annotations
+        #: set once a job of this thread wrote live annotations (or saw a
+        #: cancel request): finished jobs' entries are then cleared
         self.written = False
+        # check(): the run it was last called in, when to read the cancel
+        # requests next, when the run times out (monotonic clock); the
+        # run that last timed out, its start (us) and when it timed out
+        self._run: Any = None
+        self._next_read = 0.0
+        self._deadline = math.inf
+        self._timed_out: tuple[Any, int | None, float] | None = None
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -79,7 +97,8 @@ class LiveChannel:
         return dict(live.get(oid_int(job), {}))
 
     def clear(self, oids: list[int]) -> None:
-        """Forget the live annotations of finished jobs."""
+        """Forget the live annotations and cancel requests of finished
+        jobs."""
         conn = self._connection()
         try:
             for attempt in self._tm.attempts(5):
@@ -88,8 +107,68 @@ class LiveChannel:
                     live = slot.live or {}
                     if any(oid in live for oid in oids):
                         slot.live = {k: v for k, v in live.items() if k not in oids}
+                    if slot.cancel_requests:
+                        slot.cancel_requests.forget(oids)
         except Exception:
             log.exception("could not clear live annotations")
+
+    def check(self, run: Any) -> None:
+        """For the job of ``run`` (a zasync.local context, one per call):
+        raise JobTimeout once it ran past its ``timeout``, JobCancelled once
+        a cancel of it was requested (read at most every CHECK_INTERVAL
+        seconds)."""
+        clock = time.monotonic()
+        job = run.job
+        if run is not self._run:
+            self._begin_run(run, clock)
+        if clock >= self._deadline:
+            self._timed_out = (job, job._active_start_us, clock)
+            raise JobTimeout(
+                f"job {job.id} ({job.callable_name}) ran past its timeout of "
+                f"{job.timeout:g} s"
+            )
+        if clock >= self._next_read:
+            self._next_read = clock + CHECK_INTERVAL
+            if self._cancel_requested(job):
+                self.written = True  # its request is cleared after its commit
+                raise JobCancelled(
+                    f"job {job.id} ({job.callable_name}) was cancelled while it ran"
+                )
+
+    def _begin_run(self, run: Any, clock: float) -> None:
+        """The first check() of a run: when it times out. A run retried at
+        once after a timeout (same start) counts from that timeout."""
+        self._run = run
+        self._next_read = clock
+        job = run.job
+        timeout = job.timeout
+        if timeout is None:
+            self._deadline = math.inf
+            return
+        elapsed = 0.0
+        last = self._timed_out
+        if last is not None and last[0] is job and last[1] == job._active_start_us:
+            elapsed = clock - last[2]
+        elif job.active_start is not None:
+            now = datetime.datetime.now(datetime.UTC)
+            elapsed = (now - job.active_start).total_seconds()
+        self._deadline = clock + timeout - elapsed
+
+    def _cancel_requested(self, job: Any) -> bool:
+        """Whether a cancel of this run of ``job`` is committed now."""
+        conn = self._connection()
+        self._tm.begin()
+        try:
+            requests = self._slot(conn).cancel_requests
+            if not requests:
+                return False
+            oid = oid_int(job)
+            if oid not in requests.jobs:
+                return False
+            # The job's attempts as committed, not as its run changed them.
+            return requests.wanted(oid, conn.get(job._p_oid)._attempts)
+        finally:
+            self._tm.abort()
 
     def close(self) -> None:
         if self._conn is not None:

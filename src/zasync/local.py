@@ -8,6 +8,11 @@ job's own annotations from a side transaction would conflict with the
 job's commit and make it run again. Other processes read them with
 :func:`live_annotations`; they are copied into ``job.annotations`` when
 the job commits.
+
+A job that runs long should call :func:`check` (or :func:`progress`) now
+and then: that is where a cancel requested by ``zasync.admin.cancel`` and
+the job's ``timeout`` stop it. A job that never calls them runs to its
+end.
 """
 
 from __future__ import annotations
@@ -99,13 +104,26 @@ def getLiveAnnotation(  # noqa: N802 - compat name
 _missing = object()
 
 
+def check() -> None:
+    """Raise JobCancelled when a cancel of the running job was requested
+    (``zasync.admin.cancel``), JobTimeout once it ran past its ``timeout``;
+    else return. Let them propagate: the job's work is rolled back and it
+    completes with that failure (a cancelled job is never run again; a
+    timed-out one as its retry policy says). Reads the database at most
+    five times a second; cheap to call in a loop."""
+    context = _current()
+    context.runner.live.check(context)
+
+
 def progress(
     done: float, total: float | None = None, message: str | None = None
 ) -> None:
     """Report progress of the running job (shown by ``zasync status``, the
     control panel and ``live_annotations(job)``). Writes at most twice a
-    second, except the final report (``done == total``)."""
+    second, except the final report (``done == total``). Checks first as
+    :func:`check` does, raising JobCancelled or JobTimeout."""
     context = _current()
+    context.runner.live.check(context)
     clock = time.monotonic()
     final = total is not None and done >= total
     value = {"done": done, "total": total, "message": message, "time": time.time()}

@@ -14,7 +14,9 @@ kept apart so they never conflict:
 - the heartbeat (``WorkerRecord.heartbeat``) is its own small object, written
   in the dispatcher's own transactions;
 - live annotations (progress) live on the Slot object itself, written only
-  by the slot's thread in side transactions.
+  by the slot's thread in side transactions;
+- cancel requests for the slot's running jobs are their own small object
+  (zasync.cancel_requests), which merges concurrent changes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any, cast
 import persistent
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
+
+from zasync.cancel_requests import CancelRequests
 
 
 class Heartbeat(persistent.Persistent):
@@ -106,6 +110,9 @@ class Slot(persistent.Persistent):
     done: LOBTree = cast(LOBTree, None)
     #: live annotations of the running jobs: {oid int: {name: value}}
     live: dict | None = None
+    #: cancels requested of its running jobs (None in slots stored by
+    #: earlier versions: made by the first request)
+    cancel_requests: CancelRequests | None = None
 
     def __init__(self, index: int):
         self.index = index
@@ -113,6 +120,7 @@ class Slot(persistent.Persistent):
         self.inbox = Inbox()
         self.done = LOBTree()
         self.live = {}
+        self.cancel_requests = CancelRequests()
 
     def _add_done(self, job: Any, end_us: int) -> None:
         done = self.done

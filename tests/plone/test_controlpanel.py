@@ -451,7 +451,7 @@ def test_an_action_the_status_does_not_allow_says_so(site):
     token = b.getControl(name="_authenticator").value
     b.post(url(site, f"/{job.id}"), f"action=cancel&_authenticator={token}")
     assert "Nothing done: job" in b.contents
-    assert "only pending or scheduled jobs can be cancelled" in b.contents
+    assert "only pending, scheduled or running jobs can be cancelled" in b.contents
 
 
 def test_queues_in_their_own_database(multidb, monkeypatch):

@@ -236,7 +236,10 @@ def test_retry_cancel_delete(rest):
     # What the status does not allow is refused, saying why.
     response = call(app, "POST", f"@async-jobs/{scheduled.id}/cancel")
     assert response.status_int == 400, response.text
-    assert "only pending or scheduled jobs can be cancelled" in response.json["message"]
+    assert (
+        "only pending, scheduled or running jobs can be cancelled"
+        in response.json["message"]
+    )
     response = call(app, "POST", f"@async-jobs/{done.id}/retry")
     assert response.status_int == 400
     assert "only failed jobs can be retried" in response.json["message"]

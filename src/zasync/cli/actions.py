@@ -21,7 +21,12 @@ PRUNE_BATCH = 500
 def add_parsers(sub: Any) -> None:
     """The ``retry``, ``cancel`` and ``prune`` commands, on ``sub``."""
     add_job_parser(sub, "retry", "queue a failed job again")
-    add_job_parser(sub, "cancel", "cancel a pending or scheduled job")
+    add_job_parser(
+        sub,
+        "cancel",
+        "cancel a pending or scheduled job; for a running one, request a "
+        "cancel that the job sees at its next zasync.local.check()",
+    )
     prune = sub.add_parser(
         "prune", help="remove finished jobs older than the retention period"
     )
@@ -40,15 +45,23 @@ def run_retry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def run_cancel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``zasync cancel ID``: a pending or scheduled job cancelled."""
+    """``zasync cancel ID``: a pending or scheduled job cancelled; for a
+    running one, a cancel requested."""
+    said = ""
 
     def action(job: Job) -> dict[str, Any]:
-        admin.cancel(job)
+        nonlocal said
+        said = admin.cancel(job)
         return admin.describe(job)
 
     data = one_job(args, action)
     if args.json:
         print_job(data, args.json)
+    elif said == "requested":
+        print(
+            f"job {data['id']}: cancel requested; the job stops at its next "
+            f"check (zasync.local.check() or progress())"
+        )
     else:
         print(f"job {data['id']} cancelled")
     return EXIT_OK

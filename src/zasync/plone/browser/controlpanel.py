@@ -299,7 +299,7 @@ class JobsControlPanel(BrowserView):
         actions = {}
         if kind == "failed":
             actions["retry"] = JOB_ACTIONS["retry"]
-        if kind in ("pending", "scheduled"):
+        if kind in ("pending", "scheduled", "active"):
             actions["cancel"] = JOB_ACTIONS["cancel"]
         if kind in ("completed", "failed"):
             actions["remove"] = JOB_ACTIONS["remove"]
@@ -344,8 +344,13 @@ class JobsControlPanel(BrowserView):
                 admin.retry(job)
                 text = f"Job {job.id} ({name}) is queued again."
             elif action == "cancel":
-                admin.cancel(job)
-                text = f"Job {job.id} ({name}) is cancelled."
+                if admin.cancel(job) == "requested":
+                    text = (
+                        f"Cancel requested for job {job.id} ({name}); the job "
+                        f"stops at its next check."
+                    )
+                else:
+                    text = f"Job {job.id} ({name}) is cancelled."
             else:
                 admin.remove(job)
                 messages.add(f"Job {job.id} ({name}) is removed.", type="info")

@@ -6,7 +6,8 @@ API, on the site root.
   ``b_start``, ``b_size``);
 - ``GET @async-jobs/{id}``: one job, with its traceback or result;
 - ``POST @async-jobs/{id}/retry``, ``POST @async-jobs/{id}/cancel``: act on
-  a job, answer with the job as it is now;
+  a job, answer with the job as it is now (a running job's cancel is a
+  request, ``"cancel": "requested"``: the job stops at its next check);
 - ``DELETE @async-jobs/{id}``: remove a finished job (204);
 - ``GET @async-workers``: the workers and what they run.
 
@@ -142,14 +143,19 @@ class JobsPost(_JobsService):
         if len(self.params) != 2 or self.params[1] not in ("retry", "cancel"):
             raise NotFound("POST @async-jobs/{id}/retry or @async-jobs/{id}/cancel")
         job = self.find(self.params[0])
+        said = None
         try:
             if self.params[1] == "retry":
                 admin.retry(job)
             else:
-                admin.cancel(job)
+                said = admin.cancel(job)
         except BadStatusError as e:
             raise BadRequest(str(e)) from None
-        return self.serialize(job, full=True)
+        data = self.serialize(job, full=True)
+        if said == "requested":
+            data["cancel"] = "requested"
+            data["message"] = "cancel requested; the job stops at its next check"
+        return data
 
 
 class JobsDelete(_JobsService):
