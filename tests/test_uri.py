@@ -98,3 +98,13 @@ def test_cli_accepts_zodburi_uris_and_reports_bad_ones(tmp_path: Path) -> None:
 def test_parse_uri_opens_nothing(tmp_path: Path) -> None:
     spec = parse_uri(f"file://{tmp_path / 'never' / 'Data.fs'}")
     assert spec.kind == "file" and not (tmp_path / "never").exists()
+
+
+def test_connection_caches_keep_zodbs_default_size_unless_the_uri_says(tmp_path):
+    """zodburi's default (10,000 objects a connection) would let a worker's
+    caches, one per thread, fill with finished jobs."""
+    path = str(tmp_path / "Data.fs")
+    assert parse_uri(path).dbkw["cache_size"] == 400
+    assert parse_uri(f"file://{path}").dbkw["cache_size"] == 400
+    sized = parse_uri(f"file://{path}?connection_cache_size=5000")
+    assert sized.dbkw["cache_size"] == 5000

@@ -178,6 +178,7 @@ def parse_uri(uri: str) -> StorageURI:
         raise _error(display, str(exc), "check the path") from None
     except Exception as exc:  # ValueError, ZConfig's errors, KeyError (#frag)
         raise _resolve_error(display, scheme, exc) from None
+    _default_cache_size(scheme, normalized, dbkw)
     kind: Kind = "relstorage" if scheme in _RELSTORAGE_SCHEMES else "other"
     if scheme in ("file", "zeo", "zconfig", "memory"):
         kind = scheme  # type: ignore[assignment]
@@ -191,6 +192,19 @@ def parse_uri(uri: str) -> StorageURI:
         dsn=_dsn(normalized) if scheme == "postgresql" else None,
         password=_password(normalized) if kind == "relstorage" else None,
     )
+
+
+#: objects a connection's cache keeps, unless the URI says
+#: ``connection_cache_size=``
+DEFAULT_CACHE_SIZE = 400
+
+
+def _default_cache_size(scheme: str, uri: str, dbkw: dict[str, Any]) -> None:
+    """ZODB.DB's own cache size unless the URI (or its ZConfig file) sets
+    one, not zodburi's 10,000 objects a connection: a worker holds a
+    connection per thread, whose caches would fill with finished jobs."""
+    if scheme != "zconfig" and "connection_cache_size" not in urlsplit(uri).query:
+        dbkw["cache_size"] = DEFAULT_CACHE_SIZE
 
 
 class _ZEOResolver(ClientStorageURIResolver):
