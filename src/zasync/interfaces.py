@@ -136,6 +136,10 @@ class IJob(Interface):
     annotations = Attribute("A persistent mapping for the application's notes")
     callbacks = Attribute("The callback jobs, run after this job completes")
     retry_policy_factory = Attribute("Makes the job's retry policy")
+    timeout = Attribute(
+        "Seconds the job may run (None: no limit), set by ``queue.put(..., "
+        "timeout=)``; past it, ``zasync.local.check()`` raises JobTimeout"
+    )
     failed = Attribute("True when the result is a Failure")
 
     def addCallback(callback):  # noqa: N802 - compat name

@@ -9,6 +9,7 @@ loaded and stored in one go.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import (
     Iterator,
     Mapping,
@@ -21,6 +22,21 @@ from typing import Any, SupportsIndex, overload
 from zasync.callables import as_argument, check_picklable
 from zasync.interfaces import NEW, PENDING, BadStatusError
 from zasync.keys import from_us, to_us
+
+
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` (seconds a job may run, see ``zasync.local.check``) as a
+    float; ValueError naming it unless it is a finite positive number."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
+    ):
+        raise ValueError(
+            f"timeout={timeout!r}: give the seconds the job may run, a finite "
+            f"number > 0 (or no timeout)"
+        )
+    return float(timeout)
 
 
 class Moment:

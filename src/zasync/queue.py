@@ -32,6 +32,7 @@ from zasync.interfaces import (
     IQueue,
 )
 from zasync.job import Job, now
+from zasync.jobfields import check_timeout
 from zasync.keys import oid_int, to_us
 from zasync.pending import NotPendingError, at_index, in_run_order, root_queues
 from zasync.quota_merge import check_size, merge
@@ -172,12 +173,14 @@ class Queue(persistent.Persistent):
         *,
         quota_names: tuple[str, ...] | None = None,
         retry_policy_factory: Any = None,
+        timeout: float | None = None,
     ) -> Job:
         """Queue ``item`` (a Job, or a callable wrapped in a new Job) in the
         caller's transaction and return the job.
 
         Raises TypeError for a callable that cannot be stored, ValueError for
-        a naive ``begin_after`` or a quota this queue does not have,
+        a naive ``begin_after``, a quota this queue does not have or a
+        ``timeout`` (seconds, see zasync.local.check) that is not > 0,
         BadStatusError for a job that is not new.
         """
         job = item if isinstance(item, Job) else Job(item)
@@ -199,6 +202,8 @@ class Queue(persistent.Persistent):
                 )
         if retry_policy_factory is not None:
             job.retry_policy_factory = retry_policy_factory
+        if timeout is not None:
+            job.timeout = check_timeout(timeout)
         jar = self._p_jar
         if jar is None:
             raise ConfigurationError(
