@@ -32,6 +32,7 @@ from tests.plone.helpers import WAIT, run, service
 from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
+from zasync.interfaces import JobCancelled
 from zasync.plone.tests import funcs
 from zasync.testing import wait_for_result, wait_until
 
@@ -254,6 +255,33 @@ def test_retry_cancel_delete(rest):
         ("GET", f"@async-jobs/{failed.id}/more"),
     ):
         assert call(app, method, path).status_int == 404, (method, path)
+
+
+def test_cancel_a_running_job(rest):
+    """A running job's cancel is a request: the job stops at its next
+    progress() with JobCancelled."""
+    token = "rest-cancel"
+    job = service().queueJob(uijobs.stepped, rest["portal"], token, 3)
+    transaction.commit()
+    app = client(rest)
+    uijobs.release(token)
+    wait_until(
+        lambda: (
+            (found := call(app, "GET", f"@async-jobs/{job.id}").json["progress"])
+            and found["done"] >= 1
+        ),
+        timeout=WAIT,
+        interval=0.05,
+        message="progress reported after step 1",
+    )
+    response = call(app, "POST", f"@async-jobs/{job.id}/cancel")
+    assert response.status_int == 200, response.text
+    assert response.json["cancel"] == "requested"
+    assert response.json["kind"] == "active"
+    assert "stops at its next check" in response.json["message"]
+    uijobs.release(token, 2)
+    failure = wait_for_result(job, WAIT)
+    assert failure.check(JobCancelled)
 
 
 # -- the documentation -----------------------------------------------------------
