@@ -38,10 +38,36 @@ def post_install(setup_tool: Any) -> None:
     site = _site(setup_tool)
     queues, quotas = settings.apply_registry(site)
     log.info(
-        "zasync installed in %s: queues created %s, quotas set %s",
+        "zasync installed in %s: %s",
         "/".join(site.getPhysicalPath()),
-        queues or "none",
-        quotas or "none",
+        describe_setup(created_queues=queues, changed_quotas=quotas),
+    )
+
+
+def describe_setup(*, created_queues: list[str], changed_quotas: list[str]) -> str:
+    """What the registry asks for, and which of it was created now (the
+    rest existed): ``queues (default) (created now), quota default of 1 on
+    each (existed)``."""
+    names = settings.configured_queues()
+    quotas = settings.configured_quotas()
+    queues_text = ", ".join(repr(n) if n else "(default)" for n in names)
+    queues_state = "created now" if created_queues else "existed"
+    if len(created_queues) not in (0, len(names)):
+        queues_state = "created now: " + ", ".join(
+            repr(n) if n else "(default)" for n in created_queues
+        )
+    if not quotas:
+        return f"queues {queues_text} ({queues_state}), no quotas"
+    quotas_text = ", ".join(f"{q} of {size}" for q, size in quotas.items())
+    quotas_state = (
+        "created or resized now: " + ", ".join(changed_quotas)
+        if changed_quotas
+        else "existed"
+    )
+    plural = "s" if len(quotas) > 1 else ""
+    return (
+        f"queues {queues_text} ({queues_state}), quota{plural} {quotas_text} "
+        f"on each ({quotas_state})"
     )
 
 

@@ -42,6 +42,14 @@ from zasync.storage import StorageError
 
 log = logging.getLogger(__name__)
 
+#: what Zope's WSGI starter logs (logger "Zope") once started: untrue in a
+#: worker, which serves no HTTP (the command prints its own ready line)
+ZOPE_READY_LINE = "Ready to handle requests"
+
+
+def _not_zopes_ready_line(record: logging.LogRecord) -> bool:
+    return record.getMessage() != ZOPE_READY_LINE
+
 
 class ZopeConfigError(StorageError):
     """zope.conf could not be loaded, or the databases it names could not
@@ -136,6 +144,8 @@ def start(
         os.environ["ZASYNC_UUID"] = str(uuid_file)
     if threads is not None:
         os.environ["ZASYNC_THREADS"] = str(threads)
+    zope_log = logging.getLogger("Zope")
+    zope_log.addFilter(_not_zopes_ready_line)
     try:
         # Locale, security, ZCML, databases, IDatabaseOpenedWithRoot and
         # IProcessStarting: everything Zope's WSGI start-up does.
@@ -151,13 +161,21 @@ def start(
         raise ZopeConfigError(
             f"cannot open the databases of {path}: {_one_line(e)}", uri=str(path)
         ) from None
+    finally:
+        zope_log.removeFilter(_not_zopes_ready_line)
     dispatcher = worker.get_dispatcher()
     if dispatcher is None:
         close_databases()
         raise ZopeStartError(_no_worker_message(path))
-    return ZopeWorker(
+    started = ZopeWorker(
         config_path=path, dispatcher=dispatcher, role=queryUtility(IWorkerRole)
     )
+    log.info(
+        "zasync worker ready: %d threads on database %r (no HTTP served)",
+        started.threads,
+        started.database_name,
+    )
+    return started
 
 
 def _site_zcml() -> str:
