@@ -195,7 +195,10 @@ class IRetryPolicy(Interface):
 
     def job_error(failure):
         """The job's callable raised ``failure`` (its work was rolled back):
-        retry (at once or after ``delay``), or record the failure."""
+        retry (at once or after ``delay``), or record the failure. A
+        JobCancelled failure must be recorded: a job cancelled while it ran
+        never runs again (RetryPolicy and ZcAsyncPolicy see to it; a policy
+        of your own should subclass RetryPolicy or do the same)."""
 
     def commit_error(failure):
         """The job's transaction could not commit (a ConflictError,

@@ -47,7 +47,7 @@ class LiveChannel:
         self._run: Any = None
         self._next_read = 0.0
         self._deadline = math.inf
-        self._timed_out: tuple[Any, int | None, float] | None = None
+        self._timed_out: tuple[int, int | None, float] | None = None
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -122,7 +122,7 @@ class LiveChannel:
         if run is not self._run:
             self._begin_run(run, clock)
         if clock >= self._deadline:
-            self._timed_out = (job, job._active_start_us, clock)
+            self._timed_out = (oid_int(job), job._active_start_us, clock)
             raise JobTimeout(
                 f"job {job.id} ({job.callable_name}) ran past its timeout of "
                 f"{job.timeout:g} s"
@@ -147,7 +147,11 @@ class LiveChannel:
             return
         elapsed = 0.0
         last = self._timed_out
-        if last is not None and last[0] is job and last[1] == job._active_start_us:
+        if (
+            last is not None
+            and last[1] == job._active_start_us
+            and last[0] == (oid_int(job))
+        ):
             elapsed = clock - last[2]
         elif job.active_start is not None:
             now = datetime.datetime.now(datetime.UTC)
