@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run demo test test-fast lint format bench clean cluster
+.PHONY: help run demo test test-fast lint format bench clean cluster dist
 
 help:
 	@echo "make run     - Plone 6 with zasync on http://localhost:8080/Plone (worker in-process)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-fast - the tests in this process (no workers, CLI runs, Plone, browser)"
 	@echo "make bench   - the benchmark workloads (QUICK=1 for a short run)"
 	@echo "make lint    - ruff format --check, ruff check and mypy"
+	@echo "make dist    - build the sdist and the wheel in dist/ and check them (twine)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,5 +66,17 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
 
+# The sdist and the wheel, as they would be published, checked by twine.
+DIST_STAMP := $(VENV)/.dist-installed
+
+$(DIST_STAMP): $(STAMP)
+	$(BIN)/pip install -q build twine
+	touch $(DIST_STAMP)
+
+dist: $(DIST_STAMP)
+	rm -rf dist
+	$(BIN)/python -m build
+	$(BIN)/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache dist
