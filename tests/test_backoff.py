@@ -16,7 +16,8 @@ from zasync import admin
 from zasync.failure import Failure
 from zasync.interfaces import PENDING, JobCancelled, JobTimeout
 from zasync.job import Job
-from zasync.retry import RetryPolicy, RetryWithDelay, ZcAsyncPolicy
+from zasync.recovery import at_most_once
+from zasync.retry import NeverRetry, RetryPolicy, RetryWithDelay, ZcAsyncPolicy
 from zasync.testing import wait_for_result, wait_until
 
 
@@ -144,6 +145,14 @@ def test_configure_returns_a_picklable_factory():
     )
     one = RetryPolicy.configure(retry_on=KeyError)
     assert one(Job(coop_jobs.raise_each_time, "k", "os")).retry_on == (KeyError,)
+
+
+def test_a_configured_never_retry_still_starts_once_at_most():
+    job = Job(coop_jobs.raise_each_time, "k", "os")
+    job.retry_policy_factory = NeverRetry.configure(max_interruptions=0)
+    assert at_most_once(job)
+    job.retry_policy_factory = RetryPolicy.configure(max_errors=1)
+    assert not at_most_once(job)
 
 
 def test_configure_refuses_what_cannot_work():

@@ -360,6 +360,11 @@ class _Configured:
         self.base = base
         self.settings = dict(settings)
 
+    @property
+    def at_most_once(self) -> bool:
+        """As its policy's (NeverRetry.configure() keeps one start at most)."""
+        return bool(self.base.at_most_once)
+
     def __call__(self, job: Job) -> RetryPolicy:
         policy = self.base(job)
         for name, value in self.settings.items():
