@@ -26,7 +26,8 @@ from tests.plone.helpers import WAIT, run, service
 from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync import Job
-from zasync.testing import wait_for_result, wait_until
+from zasync.interfaces import JobCancelled
+from zasync.testing import wait_for_result, wait_for_start, wait_until
 
 SITE_ADMIN = "siteadmin"
 SITE_ADMIN_PASSWORD = "secret-siteadmin"
@@ -361,6 +362,25 @@ def test_retry_a_failed_job_is_confirmed_and_reported(site):
 
     wait_until(run_again, timeout=WAIT, message="a second run")
     assert wait_for_result(job, WAIT).getErrorMessage() == "once"
+
+
+def test_cancel_a_running_job(site):
+    """A running job's cancel is requested; it stops at its next check."""
+    token = "panel-cancel"
+    job = service().queueJob(uijobs.stepped, site["portal"], token, 3)
+    transaction.commit()
+    wait_for_start(job, WAIT)
+    b = browser(site)
+    b.open(url(site, f"/{job.id}"))
+    b.getLink("Cancel job…").click()
+    assert "It stops at its next check" in b.contents
+    b.getControl("Cancel job").click()
+    assert (
+        f"Cancel requested for job {job.id} (tests.plone.uijobs.stepped); the "
+        f"job stops at its next check." in b.contents
+    )
+    uijobs.release(token, 3)
+    assert wait_for_result(job, WAIT).check(JobCancelled)
 
 
 def test_cancel_a_scheduled_job(site):
