@@ -14,6 +14,8 @@ from zasync.interfaces import (
     PENDING,
     AbortedError,
     BadStatusError,
+    JobCancelled,
+    JobTimeout,
     ZasyncError,
 )
 from zasync.job import Job
@@ -46,4 +48,6 @@ __all__ = [
     "ZasyncError",
     "BadStatusError",
     "AbortedError",
+    "JobCancelled",
+    "JobTimeout",
 ]
