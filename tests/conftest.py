@@ -223,11 +223,25 @@ def workers(tmp_path: Path) -> Iterator[object]:
 
 #: modules whose tests start other processes: zasync workers, one-shot CLI
 #: runs, a ZEO server with a Plone instance and workers
-MULTIPROCESS_MODULES = {"test_multiprocess.py", "test_cli.py", "test_cluster.py"}
+MULTIPROCESS_MODULES = {
+    "test_multiprocess.py",
+    "test_cli.py",
+    "test_cluster.py",
+    "test_bad_input.py",
+    "test_cancel_cli.py",
+    "test_cli_pipe.py",
+    "test_demo.py",
+    "test_health.py",
+    "test_logformat.py",
+    "test_metrics.py",
+    "test_packaging.py",
+}
 #: single tests that start several Python processes, as module::function
 MULTIPROCESS_TESTS = {
     "test_storage.py::test_zeo_processes_opening_a_new_database_at_once",
     "test_storage.py::test_postgresql_processes_opening_a_new_database_at_once",
+    "test_running.py::test_status_lists_running_jobs_and_flags_long_ones",
+    "test_running.py::test_status_refuses_a_limit_that_is_no_duration",
 }
 #: modules that drive a real browser (Playwright's Chromium)
 BROWSER_MODULES = {"test_browser.py"}

@@ -17,7 +17,7 @@ import zasync
 import zasync.claimer as claimer_module
 from reliability_jobs import FailsToCommit, calls
 from zasync.job import Job
-from zasync.testing import wait_for_result
+from zasync.testing import wait_for_result, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +116,7 @@ def test_a_never_retry_job_never_shares_a_transaction(queue, start_dispatcher):
     assert calls == {"before": 1, "alone": 1, "after": 1}
     transaction.begin()
     assert [job.attempts for job in jobs] == [1, 1, 1]
-    assert dispatcher.jobs_run == 3
+    wait_until(lambda: dispatcher.jobs_run == 3, message="the worker to count 3 jobs")
 
 
 def test_a_job_that_commits_by_itself_then_raises_fails_with_its_own_error(
