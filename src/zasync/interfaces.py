@@ -56,13 +56,13 @@ class CancelledError(ZasyncError):
     """The job was cancelled before it completed."""
 
 
-class JobCancelled(CancelledError):  # noqa: N818 - named as asked in issue #21
+class JobCancelled(CancelledError):  # noqa: N818 - the name users expect (Celery, Dramatiq)
     """A cancel of the running job was requested (``zasync.admin.cancel``):
     raised by ``zasync.local.check()`` and ``progress()`` in the job. Its
     work is rolled back and it completes with this failure, never retried."""
 
 
-class JobTimeout(TimeoutError):  # noqa: N818 - named as asked in issue #21
+class JobTimeout(TimeoutError):  # noqa: N818 - the name users expect (Celery, Dramatiq)
     """The running job ran past its ``timeout``: raised by
     ``zasync.local.check()`` and ``progress()`` in the job. Its work is
     rolled back; its retry policy decides whether it runs again (RetryPolicy:
