@@ -31,6 +31,16 @@ def conn(zasync_db):
     connection.close()
 
 
+class NoSavepoints:
+    """A resource that cannot take savepoints (a mail or SQL data manager)."""
+
+    def sortKey(self):  # noqa: N802 - transaction's API
+        return "no-savepoints"
+
+    def abort(self, txn):
+        pass
+
+
 # -- the internals read -----------------------------------------------------
 
 
@@ -71,13 +81,6 @@ def test_a_resource_without_savepoints_is_found_before_trying(conn):
     txn = conn.transaction_manager.get()
     conn.root()["a"].value = 1
     assert supported(txn)
-
-    class NoSavepoints:
-        def sortKey(self):  # noqa: N802 - transaction's API
-            return "no-savepoints"
-
-        def abort(self, txn):
-            pass
 
     txn.join(NoSavepoints())
     assert not supported(txn)
@@ -125,13 +128,6 @@ def test_a_rollback_writes_back_the_jobs_that_ran_without_a_savepoint(conn):
 
 
 def test_without_savepoints_only_the_first_job_runs_in_the_transaction(conn):
-    class NoSavepoints:
-        def sortKey(self):  # noqa: N802 - transaction's API
-            return "no-savepoints"
-
-        def abort(self, txn):
-            pass
-
     conn.transaction_manager.get().join(NoSavepoints())
     points = Savepoints()
     points.attach(conn.transaction_manager, conn)
