@@ -200,7 +200,7 @@ class Claimer:
             due = wait if due is None else min(due, wait)
         tm.commit()
         # Only now: an aborted claim leaves those entries live.
-        known_stale.update(taken.stale_keys)
+        dispatcher.compactor.remember(taken.stale_keys)
         for index, jobs in taken.items():
             if index != idle[0] or conn is dispatcher.conn:
                 # The thread loads them in its own connection: ghosts here

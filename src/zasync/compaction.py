@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 #: seconds before a compaction of a shard that removed nothing is tried again
 COMPACT_PAUSE = 5.0
-#: most stale keys remembered (only an optimisation: bounded)
-KNOWN_STALE_LIMIT = 100_000
+#: most stale keys remembered (only an optimisation: bounded, about 0.6 MB)
+KNOWN_STALE_LIMIT = 4096
 
 
 class Compactor:
@@ -66,5 +66,17 @@ class Compactor:
             except TransientError:
                 tm.abort()
                 log.debug("compacting queue %r shard %d conflicted; later", name, index)
+        self.trim()
+
+    def remember(self, keys: list[tuple[bytes, tuple]]) -> None:
+        """Add the stale entries a committed claim left (see ``trim``)."""
+        self.known_stale.update(keys)
+        self.trim()
+
+    def trim(self) -> None:
+        """Forget the stale keys when there are too many: a worker that
+        does not compact a shard (another does) never sees its entries
+        go, and the set would only grow. Forgetting costs a later claim a
+        load of the jobs to find them stale again."""
         if len(self.known_stale) > KNOWN_STALE_LIMIT:
             self.known_stale.clear()
