@@ -51,25 +51,17 @@ def _once(ctx: Context):
                         name=f"worker {index + 1}",
                     )
                 )
-            for tag in range(1, p.w5_producers + 1):
-                producers.append(
-                    spawn.Proc(
-                        f"producer {tag}",
-                        [sys.executable, "-m", "benchmarks.procs.producer"]
-                        + [
-                            "--db",
-                            store.uri,
-                            "--out",
-                            str(work / f"producer-{tag}.json"),
-                        ]
-                        + ["--count", str(p.w5_jobs), "--tag", str(tag)],
-                        stamps=work / "stamps",
-                        log=work / "logs" / f"producer-{tag}.log",
-                    )
-                )
-            for producer in producers:
-                if producer.read_line() != "ready":
-                    raise spawn.ProcessFailedError(f"{producer.name}{producer.tail()}")
+            producers = spawn.gated(
+                "producer",
+                [
+                    [sys.executable, "-m", "benchmarks.procs.producer"]
+                    + ["--db", store.uri, "--out", str(work / f"producer-{tag}.json")]
+                    + ["--count", str(p.w5_jobs), "--tag", str(tag)]
+                    for tag in range(1, p.w5_producers + 1)
+                ],
+                stamps=work / "stamps",
+                logs=work / "logs",
+            )
             started = spawn.go(producers)
             for producer in producers:
                 producer.read_line(timeout=600)

@@ -131,27 +131,18 @@ def _once(ctx: Context, p: Soak) -> list[tuple[str, str, float]]:
                         name=f"worker {index + 1}",
                     )
                 )
-            argv = [sys.executable, "-m", "benchmarks.procs.producer"]
-            for tag in range(1, PRODUCERS + 1):
-                producers.append(
-                    spawn.Proc(
-                        f"producer {tag}",
-                        argv
-                        + [
-                            "--db",
-                            store.uri,
-                            "--out",
-                            str(work / f"producer-{tag}.json"),
-                        ]
-                        + ["--count", str(per_producer), "--tag", str(tag)]
-                        + ["--interval", str(p.interval)],
-                        stamps=work / "stamps",
-                        log=work / "logs" / f"producer-{tag}.log",
-                    )
-                )
-            for producer in producers:
-                if producer.read_line() != "ready":
-                    raise spawn.ProcessFailedError(f"{producer.name}{producer.tail()}")
+            producers = spawn.gated(
+                "producer",
+                [
+                    [sys.executable, "-m", "benchmarks.procs.producer"]
+                    + ["--db", store.uri, "--out", str(work / f"producer-{tag}.json")]
+                    + ["--count", str(per_producer), "--tag", str(tag)]
+                    + ["--interval", str(p.interval)]
+                    for tag in range(1, PRODUCERS + 1)
+                ],
+                stamps=work / "stamps",
+                logs=work / "logs",
+            )
             started = spawn.go(producers)
             _sleep_until(started + p.warmup, workers)
             rss_start = [rss_bytes(w.pid) for w in workers]
