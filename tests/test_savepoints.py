@@ -86,6 +86,15 @@ def test_a_resource_without_savepoints_is_found_before_trying(conn):
     assert not supported(txn)
 
 
+@pytest.fixture
+def points(conn):
+    """Savepoints of ``conn``'s transaction, nothing in hand."""
+    savepoints = Savepoints()
+    savepoints.attach(conn.transaction_manager, conn)
+    savepoints.reset()
+    return savepoints
+
+
 def _job_like(conn):
     job = PersistentMapping()
     conn.root()[f"job-{len(conn.root())}"] = job
@@ -93,11 +102,8 @@ def _job_like(conn):
     return job
 
 
-def test_a_job_that_changed_only_itself_shares_the_savepoint(conn):
+def test_a_job_that_changed_only_itself_shares_the_savepoint(conn, points):
     first, second = _job_like(conn), _job_like(conn)
-    points = Savepoints()
-    points.attach(conn.transaction_manager, conn)
-    points.reset()
     start = points.before_job(first=True)
     first["result"] = 1
     points.after_job(first, 1, start)
@@ -110,11 +116,8 @@ def test_a_job_that_changed_only_itself_shares_the_savepoint(conn):
     assert points.reusable is not start  # a savepoint of its own
 
 
-def test_a_rollback_writes_back_the_jobs_that_ran_without_a_savepoint(conn):
+def test_a_rollback_writes_back_the_jobs_that_ran_without_a_savepoint(conn, points):
     first, second = _job_like(conn), _job_like(conn)
-    points = Savepoints()
-    points.attach(conn.transaction_manager, conn)
-    points.reset()
     start = points.before_job(first=True)
     first["result"] = 1
     points.after_job(first, 1, start)
@@ -127,11 +130,8 @@ def test_a_rollback_writes_back_the_jobs_that_ran_without_a_savepoint(conn):
     assert conn.root()["a"].value == 0
 
 
-def test_without_savepoints_only_the_first_job_runs_in_the_transaction(conn):
+def test_without_savepoints_only_the_first_job_runs_in_the_transaction(conn, points):
     conn.transaction_manager.get().join(NoSavepoints())
-    points = Savepoints()
-    points.attach(conn.transaction_manager, conn)
-    points.reset()
     assert points.before_job(first=True) is None
     with pytest.raises(CommitFirstError):
         points.before_job(first=False)
