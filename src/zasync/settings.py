@@ -66,6 +66,8 @@ class DispatcherSettings:
     batch_seconds: float = BATCH_SECONDS
     max_batch: int = MAX_BATCH
     fresh_grace: float = FRESH_GRACE
+    #: the worker's name as people read it (None: shown as hostname:pid)
+    name: str | None = None
 
     def __post_init__(self) -> None:
         threads = self.threads
