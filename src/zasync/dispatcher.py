@@ -191,6 +191,7 @@ class Dispatcher:
                     time.time(),
                     lease_seconds=settings.lease_seconds,
                     heartbeat_interval=settings.heartbeat_interval,
+                    name=settings.name,
                 )
         self._record_oid = record._p_oid
         # Its threads' inboxes, where producers elsewhere hand jobs over.

@@ -33,6 +33,13 @@ from BTrees.OOBTree import OOBTree
 
 from zasync.cancel_requests import CancelRequests
 
+#: seconds a cleanly stopped worker's record stays listed before the next
+#: worker to register removes it (its finished jobs go to their queues)
+STOPPED_RECORD_SECONDS = 3600.0
+#: finished jobs a registering worker moves out of stopped records at most
+#: (the rest at the next registration, or when retention prunes them)
+MOVE_LIMIT = 2000
+
 
 class Heartbeat(persistent.Persistent):
     """When the worker was last seen, and until when its running jobs are
@@ -133,6 +140,8 @@ class WorkerRecord(persistent.Persistent):
     """A worker process's entry in the registry."""
 
     uuid: str = ""
+    #: the name people gave it (``zasync worker --name``), or None
+    name: str | None = None
     hostname: str = ""
     pid: int = 0
     threads: int = 0
@@ -160,7 +169,9 @@ class WorkerRecord(persistent.Persistent):
         *,
         lease_seconds: float = 30.0,
         heartbeat_interval: float = 60.0,
+        name: str | None = None,
     ) -> None:
+        self.name = name
         self.hostname = socket.gethostname()
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
@@ -200,6 +211,23 @@ class WorkerRecord(persistent.Persistent):
     def active_count(self) -> int:
         return sum(len(slot.active) + len(slot.inbox or ()) for slot in self.slots)
 
+    @property
+    def label(self) -> str:
+        """What people call it: its name, else ``hostname:pid``."""
+        return self.name or f"{self.hostname}:{self.pid}"
+
+    def stopped_cleanly(self) -> bool:
+        """Stopped by a clean stop (not found dead): it gave up its lease
+        and holds no jobs, within three heartbeats of its last one."""
+        stopped = self.stopped
+        heartbeat = self.heartbeat
+        return (
+            stopped is not None
+            and not heartbeat.lease_until
+            and stopped <= heartbeat.last_seen + 3 * self.heartbeat_interval
+            and not self.active_count()
+        )
+
     def is_alive(self, clock: float, heartbeat_interval: float) -> bool:
         """Alive: not stopped, and its lease still running; a worker that
         holds no jobs is also alive when seen within three heartbeats. A
@@ -215,7 +243,7 @@ class WorkerRecord(persistent.Persistent):
         return clock <= hb.last_seen + 3 * heartbeat_interval
 
     def __repr__(self) -> str:
-        return f"<zasync.WorkerRecord {self.uuid} {self.hostname}:{self.pid}>"
+        return f"<zasync.WorkerRecord {self.uuid} {self.label}>"
 
 
 class MaintenanceLease(persistent.Persistent):
@@ -254,11 +282,44 @@ class WorkerRegistry(persistent.Persistent):
     def values(self) -> Iterable[WorkerRecord]:
         return self._records.values()
 
-    def register(self, uuid: str) -> WorkerRecord:
+    def register(self, uuid: str, *, now: float | None = None) -> WorkerRecord:
+        """The record of ``uuid``, made if new. Records of workers that
+        stopped cleanly more than :data:`STOPPED_RECORD_SECONDS` before
+        ``now`` (default: the time) go first (see :meth:`prune_stopped`)."""
+        self.prune_stopped(clock() if now is None else now, keep=uuid)
         record = self._records.get(uuid)
         if record is None:
             record = self._records[uuid] = WorkerRecord(uuid)
         return record
+
+    def prune_stopped(
+        self,
+        now: float,
+        *,
+        older_than: float = STOPPED_RECORD_SECONDS,
+        limit: int = MOVE_LIMIT,
+        keep: str | None = None,
+    ) -> list[str]:
+        """Remove the records of workers that stopped cleanly more than
+        ``older_than`` seconds before ``now`` (but ``keep``'s); return their
+        UUIDs. Their finished jobs move to their queues' finished jobs
+        (listed and pruned as before), ``limit`` jobs at most: a record
+        left with finished jobs stays for the next call. Records of dead
+        workers stay (maintenance rescues their jobs, then expires them)."""
+        removed = []
+        for record in list(self._records.values()):
+            if (
+                record.uuid == keep
+                or not record.stopped_cleanly()
+                or now - (record.stopped or now) <= older_than
+            ):
+                continue
+            limit -= _move_done(record, limit)
+            if any(len(slot.done) for slot in record.slots):
+                break
+            del self._records[record.uuid]
+            removed.append(record.uuid)
+        return removed
 
     def remove(self, uuid: str) -> None:
         del self._records[uuid]
@@ -275,6 +336,22 @@ class WorkerRegistry(persistent.Persistent):
         oids.update(record._p_oid for record in self._records.values())
         oids.discard(None)
         return frozenset(oids)
+
+
+def _move_done(record: WorkerRecord, limit: int) -> int:
+    """Move up to ``limit`` of ``record``'s finished jobs to their queues'
+    finished jobs (a job whose queue is gone is forgotten); return how
+    many."""
+    moved = 0
+    for slot in record.slots:
+        while moved < limit and len(slot.done):
+            key = slot.done.minKey()
+            job = slot.done.pop(key)
+            queue = getattr(job, "queue", None)
+            if queue is not None:
+                queue.record_finished(job)
+            moved += 1
+    return moved
 
 
 def clock() -> float:
