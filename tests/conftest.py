@@ -235,6 +235,7 @@ MULTIPROCESS_MODULES = {
     "test_logformat.py",
     "test_metrics.py",
     "test_packaging.py",
+    "test_supervisor.py",
 }
 #: single tests that start several Python processes, as module::function
 MULTIPROCESS_TESTS = {
