@@ -65,6 +65,15 @@ def test_durations_read_as_people_read_them(seconds, text):
     assert human_duration(seconds) == text
 
 
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0, "0.0 s"), (2.44, "2.4 s"), (9.96, "9.9 s"), (10.5, "10 s"), (45.7, "45 s"),
+     (725, "12 min 5 s"), (None, "")],
+)  # fmt: skip
+def test_short_durations_to_the_tenth(seconds, text):
+    assert human_duration(seconds, tenths=True) == text
+
+
 def test_status_lists_running_jobs_and_flags_long_ones(zasync_db, conn, tmp_path):
     long_job = _running_for(conn, 2 * 3600, "worker-a")
     short_job = _running_for(conn, 30, "worker-b")

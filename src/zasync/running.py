@@ -3,6 +3,7 @@ limit (a job that never ends holds its thread with no other sign)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from zasync.interfaces import ACTIVE
@@ -33,10 +34,13 @@ def describe_running(
     }
 
 
-def human_duration(seconds: float | None) -> str:
-    """``seconds`` as people read it: 45 s, 12 min 5 s, 2 h 3 min, 3 d 4 h."""
+def human_duration(seconds: float | None, *, tenths: bool = False) -> str:
+    """``seconds`` as people read it: 45 s, 12 min 5 s, 2 h 3 min, 3 d 4 h;
+    with ``tenths``, under ten seconds to the tenth: 2.4 s."""
     if seconds is None:
         return ""
+    if tenths and seconds < 10:
+        return f"{math.floor(max(seconds, 0.0) * 10) / 10:.1f} s"
     whole = int(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
