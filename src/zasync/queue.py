@@ -36,6 +36,7 @@ from zasync.jobfields import check_timeout
 from zasync.keys import oid_int, to_us
 from zasync.pending import NotPendingError, at_index, in_run_order, root_queues
 from zasync.quota_merge import check_size, merge
+from zasync.schedules import schedules_of
 from zasync.shards import new_shard, next_due, producer_shard
 from zasync.timing import check_begin_after, check_begin_by
 from zasync.workers import WorkerRegistry
@@ -154,6 +155,8 @@ class Queue(persistent.Persistent):
     quotas: Quotas = cast(Quotas, None)
     #: jobs finished outside a worker (end time in microseconds -> job)
     _finished: Any = None
+    _schedules: Any = None  # its Schedules, stored by the first schedule added
+    schedules = property(schedules_of)
 
     def __init__(self, name: str = "", shards: int = DEFAULT_SHARDS):
         if not isinstance(shards, int) or shards < 1:
