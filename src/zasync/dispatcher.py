@@ -24,7 +24,7 @@ import transaction
 import zope.event
 from transaction.interfaces import TransientError
 
-from zasync import inprocess, maintenance
+from zasync import inprocess, maintenance, scheduler
 from zasync.claimer import Claimer
 from zasync.compaction import Compactor
 from zasync.interfaces import KEY, WorkerHeartbeat
@@ -355,6 +355,7 @@ class Dispatcher:
             self._next_due = self.claimer.claim_for(idle)
         finally:
             self.pool.end_claim()
+        self._next_due = scheduler.fire_for(self, self._next_due)
         settings = self.settings
         if now >= self._next_heartbeat:
             self._heartbeat()
