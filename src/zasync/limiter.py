@@ -92,6 +92,15 @@ class ConflictLimiter:
                 self._alone -= 1
                 self._cond.notify_all()
 
+    def resize(self, change: int) -> None:
+        """Count ``change`` more threads (fewer, when negative): a thread
+        abandoned in a stuck job keeps its place until it returns, and its
+        replacement needs one (zasync.watchdog)."""
+        with self._cond:
+            self.limit += change
+            self.cap = max(1, min(self.limit, self.cap + change))
+            self._cond.notify_all()
+
     def conflicted(self) -> None:
         """A job transaction of this worker conflicted."""
         with self._cond:
