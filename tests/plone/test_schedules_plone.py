@@ -1,0 +1,355 @@
+"""Periodic jobs in Plone: schedules that an add-on declares in its
+profile's ``zasync.xml``, run in the site as the named user, removed when
+the add-on is uninstalled; and the REST API ``@async-schedules``.
+
+The add-on is zasync.plone.tests.addon (its profiles ``default``,
+``uninstall``, ``remove`` and ``broken``), installed through Plone's own
+installer in a real site.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+import transaction
+from plone.app.testing import SITE_OWNER_NAME, TEST_USER_ID
+from plone.base.utils import get_installer
+from tests.plone.helpers import WAIT
+from zope.pytestlayer import fixture
+
+from zasync.plone import exportimport, schedules
+from zasync.plone.runner import run_as_user
+from zasync.plone.schedules import Declaration, ScheduleError, ScheduleOrigin
+from zasync.plone.tests.addon import jobs as addon_jobs
+from zasync.plone.tests.addon.testing import (
+    ADDON,
+    SCHEDULES_FUNCTIONAL_TESTING,
+    SCHEDULES_INTEGRATION_TESTING,
+)
+from zasync.schedules import ScheduleError as CoreScheduleError
+from zasync.testing import wait_for_result, wait_until
+
+for _layer, _name in (
+    (SCHEDULES_INTEGRATION_TESTING, "sintegration"),
+    (SCHEDULES_FUNCTIONAL_TESTING, "sfunctional"),
+):
+    globals().update(
+        fixture.create(
+            _layer,
+            session_fixture_name=f"_{_name}_session",
+            class_fixture_name=f"_{_name}_class",
+            function_fixture_name=f"_{_name}_test",
+        )
+    )
+
+
+@pytest.fixture
+def site(_sintegration_session, _sintegration_test):
+    """The integration layer's site, with the add-on's profiles known (not
+    installed)."""
+    return _sintegration_test["portal"]
+
+
+@pytest.fixture
+def working(_sfunctional_session, _sfunctional_test):
+    """The functional layer (a worker on the test's own database)."""
+    return _sfunctional_test
+
+
+def install(portal):
+    assert get_installer(portal).install_product(ADDON)
+
+
+def uninstall(portal):
+    assert get_installer(portal).uninstall_product(ADDON)
+
+
+def queue(portal, name=""):
+    return schedules.get_queues(portal._p_jar)[name]
+
+
+def names(portal):
+    return sorted(s.name for _, s in schedules.site_schedules(portal))
+
+
+# -- declaring in a profile ------------------------------------------------------
+
+
+def test_install_declares_the_schedules_of_zasync_xml(site):
+    assert names(site) == []
+    install(site)
+    assert names(site) == ["addon-touch", "addon-whoami"]
+    whoami = queue(site).schedules["addon-whoami"]
+    assert whoami.cron == "0 3 * * *"
+    assert whoami.timezone == "Europe/Amsterdam"
+    assert whoami.every is None and whoami.missed == "once"
+    assert whoami.description == "Says who runs it, every night at 3"
+    assert whoami.quota_names == ("default",) and not whoami.paused
+    assert whoami.func is run_as_user
+    assert schedules.function_name(whoami) == "zasync.plone.tests.addon.jobs.whoami"
+    origin = schedules.origin_of(whoami)
+    assert isinstance(origin, ScheduleOrigin)
+    assert origin.profile == f"{ADDON}:default"
+    assert origin.site_path == site.getPhysicalPath()
+    assert origin.context_path == (*site.getPhysicalPath(), "test-folder")
+    assert origin.user_id == TEST_USER_ID
+    assert origin.user_folder_path == site.acl_users.getPhysicalPath()
+    # A Zope root user (admin) is found in the root's user folder.
+    touch = queue(site).schedules["addon-touch"]
+    assert touch.every == datetime.timedelta(hours=1) and touch.cron is None
+    assert schedules.origin_of(touch).user_folder_path == ("", "acl_users")
+    assert schedules.origin_of(touch).user_id == SITE_OWNER_NAME
+    assert touch.next_run > datetime.datetime.now(datetime.UTC)
+
+
+def test_importing_again_changes_nothing_and_keeps_a_pause(site):
+    install(site)
+    before = dict(queue(site).schedules.items())
+    before["addon-whoami"].pause()
+    setup = site.portal_setup
+    result = setup.runAllImportStepsFromProfile(f"profile-{ADDON}:default")
+    message = result["messages"]["zasync-schedules"]
+    assert "unchanged: addon-whoami, addon-touch" in message
+    after = dict(queue(site).schedules.items())
+    assert sorted(after) == sorted(before)
+    for name, schedule in after.items():
+        assert schedule is before[name]
+    assert after["addon-whoami"].paused
+
+
+def test_a_changed_declaration_updates_the_schedule_and_keeps_a_pause(site):
+    install(site)
+    queue(site).schedules["addon-whoami"].pause()
+    changed = Declaration(
+        name="addon-whoami",
+        function="zasync.plone.tests.addon.jobs.touch",
+        user="admin",
+        cron="30 4 * * 1",
+        timezone="UTC",
+        description="Now on Mondays",
+    )
+    profile = f"{ADDON}:default"
+    assert schedules.declare(site, changed, profile=profile) == "updated"
+    assert names(site) == ["addon-touch", "addon-whoami"]
+    updated = queue(site).schedules["addon-whoami"]
+    assert updated.cron == "30 4 * * 1" and updated.paused
+    assert schedules.function_name(updated) == "zasync.plone.tests.addon.jobs.touch"
+    assert schedules.origin_of(updated).user_id == SITE_OWNER_NAME
+    assert schedules.declare(site, changed, profile=profile) == "unchanged"
+
+
+def test_uninstall_removes_the_addon_schedules_and_no_other(site):
+    install(site)
+    mine = Declaration(
+        name="mine",
+        function="zasync.plone.tests.addon.jobs.touch",
+        user="admin",
+        every=datetime.timedelta(minutes=5),
+    )
+    assert schedules.declare(site, mine) == "created"
+    uninstall(site)
+    assert names(site) == ["mine"]
+    # Installing again declares them again.
+    install(site)
+    assert names(site) == ["addon-touch", "addon-whoami", "mine"]
+
+
+def test_remove_true_removes_a_schedule(site):
+    install(site)
+    setup = site.portal_setup
+    result = setup.runAllImportStepsFromProfile(f"profile-{ADDON}:remove")
+    assert "removed: addon-touch" in result["messages"]["zasync-schedules"]
+    assert names(site) == ["addon-whoami"]
+
+
+def test_a_mistake_in_zasync_xml_names_the_file_the_schedule_and_the_fix(site):
+    setup = site.portal_setup
+    with pytest.raises(ScheduleError) as raised:
+        setup.runAllImportStepsFromProfile(f"profile-{ADDON}:broken")
+    message = str(raised.value)
+    assert message.startswith(f"{ADDON}:broken/zasync.xml, schedule 1 ('addon-broken')")
+    assert 'give either cron="0 3 * * *"' in message and "not both" in message
+    assert names(site) == []
+
+
+def one(attributes):
+    """A zasync.xml text of one schedule with these attributes."""
+    return f"<schedules><schedule {attributes}/></schedules>"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<schedules>", "is not well-formed XML"),
+        ("<schedule/>", "the root element is <schedule>; write <schedules>"),
+        ("<schedules><job/></schedules>", "schedule 1: unknown element <job>"),
+        ("<schedules><schedule/></schedules>", 'a schedule needs a name, e.g. name="'),
+        (
+            one('name="a" function="f" user="u" every="1" color="red"'),
+            "schedule 1 ('a'): unknown attribute 'color'; a schedule takes name, ",
+        ),
+        (
+            one('name="a" user="u" every="1"'),
+            "the attribute 'function' is missing; name the function to run",
+        ),
+        (
+            one('name="a" function="f" every="1"'),
+            "the attribute 'user' is missing; name the user",
+        ),
+        (
+            one('name="a" function="f" user="u"'),
+            "not neither",
+        ),
+        (
+            one('name="a" function="f" user="u" every="soon"'),
+            "every='soon': give a period above zero in seconds",
+        ),
+        (
+            one('name="a" function="f" user="u" every="0"'),
+            "every='0': give a period above zero",
+        ),
+        (
+            one('name="a" function="f" user="u" every="1" paused="maybe"'),
+            'paused=\'maybe\': write paused="true" or "false"',
+        ),
+        (
+            '<schedules><schedule name="a" function="f" user="u" every="1"/>'
+            '<schedule name="a" function="f" user="u" every="2"/></schedules>',
+            "schedule 'a' is declared twice",
+        ),
+    ],
+)
+def test_parse_refuses_mistakes(text, expected):
+    with pytest.raises(ScheduleError) as raised:
+        exportimport.parse(text, where="my.addon:default/zasync.xml")
+    assert str(raised.value).startswith("my.addon:default/zasync.xml")
+    assert expected in str(raised.value)
+
+
+def test_parse_reads_periods_flags_and_removals():
+    (every, removal) = exportimport.parse(
+        '<schedules><schedule name="a" function="m.f" user="u" every="1.5h"'
+        ' paused="yes" quotas="" queue="q" description="  two\n words "/>'
+        '<schedule name="b" remove="true"/></schedules>'
+    )
+    declaration = every.declaration
+    assert declaration.every == datetime.timedelta(minutes=90)
+    assert declaration.paused and declaration.quota_names == ()
+    assert declaration.queue == "q" and declaration.description == "two words"
+    assert declaration.context == "/" and declaration.timezone == "UTC"
+    assert removal.remove and removal.name == "b" and removal.declaration is None
+
+
+def declaration(**changes):
+    values = {
+        "name": "nightly",
+        "function": "zasync.plone.tests.addon.jobs.whoami",
+        "user": "admin",
+        "cron": "0 3 * * *",
+    }
+    values.update(changes)
+    return Declaration(**values)
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"function": "no.such.module.func"},
+            "'no.such.module.func' cannot be imported",
+        ),
+        (
+            {"function": "zasync.plone.tests.addon.jobs.nothing"},
+            "module zasync.plone.tests.addon.jobs has no nothing; check the spelling",
+        ),
+        ({"function": "zasync.plone.tests.addon.jobs"}, "cannot be imported: give the"),
+        ({"user": "nobody-here"}, "user 'nobody-here' exists neither in the site's"),
+        (
+            {"context": "/no/such/folder"},
+            "context '/no/such/folder' is not in the site",
+        ),
+        ({"queue": "nightly"}, "there is no queue 'nightly' (queues: ['']); add it"),
+        ({"cron": "61 * * * *"}, "nightly"),
+        ({"timezone": "Europe/Amsterdan"}, "did you mean 'Europe/Amsterdam'"),
+        ({"missed": "sometimes"}, "missed='sometimes' is not a policy"),
+        ({"quota_names": ("big",)}, "names quota 'big', which queue '' does not have"),
+    ],
+)
+def test_declare_refuses_mistakes(site, changes, expected):
+    with pytest.raises(CoreScheduleError) as raised:
+        schedules.declare(site, declaration(**changes))
+    assert expected in str(raised.value)
+    assert names(site) == []
+
+
+def test_a_name_in_use_by_another_site_or_without_plone_is_refused(site):
+    other = ScheduleOrigin(
+        database="", site_path=("", "other"), context_path=("", "other")
+    )
+    queue(site).schedules.add(
+        "nightly", run_as_user, other, addon_jobs.whoami, cron="0 3 * * *"
+    )
+    queue(site).schedules.add("plain", addon_jobs.whoami, None, every=60)
+    with pytest.raises(ScheduleError, match="for the site /other .*another name"):
+        schedules.declare(site, declaration())
+    with pytest.raises(ScheduleError, match="made without zasync.plone"):
+        schedules.declare(site, declaration(name="plain"))
+    assert names(site) == []
+    assert not schedules.remove(site, "nightly")  # not this site's
+
+
+def test_another_package_cannot_take_over_a_declared_schedule(site):
+    install(site)
+    taken = declaration(name="addon-touch")
+    with pytest.raises(ScheduleError, match=f"the profile {ADDON}:default declared"):
+        schedules.declare(site, taken, profile="other.addon:default")
+
+
+def test_anonymous_runs(site):
+    assert schedules.declare(site, declaration(user="anonymous")) == "created"
+    origin = schedules.origin_of(queue(site).schedules["nightly"])
+    assert origin.user_id is None and origin.user_folder_path is None
+
+
+# -- running -----------------------------------------------------------------------
+
+
+def test_each_run_runs_as_the_named_user_on_the_context(working):
+    portal = working["portal"]
+    install(portal)
+    transaction.commit()
+    whoami = queue(portal).schedules["addon-whoami"]
+    job = whoami.run_now()
+    transaction.commit()
+    assert wait_for_result(job, WAIT) == {
+        "user": TEST_USER_ID,
+        "context": "/plone/test-folder",
+        "may_manage_site": False,
+    }
+    touch = queue(portal).schedules["addon-touch"].run_now()
+    transaction.commit()
+    assert wait_for_result(touch, WAIT) == "touched plone 1 times"
+    transaction.begin()
+    assert portal.zasync_touched == 1
+
+
+def test_a_slot_fired_by_the_worker_runs_as_the_user(working):
+    portal = working["portal"]
+    every = Declaration(
+        name="often",
+        function="zasync.plone.tests.addon.jobs.whoami",
+        user=TEST_USER_ID,
+        every=datetime.timedelta(seconds=1),
+    )
+    schedules.declare(portal, every)
+    transaction.commit()
+    schedule = queue(portal).schedules["often"]
+
+    def fired():
+        transaction.begin()
+        return schedule.last_job is not None
+
+    wait_until(fired, timeout=WAIT, message="the worker fired no slot")
+    result = wait_for_result(schedule.last_job, WAIT)
+    assert result["user"] == TEST_USER_ID and result["context"] == "/plone"
