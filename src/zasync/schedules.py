@@ -27,24 +27,11 @@ from typing import TYPE_CHECKING, Any
 import persistent
 from BTrees.OOBTree import OOBTree
 
-from zasync.callables import check_picklable
 from zasync.interfaces import ZasyncError
 from zasync.job import Job, now
-from zasync.jobfields import check_timeout
 from zasync.keys import from_us, to_us
-from zasync.schedtiming import (
-    Cron,
-    Every,
-    ScheduleError,
-    Timing,
-    check_cron,
-    check_every,
-    check_policy,
-    check_timezone,
-    describe_cron,
-    describe_every,
-    plan,
-)
+from zasync.schedoptions import describe, set_job, set_options, set_timing
+from zasync.schedtiming import Cron, Every, ScheduleError, Timing, check_policy, plan
 
 if TYPE_CHECKING:
     from zasync.queue import Queue
@@ -285,15 +272,15 @@ class Schedules(persistent.Persistent):
             )
         schedule = Schedule()
         schedule.name = name
-        _set_timing(schedule, cron, every, timezone)
+        set_timing(schedule, cron, every, timezone)
         schedule.missed = check_policy(name, missed)
-        _set_job(schedule, func, args, kwargs)
-        _set_options(schedule, self.queue, quota_names, retry_policy_factory, timeout)
+        set_job(schedule, func, args, kwargs)
+        set_options(schedule, self.queue, quota_names, retry_policy_factory, timeout)
         if description is not None and not isinstance(description, str):
             raise ScheduleError(
                 f"schedule {name!r}: description={description!r} must be text"
             )
-        schedule.description = description or _describe(schedule)
+        schedule.description = description or describe(schedule)
         schedule.paused = bool(paused)
         schedule._next_us = to_us(schedule.timing().after(_aware(start)))
         home = self._home()
@@ -385,65 +372,3 @@ def schedules_of(queue: Queue) -> Schedules:
     itself when a schedule is added (reading writes nothing)."""
     stored: Schedules | None = queue._schedules
     return stored if stored is not None else Schedules(queue)
-
-
-def _set_timing(schedule: Schedule, cron: Any, every: Any, timezone: Any) -> None:
-    name = schedule.name
-    if (cron is None) == (every is None):
-        raise ScheduleError(
-            f"schedule {name!r}: give exactly one of cron= (a cron expression "
-            f"such as '*/5 * * * *') and every= (a timedelta or seconds)"
-        )
-    schedule.timezone = check_timezone(name, timezone)
-    if cron is not None:
-        schedule.cron = check_cron(name, cron)
-    else:
-        schedule._every_us = check_every(name, every)
-
-
-def _set_job(schedule: Schedule, func: Any, args: tuple, kwargs: dict) -> None:
-    try:
-        probe = Job(func, *args, **kwargs)
-    except TypeError as e:
-        raise TypeError(f"schedule {schedule.name!r}: {e}") from e
-    schedule.func = probe.callable
-    schedule._args = tuple(probe._args or ())
-    schedule._kwargs = dict(probe._kwargs or {})
-
-
-def _set_options(
-    schedule: Schedule,
-    queue: Queue,
-    quota_names: Iterable[str],
-    retry_policy_factory: Any,
-    timeout: Any,
-) -> None:
-    name = schedule.name
-    if isinstance(quota_names, str):
-        raise ScheduleError(
-            f"schedule {name!r}: quota_names must be a sequence of names, "
-            f"e.g. ({quota_names!r},)"
-        )
-    schedule.quota_names = tuple(quota_names)
-    for quota in schedule.quota_names:
-        if quota not in queue.quotas:
-            raise ScheduleError(
-                f"schedule {name!r} names quota {quota!r}, which queue "
-                f"{queue.name!r} does not have; create it with "
-                f"queue.quotas.create({quota!r}, size=1)"
-            )
-    if retry_policy_factory is not None:
-        check_picklable(retry_policy_factory, f"schedule {name!r}'s retry policy")
-        schedule.retry_policy_factory = retry_policy_factory
-    if timeout is not None:
-        try:
-            schedule.timeout = check_timeout(timeout)
-        except ValueError as e:
-            raise ScheduleError(f"schedule {name!r}: {e}") from None
-
-
-def _describe(schedule: Schedule) -> str:
-    if schedule.cron is not None:
-        return describe_cron(schedule.cron)
-    assert schedule._every_us is not None
-    return describe_every(schedule._every_us)
