@@ -29,8 +29,10 @@ from zasync.interfaces import (
     COMPLETED,
     JobRetried,
     JobStarted,
+    JobTimeout,
     TimeoutError,
 )
+from zasync.interrupts import Body, Run
 from zasync.job import Job, now
 from zasync.keys import oid_int
 from zasync.outcomes import (
@@ -186,20 +188,21 @@ class Execution:
             try:
                 result, live = self._call(job)
             except BaseException as e:  # noqa: B036 - SystemExit too: recorded
-                failure = Failure(e)
+                error = self._interrupted(job, e)
+                failure = Failure(error)
                 if self.runner.tm.get() is not txn:
                     raise JobCommittedError(oid_int(job), failure) from e
-                if isinstance(e, TransientError):
+                if isinstance(error, TransientError):
                     raise
-                if not isinstance(e, Exception):
+                if not isinstance(error, Exception):
                     log.error(
                         "job %s raised %s: recorded as a failure; the worker goes on",
                         job.id,
-                        type(e).__name__,
+                        type(error).__name__,
                         extra=log_extra(job, "failed"),
                     )
                 if savepoint is None:
-                    raise
+                    raise error
                 savepoint = self.runner.savepoints.rollback(savepoint)
                 attempts += 1
                 outcome = self._after_error(job, failure, started, attempts, errors)
@@ -212,18 +215,51 @@ class Execution:
             return self._after_success(job, result, live, started, savepoint)
 
     def _call(self, job: Job) -> tuple[Any, dict[str, Any]]:
-        """Call the job; return its result and its live annotations."""
-        context = local.begin_job(job, self.runner)
-        self.runner.started_oid = oid_int(job)
+        """Call the job; return its result and its live annotations. The
+        watchdog (zasync.watchdog) may interrupt the callable itself, never
+        the code around it."""
+        runner = self.runner
+        context = local.begin_job(job, runner)
+        runner.started_oid = oid_int(job)
         # Read by the dispatcher's stop() to say which jobs were running.
-        self.runner.current = (job._p_oid, job.callable)
+        runner.current = (job._p_oid, job.callable)
         try:
             if zope.event.subscribers:
                 zope.event.notify(JobStarted(job))
-            return job._call(), context.live
+            run = runner.last_run = Run(
+                oid=oid_int(job),
+                job_id=job.id,
+                name=job.callable_name,
+                timeout=job.timeout,
+                deadline=runner.live.start_run(context),
+            )
+            body = runner.body
+            body.enter(run)
+            try:
+                result = job._call()
+            finally:
+                body.leave()
+            return result, context.live
         finally:
             local.end_job()
-            self.runner.current = None
+            runner.current = None
+
+    def _interrupted(self, job: Job, error: BaseException) -> BaseException:
+        """The error to record for ``error`` raised by the call of ``job``:
+        the watchdog's for its interruption (see zasync.interrupts)."""
+        run = self.runner.last_run
+        found = Body.failure_of(error, run)
+        if run is not None and found is run.failure:
+            log.warning(
+                "job %s (%s) interrupted: %s",
+                job.id,
+                job.callable_name,
+                found,
+                extra=log_extra(job, "interrupted"),
+            )
+            if isinstance(found, JobTimeout):
+                self.runner.live.timed_out(job)
+        return found
 
     def _after_error(
         self,

@@ -27,6 +27,7 @@ from zasync.failure import Failure
 from zasync.interfaces import (
     COMPLETED,
 )
+from zasync.interrupts import Body, Run
 from zasync.job import Job, now
 from zasync.keys import oid_bytes, oid_int, to_us
 from zasync.limiter import SOLO_AFTER
@@ -43,6 +44,37 @@ from zasync.savepoints import CommitFirstError, Savepoints
 from zasync.txn import close_connection, is_disconnection
 
 log = logging.getLogger(__name__)
+
+
+class ThreadAbandonedError(Exception):
+    """Raised at the commit of a worker thread that was abandoned (see
+    zasync.watchdog): its work is no longer ours."""
+
+
+class _Gate:
+    """A synchronizer of the thread's transaction manager: every
+    transaction it begins refuses to commit once the thread was
+    abandoned."""
+
+    def __init__(self, runner: SlotRunner):
+        self.runner = runner
+
+    def _check(self) -> None:
+        if self.runner.discarded:
+            raise ThreadAbandonedError(
+                f"worker thread {self.runner.index} was abandoned: its work is "
+                f"no longer ours and is not committed"
+            )
+
+    def newTransaction(self, txn: Any) -> None:  # noqa: N802 - transaction API
+        txn.addBeforeCommitHook(self._check)
+
+    def beforeCompletion(self, txn: Any) -> None:  # noqa: N802 - transaction API
+        pass
+
+    def afterCompletion(self, txn: Any) -> None:  # noqa: N802 - transaction API
+        pass
+
 
 #: seconds after a conflict during which a thread claims one job at a time
 CONFLICTED_SECONDS = 10.0
@@ -81,6 +113,14 @@ class SlotRunner:
         #: jobs completed as a side effect of the current transaction (a
         #: composite completed by its last member's callback)
         self.finished_here: list[Job] = []
+        #: whether the thread is inside a job's callable, where the
+        #: watchdog may interrupt it; the last call it made
+        self.body = Body()
+        self.last_run: Run | None = None
+        #: set when the watchdog abandoned the thread: it commits nothing
+        #: and ends once its job returns
+        self.discarded = False
+        self._gate = _Gate(self)
 
     # -- connections ------------------------------------------------------
 
@@ -89,13 +129,21 @@ class SlotRunner:
             self.tm = transaction.manager.manager
             self.conn = self.dispatcher.db.open(transaction_manager=self.tm)
             self.savepoints.attach(self.tm, self.conn)
+            self.tm.registerSynch(self._gate)
 
     def close(self) -> None:
         with self.lock:
             if self.conn is not None:
                 close_connection(self.conn, self.tm)
+                self.tm.unregisterSynch(self._gate)
             self.conn = None
         self.live.close()
+
+    def discard(self) -> None:
+        """Abandon this thread (zasync.watchdog): from now on it starts
+        no job and commits nothing."""
+        self.discarded = True
+        self.live.discarded = True
 
     def slot(self, conn: Any) -> Any:
         """This thread's slot (zasync.workers.Slot), loaded in ``conn``."""
@@ -156,6 +204,9 @@ class SlotRunner:
                 self.conn.prefetch([oid_bytes(oid) for oid in pending])
             try:
                 self._fill(pending, chunk, outcomes)
+                if self.discarded:
+                    self.tm.abort()  # abandoned meanwhile: no longer ours
+                    return None
                 self.tm.commit()
                 limiter.committed()
             except (UnstorableResultError, JobCommittedError) as e:
@@ -188,7 +239,7 @@ class SlotRunner:
         batch_seconds = self.dispatcher.settings.batch_seconds
         slot = self.slot(self.conn)
         for oid in pending:
-            if chunk and self.dispatcher.dead:
+            if chunk and (self.dispatcher.dead or self.discarded):
                 break  # commit what ran; leave the rest (abandoned)
             job = self.load(oid)
             once = at_most_once(job)
@@ -225,6 +276,8 @@ class SlotRunner:
         still holds are recovered (maybe by a new dispatcher under the same
         UUID, which runs them in a slot of the same index), so it must not
         start them."""
+        if self.discarded:
+            return True
         if not self.dispatcher.dead:
             return False
         log.warning(

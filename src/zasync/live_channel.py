@@ -48,6 +48,9 @@ class LiveChannel:
         self._next_read = 0.0
         self._deadline = math.inf
         self._timed_out: tuple[int, int | None, float] | None = None
+        #: set when the thread was abandoned (zasync.watchdog): it writes
+        #: nothing any more
+        self.discarded = False
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -60,6 +63,8 @@ class LiveChannel:
 
     def write(self, job: Any, values: dict[str, Any]) -> None:
         """Commit ``values`` as the live annotations of ``job``."""
+        if self.discarded:
+            return
         conn = self._connection()
         self.written = True
         for attempt in self._tm.attempts(5):
@@ -134,6 +139,17 @@ class LiveChannel:
                 raise JobCancelled(
                     f"job {job.id} ({job.callable_name}) was cancelled while it ran"
                 )
+
+    def start_run(self, run: Any) -> float:
+        """The job of ``run`` is being called: return when it times out
+        (time.monotonic(); math.inf: never)."""
+        self._begin_run(run, time.monotonic())
+        return self._deadline
+
+    def timed_out(self, job: Any) -> None:
+        """The run of ``job`` was interrupted for its timeout (by the
+        watchdog) now: a run retried at once counts from now."""
+        self._timed_out = (oid_int(job), job._active_start_us, time.monotonic())
 
     def _begin_run(self, run: Any, clock: float) -> None:
         """The first check() of a run: when it times out. A run retried at

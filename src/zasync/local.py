@@ -11,8 +11,9 @@ the job commits.
 
 A job that runs long should call :func:`check` (or :func:`progress`) now
 and then: that is where a cancel requested by ``zasync.admin.cancel`` and
-the job's ``timeout`` stop it. A job that never calls them runs to its
-end.
+the job's ``timeout`` stop it. A job that does not check is interrupted
+by its worker's watchdog after a grace period (see zasync.watchdog); these
+functions' own database work is never interrupted.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def setLiveAnnotation(name: str, value: Any, job: Any = None) -> None:  # noqa: 
     if job is not None and job is not context.job:
         raise NotInJobError("setLiveAnnotation() can only annotate the running job")
     context.live[name] = value
-    context.runner.live.write(context.job, dict(context.live))
+    with context.runner.body.paused():
+        context.runner.live.write(context.job, dict(context.live))
 
 
 def getLiveAnnotation(  # noqa: N802 - compat name
@@ -94,7 +96,8 @@ def getLiveAnnotation(  # noqa: N802 - compat name
     poll = max(poll, 0.001)
     delay = min(0.01, poll)
     while True:
-        value = context.runner.live.read(target).get(name, _missing)
+        with context.runner.body.paused():
+            value = context.runner.live.read(target).get(name, _missing)
         if value is not _missing or time.monotonic() >= deadline:
             return default if value is _missing else value
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -112,7 +115,8 @@ def check() -> None:
     timed-out one as its retry policy says). Reads the database at most
     five times a second; cheap to call in a loop."""
     context = _current()
-    context.runner.live.check(context)
+    with context.runner.body.paused():
+        context.runner.live.check(context)
 
 
 def progress(
@@ -123,14 +127,15 @@ def progress(
     second, except the final report (``done == total``). Checks first as
     :func:`check` does, raising JobCancelled or JobTimeout."""
     context = _current()
-    context.runner.live.check(context)
-    clock = time.monotonic()
-    final = total is not None and done >= total
-    value = {"done": done, "total": total, "message": message, "time": time.time()}
-    context.live["progress"] = value
-    if final or clock - context.last_progress >= 0.5:
-        context.last_progress = clock
-        context.runner.live.write(context.job, dict(context.live))
+    with context.runner.body.paused():
+        context.runner.live.check(context)
+        clock = time.monotonic()
+        final = total is not None and done >= total
+        value = {"done": done, "total": total, "message": message, "time": time.time()}
+        context.live["progress"] = value
+        if final or clock - context.last_progress >= 0.5:
+            context.last_progress = clock
+            context.runner.live.write(context.job, dict(context.live))
 
 
 def live_annotations(job: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from zasync.callables import callable_name
 from zasync.executor import SlotRunner
 from zasync.keys import hex_id
 from zasync.recovery import recover_slot
+from zasync.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,55 @@ class ThreadPool:
         #: transaction that queued them (zasync.handoff)
         self.jobs_run = 0
         self.jobs_handed = 0
+        #: threads abandoned in a stuck job (see zasync.watchdog), never
+        #: waited for
+        self.abandoned: list[threading.Thread] = []
+        self.watchdog = Watchdog(self)
 
     def start(self) -> None:
-        uuid = self.dispatcher.uuid
         for runner, inbox in zip(self.runners, self._inboxes, strict=True):
-            thread = threading.Thread(
-                target=self._main,
-                args=(runner, inbox),
-                name=f"zasync-{uuid[:8]}-{runner.index}",
-                daemon=True,
-            )
-            self.threads.append(thread)
+            self.threads.append(self._spawn(runner, inbox))
             self.idle.add(runner.index)
-            thread.start()
+        self.watchdog.start()
+
+    def _spawn(
+        self, runner: SlotRunner, inbox: queue_module.SimpleQueue
+    ) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._main,
+            args=(runner, inbox),
+            name=f"zasync-{self.dispatcher.uuid[:8]}-{runner.index}",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+    def replace(self, runner: SlotRunner, run: Any) -> bool:
+        """Abandon ``runner``'s thread if it is still in the call ``run``
+        and give its slot a new thread; False when it returned meanwhile
+        (it is not stuck)."""
+        index = runner.index
+        with self._lock:
+            if self.runners[index] is not runner or runner.body.run is not run:
+                return False
+            if self.dispatcher.stopping.is_set():
+                runner.discard()  # commits nothing; left to recovery
+                return True
+            runner.discard()
+            fresh = SlotRunner(self.dispatcher, index)
+            inbox: queue_module.SimpleQueue = queue_module.SimpleQueue()
+            self.runners[index] = fresh
+            self._inboxes[index] = inbox
+            old, self.threads[index] = self.threads[index], self._spawn(fresh, inbox)
+            self.abandoned.append(old)
+            # It keeps its place at the limiter's gate until it returns.
+            self.dispatcher.limiter.resize(1)
+            self.busy.pop(index, None)
+            self.idle.add(index)
+        # Jobs of its batch that did not start: given to the new thread.
+        self.dispatcher.reconcile_due = True
+        self.dispatcher.wake()
+        return True
 
     # -- what the loop claims for ---------------------------------------------
 
@@ -142,7 +179,16 @@ class ThreadPool:
         when every thread ended."""
         for inbox in self._inboxes:
             inbox.put(None)
-        return join_all(self.threads, deadline)
+        for thread in self.abandoned:
+            if thread.is_alive():
+                log.warning(
+                    "worker thread %s was abandoned in a stuck job and still "
+                    "runs: not waited for",
+                    thread.name,
+                )
+        clean = join_all(self.threads, deadline)
+        self.watchdog.join(deadline)
+        return clean
 
     # -- the threads -----------------------------------------------------------
 
@@ -157,15 +203,24 @@ class ThreadPool:
                 try:
                     runner.run(batch, loaded=loaded)
                 except Exception:
-                    log.exception(
-                        "worker thread %d failed running a batch", runner.index
-                    )
+                    if not runner.discarded:
+                        log.exception(
+                            "worker thread %d failed running a batch", runner.index
+                        )
                     try:
                         runner.tm.abort()
                     except Exception:
                         log.debug("abort failed", exc_info=True)
-                    self._put_back(runner)
+                    if not runner.discarded:
+                        self._put_back(runner)
                 with self._lock:
+                    if runner.discarded:
+                        log.warning(
+                            "abandoned worker thread %d returned; it ends",
+                            runner.index,
+                        )
+                        self.dispatcher.limiter.resize(-1)
+                        return
                     self.busy.pop(runner.index, None)
                     if not self.dispatcher.stopping.is_set():
                         self.idle.add(runner.index)

@@ -35,6 +35,13 @@ MAX_BATCH = 200
 #: seconds the other workers leave a job just due to the worker it is
 #: meant for before they take it (0: no grace)
 FRESH_GRACE = 0.1
+#: seconds a running job is given to stop by itself (at its next
+#: ``zasync.local.check()``) once cancelled or past its timeout, before
+#: the error is raised in its thread (see zasync.watchdog)
+INTERRUPT_GRACE = 5.0
+#: seconds an interrupted job is given to return before its thread is
+#: abandoned as stuck and replaced
+STUCK_DELAY = 30.0
 
 
 def _number(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -66,6 +73,8 @@ class DispatcherSettings:
     batch_seconds: float = BATCH_SECONDS
     max_batch: int = MAX_BATCH
     fresh_grace: float = FRESH_GRACE
+    interrupt_grace: float = INTERRUPT_GRACE
+    stuck_delay: float = STUCK_DELAY
     #: the worker's name as people read it (None: shown as hostname:pid)
     name: str | None = None
 
@@ -89,9 +98,11 @@ class DispatcherSettings:
             "maintenance_interval",
             "batch_seconds",
             "max_batch",
+            "stuck_delay",
         ):
             _number(name, getattr(self, name))
         _number("fresh_grace", self.fresh_grace, allow_zero=True)
+        _number("interrupt_grace", self.interrupt_grace, allow_zero=True)
         object.__setattr__(self, "max_batch", int(self.max_batch))
         if not isinstance(self.retention, datetime.timedelta):
             raise ConfigurationError(

@@ -1,0 +1,215 @@
+"""The watchdog of a dispatcher's threads: jobs that do not stop when told.
+
+A running job is told to stop by a cancel (``zasync.admin.cancel``) or by
+its ``timeout``, which it sees at its next ``zasync.local.check()``. One
+that has not stopped ``interrupt_grace`` seconds later is interrupted: the
+same error is raised in its thread (zasync.interrupts), its work is rolled
+back and it ends as if it had checked. One that still has not returned
+``stuck_delay`` seconds after that (blocked in C code, or swallowing the
+error) is *stuck*: its thread is abandoned and replaced, so that the worker
+keeps its capacity, the job completes with the error (never run again: its
+old thread may still run it), and whatever the old thread later tries to
+commit is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import transaction
+
+from zasync.failure import Failure
+from zasync.interfaces import ACTIVE, ASSIGNED, JobCancelled, JobTimeout
+from zasync.interrupts import Run
+from zasync.job import now
+from zasync.keys import oid_bytes
+from zasync.live_channel import CHECK_INTERVAL
+from zasync.stuck import STUCK_SINCE
+from zasync.txn import close_connection
+
+log = logging.getLogger(__name__)
+
+#: seconds between two looks at the running jobs
+WATCH_INTERVAL = 0.1
+
+
+class Watchdog:
+    """Watches the threads of ``pool`` (a zasync.pool.ThreadPool)."""
+
+    def __init__(self, pool: Any):
+        self.pool = pool
+        self.dispatcher = pool.dispatcher
+        self._thread: threading.Thread | None = None
+        self._tm: Any = None
+        self._conn: Any = None
+        #: the calls whose cancel was seen, and when (time.monotonic())
+        self._cancel_seen: dict[Run, float] = {}
+        self._next_read = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._loop,
+            name=f"zasync-{self.dispatcher.uuid[:8]}-watchdog",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def join(self, deadline: float | None) -> None:
+        if self._thread is not None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            self._thread.join(None if remaining is None else max(0.0, remaining))
+
+    def _loop(self) -> None:
+        stopping = self.dispatcher.stopping
+        try:
+            while not stopping.wait(WATCH_INTERVAL):
+                try:
+                    self.step(time.monotonic())
+                except Exception:
+                    log.exception("watchdog of dispatcher %s", self.dispatcher.uuid)
+                    self._close()
+        finally:
+            self._close()
+
+    def step(self, clock: float) -> None:
+        """Interrupt the jobs past their timeout or cancelled, and abandon
+        the threads stuck in one, at time.monotonic() ``clock``."""
+        calls = [
+            (runner, run)
+            for runner in list(self.pool.runners)
+            if (run := runner.body.run) is not None
+        ]
+        self._cancel_seen = {
+            run: seen
+            for run, seen in self._cancel_seen.items()
+            if any(run is r for _, r in calls)
+        }
+        if not calls:
+            return
+        if clock >= self._next_read:
+            self._next_read = clock + CHECK_INTERVAL
+            self._read_cancels(calls, clock)
+        settings = self.dispatcher.settings
+        for runner, run in calls:
+            if run.interrupted_at is None:
+                error = self._due(run, clock, settings.interrupt_grace)
+                if error is not None and runner.body.interrupt(run, error):
+                    log.warning(
+                        "interrupting job %s (%s) in thread %d: %s",
+                        run.job_id,
+                        run.name,
+                        runner.index,
+                        error,
+                        extra={"action": "interrupt", "job_id": run.job_id},
+                    )
+            elif clock >= run.interrupted_at + settings.stuck_delay:
+                self._abandon(runner, run, clock)
+
+    def _due(self, run: Run, clock: float, grace: float) -> BaseException | None:
+        """The error to interrupt ``run`` with, if it is due."""
+        if clock >= run.deadline + grace:
+            return JobTimeout(
+                f"job {run.job_id} ({run.name}) ran past its timeout of "
+                f"{run.timeout:g} s and did not stop within {grace:g} s: interrupted"
+            )
+        seen = self._cancel_seen.get(run)
+        if seen is not None and clock >= seen + grace:
+            return JobCancelled(
+                f"job {run.job_id} ({run.name}) was cancelled while it ran and "
+                f"did not stop within {grace:g} s: interrupted"
+            )
+        return None
+
+    # -- the database ------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._tm = transaction.TransactionManager(explicit=True)
+            self._conn = self.dispatcher.db.open(transaction_manager=self._tm)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            close_connection(self._conn, self._tm)
+            self._conn = None
+
+    def _read_cancels(self, calls: list[tuple[Any, Run]], clock: float) -> None:
+        """Note the calls whose cancel is committed now."""
+        conn = self._connection()
+        self._tm.begin()
+        try:
+            record = self.dispatcher.record_in(conn)
+            for runner, run in calls:
+                if run in self._cancel_seen:
+                    continue
+                requests = record.slots[runner.index].cancel_requests
+                if not requests or run.oid not in requests.jobs:
+                    continue
+                # The job's attempts as committed, not as its run changed them.
+                attempts = conn.get(oid_bytes(run.oid))._attempts
+                if requests.wanted(run.oid, attempts):
+                    self._cancel_seen[run] = clock
+        finally:
+            self._tm.abort()
+
+    def _abandon(self, runner: Any, run: Run, clock: float) -> None:
+        """``run`` did not return ``stuck_delay`` seconds after its
+        interruption: complete its job with the interruption's error and
+        replace its thread."""
+        assert run.interrupted_at is not None and run.failure is not None
+        since = time.time() - (clock - run.interrupted_at)
+        failure = type(run.failure)(
+            f"{run.failure} It had not returned "
+            f"{self.dispatcher.settings.stuck_delay:g} s later: its worker thread "
+            f"was abandoned and replaced."
+        )
+        recorded = self._record(runner, run, failure, since)
+        # Once per call: not again at the next look.
+        run.interrupted_at = float("inf")
+        if not recorded:
+            return  # it ended meanwhile: not stuck
+        if self.pool.replace(runner, run):
+            log.error(
+                "job %s (%s) stuck in worker thread %d: the thread is abandoned "
+                "and replaced; the job failed with %s",
+                run.job_id,
+                run.name,
+                runner.index,
+                type(failure).__name__,
+                extra={"action": "stuck", "job_id": run.job_id},
+            )
+
+    def _record(
+        self, runner: Any, run: Run, failure: BaseException, since: float
+    ) -> bool:
+        """Complete the job of ``run`` with ``failure`` if ``runner``'s slot
+        still holds it; True when recorded."""
+        conn = self._connection()
+        uuid = self.dispatcher.uuid
+        for attempt in self._tm.attempts(5):
+            with attempt:
+                job = conn.get(oid_bytes(run.oid))
+                slot = self.dispatcher.record_in(conn).slots[runner.index]
+                if (
+                    job._status not in (ASSIGNED, ACTIVE)
+                    or job._worker != uuid
+                    or job._slot != runner.index
+                ):
+                    return False  # it ended: nothing written
+                job.annotations[STUCK_SINCE] = since
+                # Its run counts (its own count was never committed).
+                job._attempts += 1
+                if job.active_start is None:
+                    job.active_start = now()
+                job._finish(Failure(failure), now())
+                # A job with callbacks stays in the slot: the new thread
+                # runs them.
+                runner.settle(job, slot)
+                if slot.live and run.oid in slot.live:
+                    slot.live = {k: v for k, v in slot.live.items() if k != run.oid}
+                if slot.cancel_requests:
+                    slot.cancel_requests.forget([run.oid])
+        return True
