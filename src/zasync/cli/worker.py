@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import logging
 import os
+import socket
 import sys
 from typing import Any
 
@@ -15,10 +17,16 @@ from zasync.cli.database import open_database
 from zasync.cli.exitcodes import EXIT_ERROR
 from zasync.cli.ops import OpsError, add_worker_flags, start_metrics
 from zasync.cli.options import add_db, positive_float, positive_int
+from zasync.cli.processes import add_flags, check_flags, supervise
 from zasync.cli.signals import StopSignals, serve_until_signalled
+from zasync.cli.supervisor import ParentLink
 from zasync.dispatcher import Dispatcher
 from zasync.identity import worker_uuid
 from zasync.logformat import worker_field
+from zasync.uri import describe_uri
+
+# The command's logger (records show as "zasync"), as zasync.cli.signals.
+log = logging.getLogger("zasync")
 
 #: threads of ``zasync worker --db`` unless --threads says otherwise
 DEFAULT_WORKER_THREADS = 4
@@ -39,6 +47,14 @@ examples:
   ZASYNC_UUID=var/worker.uuid zasync worker --db var/Data.fs
   zasync worker --zope-conf worker/etc/zope.conf
   zasync worker --db zeo://127.0.0.1:8100 --metrics-port 9108 --log-format json
+  zasync worker --db zeo://127.0.0.1:8100 --processes 2 --name reports \
+      --uuid-file var/worker.uuid
+
+--processes N runs N worker processes under this one (a ZEO or RelStorage
+database: a FileStorage opens in one process only), named NAME-1..NAME-N,
+the first with the UUID file's UUID, the others with UUIDs derived from
+it; each serves its own --metrics-port (PORT, PORT+1, ...). A process that
+dies is restarted; SIGTERM stops them all.
 
 --zope-conf runs Plone jobs: Zope starts from that zope.conf without
 serving HTTP, and its site.zcml must include zasync.plone's
@@ -90,6 +106,7 @@ def add_parser(sub: Any) -> None:
         metavar="MODULE",
         help="import this module first (your job functions; repeatable)",
     )
+    add_flags(worker)
     _add_dispatcher_flags(worker)
     add_worker_flags(worker)
 
@@ -143,27 +160,35 @@ def check_zope_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     """--zope-conf (which argparse keeps apart from --db) excludes the
     dispatcher flags a Zope worker does not take: a usage error names the
     first one given."""
-    for dest, default in {**DISPATCHER_FLAGS, "metrics_addr": "0.0.0.0"}.items():
+    refused = {**DISPATCHER_FLAGS, "metrics_addr": "0.0.0.0", "name": None}
+    for dest, default in refused.items():
         if getattr(args, dest) != default:
             flag = "--" + dest.replace("_", "-")
             parser.error(
                 f"worker: {flag} cannot be used with --zope-conf (a Zope "
                 f"worker's dispatcher has the default settings; only "
-                f"--uuid-file, --threads, --stop-timeout, --metrics-port and "
-                f"--log-format apply)"
+                f"--uuid-file, --threads, --processes, --stop-timeout, "
+                f"--metrics-port and --log-format apply)"
             )
 
 
 def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``zasync worker``: serve until a signal; EXIT_OK when every running
     job finished within --stop-timeout."""
+    check_flags(args, parser)
     for module in args.imports:
         try:
             importlib.import_module(module)
         except ImportError as e:
             parser.error(f"--import {module}: {e}")
+    if args.processes > 1:
+        return supervise(args)
+    link = None
+    if args.supervisor_fd is not None:
+        link = ParentLink(args.supervisor_fd)
+        link.watch()
     if args.zope_conf:
-        return _zope_worker(args)
+        return _zope_worker(args, link)
     db = open_database(args)
     uuid = worker_uuid(args.uuid_file)
     threads = args.threads or DEFAULT_WORKER_THREADS
@@ -177,6 +202,7 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         lease_seconds=args.lease,
         maintenance_interval=args.maintenance_interval,
         retention=datetime.timedelta(days=args.retention_days),
+        name=args.name,
     )
     worker_field.uuid = uuid
     try:
@@ -187,9 +213,12 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         return EXIT_ERROR
     signals = StopSignals().install()
     dispatcher.start()
-    print(
-        f"zasync worker {uuid} on {args.db}: {threads} threads; Ctrl-C to stop",
-        flush=True,
+    say_ready(
+        args,
+        uuid=uuid,
+        threads=threads,
+        storage=describe_uri(args.db),
+        link=link,
     )
 
     def stop(timeout: float) -> bool:
@@ -202,7 +231,36 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return serve_until_signalled(signals, stop, args)
 
 
-def _zope_worker(args: argparse.Namespace) -> int:
+def say_ready(
+    args: argparse.Namespace,
+    *,
+    uuid: str,
+    threads: int,
+    storage: str,
+    link: ParentLink | None,
+) -> None:
+    """Log the worker's ready line (its dispatcher claims jobs from now
+    on); tell the supervisor, if any."""
+    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    queues = ", ".join(repr(q) for q in args.queue) or "all queues"
+    metrics = ""
+    if args.metrics_port is not None:
+        metrics = f", metrics on port {args.metrics_port}"
+    log.info(
+        "zasync worker ready: %s, uuid %s, %s, %d threads, storage %s%s; %s",
+        name,
+        uuid,
+        queues,
+        threads,
+        storage,
+        metrics,
+        "stopped with its supervisor" if link else "Ctrl-C to stop",
+    )
+    if link is not None:
+        link.ready()
+
+
+def _zope_worker(args: argparse.Namespace, link: ParentLink | None) -> int:
     """``zasync worker --zope-conf``: Plone jobs in a Zope process."""
     try:
         from zasync.plone import zopeworker  # noqa: PLC0415 - needs Zope (zasync[plone])
@@ -220,10 +278,13 @@ def _zope_worker(args: argparse.Namespace) -> int:
     worker = zopeworker.start(
         args.zope_conf, uuid_file=args.uuid_file, threads=args.threads
     )
-    print(
-        f"zasync worker {worker.uuid} in Zope ({args.zope_conf}, role "
-        f"{worker.role.name}, database {worker.database_name!r}): "
-        f"{worker.threads} threads; Ctrl-C to stop",
-        flush=True,
+    worker_field.uuid = worker.uuid
+    say_ready(
+        args,
+        uuid=worker.uuid,
+        threads=worker.threads,
+        storage=f"Zope ({args.zope_conf}, role {worker.role.name}, database "
+        f"{worker.database_name!r})",
+        link=link,
     )
     return serve_until_signalled(signals, worker.stop, args)
