@@ -9,6 +9,7 @@ the process that ran it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -152,6 +153,15 @@ def test_two_processes_run_jobs_each_under_its_own_uuid_and_name(
     assert "zasync worker ready: 2 processes" in supervisor.log()
     for name in ("t-1", "t-2"):
         assert f"zasync worker ready: {name}, uuid " in supervisor.log()
+    # zasync status names them
+    status = run_zasync("status", "--db", zeo_server.uri, "--json")
+    rows = json.loads(status.stdout)["workers"]
+    assert sorted((row["name"], row["label"]) for row in rows) == [
+        ("t-1", "t-1"),
+        ("t-2", "t-2"),
+    ]
+    table = run_zasync("status", "--db", zeo_server.uri).stdout
+    assert f"{child_uuid(base, 2)}   t-2 " in table
 
 
 def test_a_child_killed_comes_back_under_its_uuid_and_recovers_its_job(

@@ -68,6 +68,8 @@ def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         for row in data["workers"]:
             record = queues.workers[row["uuid"]]
             row["state"] = state_of(record, clock, HEARTBEAT_INTERVAL).value
+            row["name"] = record.name
+            row["label"] = record.label
         return data
 
     try:
@@ -101,12 +103,12 @@ def _print_queues(queues: dict[str, Any]) -> None:
 
 def _print_workers(workers: list[dict[str, Any]]) -> None:
     print(
-        f"{'worker':<38} {'host:pid':<24} {'state':<7} {'threads':>7} {'running':>7}  last seen"
+        f"{'worker':<38} {'name (or host:pid)':<24} {'state':<7} {'threads':>7} {'running':>7}  last seen"
     )
     for w in workers:
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w["last_seen"]))
         print(
-            f"{w['uuid']:<38} {w['host'] + ':' + str(w['pid']):<24} "
+            f"{w['uuid']:<38} {w['label']:<24} "
             f"{w['state']:<7} {w['threads']:>7} {len(w['running']):>7}  {seen}"
         )
 
