@@ -3,18 +3,20 @@ command in a subprocess, on a ZEO server a worker in this process uses."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import transaction
-from tests import coop_jobs
+from tests import coop_jobs, watchdog_jobs
 from tests.processes import run_zasync
 
 from zasync.dispatcher import Dispatcher
-from zasync.interfaces import KEY, JobCancelled
+from zasync.interfaces import KEY, JobCancelled, JobTimeout
 from zasync.job import Job
 from zasync.queue import install
 from zasync.storage import open_db
+from zasync.stuck import stuck_since
 from zasync.testing import wait_for_result, wait_until
 
 
@@ -35,7 +37,8 @@ def test_zasync_cancel_requests_the_cancel_of_a_running_job(zeo_server):
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == (
             f"job {job.id}: cancel requested; the job stops at its next check "
-            f"(zasync.local.check() or progress())"
+            f"(zasync.local.check() or progress()), or is interrupted after its "
+            f"worker's grace period"
         )
         assert wait_for_result(job, 10).check(JobCancelled)
         assert time.monotonic() - requested < 2.0
@@ -48,3 +51,42 @@ def test_zasync_cancel_requests_the_cancel_of_a_running_job(zeo_server):
         conn.close()
         db.close()
         coop_jobs.reset()
+
+
+def test_zasync_show_says_since_when_a_job_was_stuck(tmp_path):
+    """A job whose thread the watchdog abandoned: ``zasync show`` gives its
+    ``stuck_since``; a job that was never stuck has none."""
+    watchdog_jobs.reset()
+    path = str(tmp_path / "Data.fs")
+    db = open_db(path)
+    install(db)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    dispatcher = Dispatcher(
+        db, threads=1, poll_interval=0.2, interrupt_grace=0.2, stuck_delay=0.5
+    ).start()
+    try:
+        queue = conn.root()[KEY][""]
+        job = queue.put(Job(watchdog_jobs.blocked, "shown"), timeout=0.3)
+        plain = queue.put(Job(watchdog_jobs.quick, "plain"))
+        tm.commit()
+        assert wait_for_result(job, 10).check(JobTimeout)
+        assert wait_for_result(plain, 10) == "quick"
+        since = stuck_since(job)
+        assert since is not None
+    finally:
+        watchdog_jobs.reset()  # the abandoned thread's job returns
+        dispatcher.stop(10)
+        for thread in dispatcher.pool.abandoned:
+            thread.join(10)
+        tm.abort()
+        conn.close()
+        db.close()
+    shown = run_zasync("show", job.id, "--json", "--db", path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["stuck_since"] == since.isoformat()
+    text = run_zasync("show", job.id, "--db", path).stdout
+    assert f"stuck_since: {since.isoformat()}" in text
+    assert "its worker thread was abandoned and replaced" in text
+    never = json.loads(run_zasync("show", plain.id, "--json", "--db", path).stdout)
+    assert "stuck_since" not in never

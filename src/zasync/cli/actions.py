@@ -60,7 +60,8 @@ def run_cancel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     elif said == "requested":
         print(
             f"job {data['id']}: cancel requested; the job stops at its next "
-            f"check (zasync.local.check() or progress())"
+            f"check (zasync.local.check() or progress()), or is interrupted "
+            f"after its worker's grace period"
         )
     else:
         print(f"job {data['id']} cancelled")

@@ -14,6 +14,7 @@ from zasync.cli.database import in_transaction, one_job, open_database
 from zasync.cli.exitcodes import EXIT_OK
 from zasync.cli.options import add_db, add_json, positive_float, positive_int
 from zasync.running import LONG_RUNNING_SECONDS, human_duration
+from zasync.stuck import stuck_since_iso
 from zasync.workerstate import state_of
 
 #: seconds between a worker's heartbeats, as the workers' default
@@ -176,7 +177,17 @@ def print_job(data: dict[str, Any], as_json: bool) -> None:
         print(data["traceback"].rstrip())
 
 
+def describe_job(job: Any) -> dict[str, Any]:
+    """``admin.describe(job)``, with ``stuck_since`` for a job its worker
+    thread got stuck in (see zasync.watchdog)."""
+    data = admin.describe(job)
+    since = stuck_since_iso(job)
+    if since is not None:
+        data["stuck_since"] = since
+    return data
+
+
 def run_show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``zasync show ID``: one job, whole."""
-    print_job(one_job(args, admin.describe), args.json)
+    print_job(one_job(args, describe_job), args.json)
     return EXIT_OK

@@ -7,7 +7,8 @@ API, on the site root.
 - ``GET @async-jobs/{id}``: one job, with its traceback or result;
 - ``POST @async-jobs/{id}/retry``, ``POST @async-jobs/{id}/cancel``: act on
   a job, answer with the job as it is now (a running job's cancel is a
-  request, ``"cancel": "requested"``: the job stops at its next check);
+  request, ``"cancel": "requested"``: the job stops at its next check, or
+  is interrupted after its worker's grace period);
 - ``DELETE @async-jobs/{id}``: remove a finished job (204);
 - ``GET @async-workers``: the workers and what they run.
 
@@ -32,6 +33,7 @@ from zasync import admin
 from zasync.interfaces import BadStatusError
 from zasync.plone.browser import jobs
 from zasync.plone.browser.controlpanel import queues_for, scope_for
+from zasync.stuck import stuck_since_iso
 
 
 @implementer(IPublishTraverse)
@@ -68,6 +70,8 @@ class _JobsService(Service):
     def serialize(self, job: Any, *, full: bool) -> dict:
         data = jobs.describe(job, full=full)
         data["@id"] = self.job_url(job.id)
+        # When its worker thread got stuck in it (zasync.watchdog), or None.
+        data["stuck_since"] = stuck_since_iso(job)
         if data.get("context"):
             data["context_url"] = self.request.physicalPathToURL(
                 data["context"].split("/")
@@ -154,7 +158,10 @@ class JobsPost(_JobsService):
         data = self.serialize(job, full=True)
         if said == "requested":
             data["cancel"] = "requested"
-            data["message"] = "cancel requested; the job stops at its next check"
+            data["message"] = (
+                "cancel requested; the job stops at its next check, or is "
+                "interrupted after its worker's grace period"
+            )
         return data
 
 
