@@ -233,6 +233,45 @@ def test_len_counts_pending_only_and_survives_commit(conn, queue):
         assert len(other.root()[KEY][""]) == 2
 
 
+def test_producers_write_their_shards_counter_and_workers_the_queues(conn, queue):
+    """A put counts in its shard's counter, which only producers write; a
+    job taken out counts in the queue's counter: a producer's commit loads
+    nothing the workers change."""
+    from zasync.shards import producer_shard
+
+    index = producer_shard(len(queue.shards))
+    before = queue.counter()
+    queue.put(jobfuncs.noop)
+    queue.put(jobfuncs.noop)
+    assert queue._added[index]() == 2 and queue.counter() == before
+    queue.pull()
+    assert queue._added[index]() == 2 and queue.counter() == before - 1
+    assert len(queue) == 1
+    assert {c._p_oid for c in queue._added} <= conn.root()[KEY].watched_oids()
+
+
+def test_a_queue_stored_before_shard_counters_counts_in_its_counter(conn, queue):
+    queue._added = ()  # as an earlier version stored it
+    job = queue.put(jobfuncs.noop)
+    queue.put(jobfuncs.noop)
+    assert queue.counter() == 2 and len(queue) == 2
+    assert queue._withdraw(job) and job._key is None
+    assert queue.counter() == 1 and list(queue) != [job]
+    transaction.commit()
+    assert len(queue) == 1
+
+
+def test_withdraw_takes_out_a_job_as_if_never_put(conn, queue):
+    kept = queue.put(jobfuncs.noop)
+    transaction.commit()
+    job = queue.put(jobfuncs.noop)
+    assert queue._withdraw(job)
+    assert list(queue) == [kept] and len(queue) == 1
+    assert not queue._withdraw(job)  # not there any more
+    other = conn.root()[KEY]["other"] = Queue()
+    assert not other._withdraw(kept)  # not its queue
+
+
 # -- quotas -------------------------------------------------------------------
 
 

@@ -59,7 +59,7 @@ from ZODB.POSException import POSKeyError, ReadConflictError
 from ZODB.utils import load_current
 
 from zasync import inprocess
-from zasync.interfaces import KEY, PENDING, BadStatusError
+from zasync.interfaces import KEY, PENDING
 from zasync.job import now
 from zasync.keys import now_us, oid_int
 from zasync.placement import owner_of
@@ -91,12 +91,13 @@ def _before_commit(offered: list[tuple[Any, Any]], db: Any, txn: Any) -> None:
     queue, job = offered[0]
     if job.status != PENDING or job.quota_names or job._key is None:
         return
-    if job._key[1] > now_us() or len(queue) != 1:
+    if job._key[1] > now_us():
         return
     local = inprocess.serving(db)
-    for dispatcher in local:
-        if _hand_here(dispatcher, queue, job, txn):
-            return
+    if local and len(queue) == 1:
+        for dispatcher in local:
+            if _hand_here(dispatcher, queue, job, txn):
+                return
     try:
         _hand_elsewhere(queue, job, {dispatcher.uuid for dispatcher in local})
     except (ReadConflictError, POSKeyError):
@@ -142,7 +143,7 @@ def _assign_here(dispatcher: Any, index: int, queue: Any, job: Any) -> bool:
     _data, serial = load_current(conn.db().storage, slot.active._p_oid)
     if serial != slot.active._p_serial:
         return False  # changed since this transaction began
-    if not _take(queue, job):
+    if not queue._withdraw(job):
         return False
     job._assign(dispatcher.uuid, slot.index, now(), first=True)
     slot.active[oid_int(job)] = job
@@ -173,10 +174,16 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     if owner.uuid in local:
         return False  # its own threads were asked (_hand_here)
     slots = [slot for slot in owner.slots[: owner.threads] if slot.inbox is not None]
-    conn.prefetch([obj for slot in slots for obj in (slot.active, slot.inbox)])
+    # What the choice reads and workers change (their claims the queue's
+    # counts, their threads the slots), in one round trip.
+    counts = [queue.counter, *queue._added]
+    objs = counts + [obj for slot in slots for obj in (slot.active, slot.inbox)]
+    conn.prefetch([obj for obj in objs if obj._p_oid is not None])
+    if len(queue) != 1:
+        return False  # another job waits: not to be overtaken
     for slot in slots:
         if not slot.active and not slot.inbox:
-            if not _take(queue, job):
+            if not queue._withdraw(job):
                 return False
             job._assign(owner.uuid, slot.index, now(), first=True)
             slot.inbox.add(job)
@@ -195,14 +202,6 @@ def _live(record: Any, clock: float) -> bool:
     heartbeat = record.heartbeat
     seen_until = heartbeat.last_seen + 3 * record.heartbeat_interval
     return bool(clock <= max(heartbeat.lease_until, seen_until))
-
-
-def _take(queue: Any, job: Any) -> bool:
-    try:
-        queue.take(job)
-    except BadStatusError:
-        return False
-    return True
 
 
 @zope.interface.implementer(IDataManager)

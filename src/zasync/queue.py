@@ -23,22 +23,19 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 
 from zasync import hooks
+from zasync.enqueue import Producing
 from zasync.interfaces import (
     KEY,
-    NEW,
     PENDING,
-    BadStatusError,
     ConfigurationError,
     IQueue,
 )
 from zasync.job import Job, now
-from zasync.jobfields import check_timeout
 from zasync.keys import oid_int, to_us
 from zasync.pending import NotPendingError, at_index, in_run_order, root_queues
 from zasync.quota_merge import check_size, merge
 from zasync.schedules import schedules_of
-from zasync.shards import new_shard, next_due, producer_shard
-from zasync.timing import check_begin_after, check_begin_by
+from zasync.shards import insert, new_shard, next_due, producer_shard, shard_index
 from zasync.workers import WorkerRegistry
 
 DEFAULT_SHARDS = 8
@@ -145,12 +142,16 @@ class Quotas(persistent.Persistent):
 
 
 @zope.interface.implementer(IQueue)
-class Queue(persistent.Persistent):
+class Queue(Producing, persistent.Persistent):
     """Pending jobs, in run order. ``put()`` joins the caller's transaction."""
 
     name: str = ""
     _shards: tuple = ()
     _length: Length | None = None
+    #: per shard, the jobs producers added to it (written by producers
+    #: only, so that their commits do not load what workers change);
+    #: () in queues made by earlier versions, which count in _length
+    _added: tuple = ()
     #: set by __init__ in every version: None only as the class-level default
     quotas: Quotas = cast(Quotas, None)
     #: jobs finished outside a worker (end time in microseconds -> job)
@@ -164,71 +165,10 @@ class Queue(persistent.Persistent):
         self.name = name
         self._shards = tuple(new_shard() for _ in range(shards))
         self._length = Length()
+        self._added = tuple(Length() for _ in range(shards))
         self.quotas = Quotas()
 
-    # -- producing -------------------------------------------------------
-
-    def put(
-        self,
-        item: Any,
-        begin_after: datetime.datetime | None = None,
-        begin_by: datetime.timedelta | None = None,
-        *,
-        quota_names: tuple[str, ...] | None = None,
-        retry_policy_factory: Any = None,
-        timeout: float | None = None,
-    ) -> Job:
-        """Queue ``item`` (a Job, or a callable wrapped in a new Job) in the
-        caller's transaction and return the job.
-
-        Raises TypeError for a callable that cannot be stored, ValueError for
-        a naive ``begin_after``, a quota this queue does not have or a
-        ``timeout`` (seconds, see zasync.local.check) that is not > 0,
-        BadStatusError for a job that is not new.
-        """
-        job = item if isinstance(item, Job) else Job(item)
-        if job._status != NEW:
-            raise BadStatusError(
-                f"{job!r} is {job._status}: only a new job can be put in "
-                f"queue {self.name!r}"
-            )
-        begin_after = check_begin_after(begin_after)
-        begin_by = check_begin_by(begin_by)
-        if quota_names is not None:
-            job.quota_names = tuple(quota_names)
-        for name in job.quota_names:
-            if name not in self.quotas:
-                raise ValueError(
-                    f"{job!r} names quota {name!r}, which queue "
-                    f"{self.name!r} does not have; create it with "
-                    f"queue.quotas.create({name!r}, size=1)"
-                )
-        if retry_policy_factory is not None:
-            job.retry_policy_factory = retry_policy_factory
-        if timeout is not None:
-            job.timeout = check_timeout(timeout)
-        jar = self._p_jar
-        if jar is None:
-            raise ConfigurationError(
-                f"queue {self.name!r} is not in a database: get it from "
-                f"zasync.install(db) or root['{KEY}'], not a new Queue()"
-            )
-        if job._p_jar is None:
-            jar.add(job)
-        if begin_after is not None:
-            job.begin_after = begin_after
-        elif job.begin_after is None or job.begin_after < now():
-            # Due from now, behind the jobs queued before it (also a job
-            # pulled out and put back); a later schedule is kept.
-            job.begin_after = now()
-        if begin_by is not None:
-            job.begin_by = begin_by
-        job._queue = self
-        self._insert(job, to_us(job.begin_after))
-        job._queued()
-        hooks.queues_changed(jar)
-        hooks.job_queued(self, job)
-        return job
+    # -- producing: put() and put_many() (zasync.enqueue) ------------------
 
     @property
     def shards(self) -> tuple:
@@ -237,10 +177,17 @@ class Queue(persistent.Persistent):
 
     @property
     def counter(self) -> Length:
-        """The number of pending jobs: a ``BTrees.Length``, whose commits
-        wake the workers watching its object id."""
+        """The count of jobs taken out of the queue, less those added
+        before each shard counted its own (``len(queue)`` is the number
+        of pending jobs): a ``BTrees.Length``."""
         assert self._length is not None
         return self._length
+
+    def counted_oids(self) -> set[bytes]:
+        """The oids of the counters a commit changes when it adds or takes
+        jobs: workers watch them to wake up."""
+        counters = (self.counter, *self._added)
+        return {c._p_oid for c in counters if c._p_oid is not None}
 
     @property
     def finished(self) -> Any:
@@ -252,16 +199,28 @@ class Queue(persistent.Persistent):
         """Count ``count`` jobs a claim took out of the shards."""
         self.counter.change(-count)
 
+    def _count_added(self, index: int, count: int) -> None:
+        added = self._added
+        (added[index] if added else self.counter).change(count)
+
     def _insert(self, job: Job, due_us: int) -> None:
         key = (-job.priority, due_us, oid_int(job))
-        shard = self._shards[producer_shard(len(self._shards))]
-        while key in shard:
-            # A stale entry of this job's last time here: never reuse a key
-            # (workers remember the keys they know are stale).
-            key = (key[0], key[1] + 1, key[2])
-        shard[key] = job
-        job._key = key
-        self.counter.change(1)
+        index = producer_shard(len(self._shards))
+        job._key = insert(self._shards[index], job, key)
+        self._count_added(index, 1)
+
+    def _withdraw(self, job: Job) -> bool:
+        """Take out a job put in this very transaction as if it had never
+        been (its entry, its count; zasync.handoff), writing nothing a
+        worker writes; False when it is not pending here."""
+        shards = self._shards
+        index = shard_index(shards, job, producer_shard(len(shards)))
+        if job._queue is not self or index is None:
+            return False
+        del shards[index][job._key]
+        job._key = None
+        self._count_added(index, -1)
+        return True
 
     def record_finished(self, job: Job) -> None:
         """Keep a job that finished outside a worker (cancelled, failed
@@ -294,11 +253,8 @@ class Queue(persistent.Persistent):
     # -- consuming ----------------------------------------------------------
 
     def _shard_of(self, job: Job) -> Any:
-        key = job._key
-        for shard in self._shards:
-            if key in shard and shard[key] is job:
-                return shard
-        return None
+        index = shard_index(self._shards, job)
+        return None if index is None else self._shards[index]
 
     def take(self, job: Job) -> None:
         """Remove a pending job from its shard (no status change)."""
@@ -332,7 +288,9 @@ class Queue(persistent.Persistent):
         return in_run_order(self._shards)
 
     def __len__(self) -> int:
-        return self._length() if self._length is not None else 0
+        if self._length is None:
+            return 0
+        return self._length() + sum(added() for added in self._added)
 
     @property
     def parent(self) -> Queues | None:
@@ -369,7 +327,7 @@ class Queues(persistent.Persistent):
     def watched_oids(self) -> set[bytes]:
         """The oids a commit changes when it queues jobs (each queue's
         counter) or adds a queue (the container)."""
-        oids = {queue.counter._p_oid for queue in self._queues.values()}
+        oids = {oid for queue in self._queues.values() for oid in queue.counted_oids()}
         oids.add(self._queues._p_oid)
         return oids
 

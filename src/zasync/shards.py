@@ -192,6 +192,26 @@ def new_shard() -> OOBTree:
     return shard
 
 
+def insert(shard: Any, job: Any, key: tuple) -> tuple:
+    """Put ``job`` in ``shard`` under ``key``, or the first key after it
+    that no entry has: the stale entry of a job's last time here keeps its
+    key (workers remember the keys they know are stale). Return the key."""
+    while key in shard:
+        key = (key[0], key[1] + 1, key[2])
+    shard[key] = job
+    return key
+
+
+def shard_index(shards: tuple, job: Any, first: int = 0) -> int | None:
+    """The index of the shard whose entry under ``job._key`` is ``job``,
+    looking at shard ``first`` first; None when no shard has it."""
+    key = job._key
+    for index in (first, *(i for i in range(len(shards)) if i != first)):
+        if key is not None and shards[index].get(key) is job:
+            return index
+    return None
+
+
 _shard_local = threading.local()
 _shard_turns = itertools.count()
 
