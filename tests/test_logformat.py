@@ -1,11 +1,19 @@
 """``--log-format json``: one JSON object a line, with the job's fields on
-records about a job; a real worker's log line parsed back."""
+records about a job; a real worker's log line parsed back. The text format:
+one line format for the command, the examples' Zope instance and their
+ZEO servers (a real ZEO server started from examples/cluster/zeo.conf)."""
 
 from __future__ import annotations
 
+import configparser
 import io
 import json
 import logging
+import os
+import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +21,14 @@ from tests import mp_jobs
 from tests.processes import run_zasync
 
 import zasync
-from zasync.logformat import configure, json_formatter, worker_field
+from zasync.logformat import (
+    TEXT_FORMAT,
+    ZCONFIG_DATEFORMAT,
+    ZCONFIG_FORMAT,
+    configure,
+    json_formatter,
+    worker_field,
+)
 from zasync.storage import open_db
 from zasync.testing import wait_until
 
@@ -36,6 +51,7 @@ def test_json_record_carries_the_job_fields() -> None:
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["message"] == "job 1f failed" and first["level"] == "WARNING"
     assert first["logger"] == "zasync.test_logformat" and "time" in first
+    assert first["process"] == os.getpid()
     assert {k: first[k] for k in extra} == extra
     assert first["queue"] == "q" and first["worker"] == "uuid-1"
     assert "worker" not in second and "job_id" not in second
@@ -74,3 +90,94 @@ def test_worker_logs_json_lines(zeo_server, workers, tmp_path: Path) -> None:
 def test_bad_log_format_exits_2() -> None:
     result = run_zasync("worker", "--db", "memory://", "--log-format", "xml")
     assert result.returncode == 2 and "--log-format" in result.stderr
+
+
+# --- one text format ---
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+#: a line of the text format: date, time with milliseconds, level, logger
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+ \S"
+)
+
+
+def a_record() -> logging.LogRecord:
+    return logging.LogRecord(
+        "zasync.dispatcher", logging.INFO, __file__, 1, "started %s", ("w",), None
+    )
+
+
+def test_the_zconfig_format_writes_the_same_line_as_the_command() -> None:
+    record = a_record()
+    line = logging.Formatter(TEXT_FORMAT).format(record)
+    assert LINE.match(line)
+    assert logging.Formatter(ZCONFIG_FORMAT, ZCONFIG_DATEFORMAT).format(record) == line
+
+
+def test_the_example_instance_logs_the_same_line() -> None:
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(EXAMPLES / "cluster" / "instance" / "etc" / "zope.ini")
+    section = ini["formatter_generic"]
+    formatter = logging.Formatter(section["format"], section.get("datefmt"))
+    record = a_record()
+    assert formatter.format(record) == logging.Formatter(TEXT_FORMAT).format(record)
+
+
+def eventlog_format(path: Path) -> tuple[str, str]:
+    """The ``format`` and ``dateformat`` of the eventlog of a ZConfig file."""
+    text = path.read_text()
+    section = text[text.index("<eventlog>") : text.index("</eventlog>")]
+    found = dict(
+        line.strip().split(None, 1)
+        for line in section.splitlines()
+        if line.strip().startswith(("format ", "dateformat "))
+    )
+    return found["format"], found["dateformat"]
+
+
+def test_the_example_zeo_servers_log_the_same_line() -> None:
+    for path in (
+        EXAMPLES / "cluster" / "zeo.conf",
+        EXAMPLES / "deploy" / "systemd" / "zeo.conf",
+    ):
+        assert eventlog_format(path) == (ZCONFIG_FORMAT, ZCONFIG_DATEFORMAT), path
+
+
+def test_a_zeo_server_from_the_cluster_example_logs_the_same_line(tmp_path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, EXAMPLE_VAR=str(tmp_path), ZEO_ADDRESS=f"127.0.0.1:{port}")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ZEO.runzeo",
+            "-C",
+            str(EXAMPLES / "cluster" / "zeo.conf"),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()  # blocks until the server logs
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert LINE.match(first), first
+    assert " INFO ZEO." in first
+
+
+def test_the_command_logs_the_same_line(tmp_path) -> None:
+    path = tmp_path / "Data.fs"
+    db = open_db(str(path))
+    zasync.install(db)
+    db.close()
+    result = run_zasync("--log-level", "INFO", "jobs", "--db", str(path))
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert lines and all(LINE.match(line) for line in lines), result.stderr

@@ -2,6 +2,14 @@
 line for people) or ``json`` (one JSON object a line, python-json-logger,
 the ``ops`` extra).
 
+The text format is the one line format of every process of a zasync set-up:
+``2026-01-02 03:04:05,678 INFO zasync.dispatcher message``. The command
+uses :data:`TEXT_FORMAT`; a Zope instance's ``zope.ini`` gives its
+formatter the same ``format`` (and no ``datefmt``); a ZEO server's or a
+Zope process's ``<eventlog>`` in ZConfig, which has no milliseconds of its
+own, :data:`ZCONFIG_FORMAT` with ``dateformat`` :data:`ZCONFIG_DATEFORMAT`
+(examples/cluster shows both).
+
 A JSON record about a job carries its ``job_id``, ``callable``, ``queue``,
 ``attempt``, ``action`` and ``worker`` (UUID) as fields
 (:func:`zasync.outcomes.log_extra`); :class:`WorkerField` fills in the
@@ -13,9 +21,14 @@ from __future__ import annotations
 import logging
 
 FORMATS = ("text", "json")
+#: a line: when (local time, with milliseconds), level, logger, message
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-#: the standard fields of every JSON record (a record's extra comes too)
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+#: the same line from a ZConfig ``<logfile>`` (``format`` and ``dateformat``)
+ZCONFIG_FORMAT = "%(asctime)s,%(msecs)03d %(levelname)s %(name)s %(message)s"
+ZCONFIG_DATEFORMAT = "%Y-%m-%d %H:%M:%S"
+#: the standard fields of every JSON record (a record's extra comes too);
+#: ``process`` tells the processes of ``zasync worker --processes`` apart
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 
 
 class WorkerField(logging.Filter):
