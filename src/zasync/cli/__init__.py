@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from zasync.cli import actions, demo, inspection, ops, worker
+from zasync.cli import actions, demo, inspection, ops, schedules, worker
 from zasync.cli.exitcodes import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_STORAGE
 from zasync.cli.options import LOG_LEVELS, LONG_RUNNING
 from zasync.interfaces import ZasyncError
@@ -37,6 +37,7 @@ examples:
   zasync cancel 3f2b --db zeo://127.0.0.1:8100
   zasync prune --db zeo://127.0.0.1:8100 --older-than 7
   zasync health --db zeo://127.0.0.1:8100 --all   # a liveness probe
+  zasync schedules list --db zeo://127.0.0.1:8100   # periodic jobs
 
 The database (--db, or the ZASYNC_DB environment variable) is a path (a
 Data.fs, or a ZConfig .conf file) or a zodburi URI with its query options:
@@ -61,6 +62,7 @@ COMMANDS: dict[str, Command] = {
     "prune": actions.run_prune,
     "demo": demo.run_demo,
     "health": ops.run_health,
+    "schedules": schedules.run_schedules,
 }
 
 
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parsers(sub)
     demo.add_parser(sub)
     ops.add_health_parser(sub)
+    schedules.add_parser(sub)
     return parser
 
 
