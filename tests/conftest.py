@@ -236,6 +236,8 @@ MULTIPROCESS_MODULES = {
     "test_metrics.py",
     "test_packaging.py",
     "test_supervisor.py",
+    "test_schedules_cli.py",
+    "test_schedules_multiprocess.py",
 }
 #: single tests that start several Python processes, as module::function
 MULTIPROCESS_TESTS = {
