@@ -19,11 +19,12 @@ from zope.interface import implementer
 from zasync.composite import parallel as make_parallel
 from zasync.composite import serial as make_serial
 from zasync.job import Job, check_callable
+from zasync.jobfields import check_timeout
 from zasync.plone.events import notify_finished
 from zasync.plone.interfaces import IAsyncService
 from zasync.plone.location import get_queues
 from zasync.plone.runner import JobOrigin, find_site, make_origin, run_as_user
-from zasync.plone.settings import DEFAULT_QUOTA
+from zasync.plone.settings import DEFAULT_QUOTA, read
 from zasync.queue import Queue
 
 #: what makeJob returns: ``(func, context, args, kwargs)``
@@ -65,6 +66,22 @@ def _quota_names(quota_names: Any) -> tuple[str, ...]:
             f"quota_names must be a sequence of names, e.g. ({quota_names!r},)"
         )
     return tuple(quota_names)
+
+
+def default_timeout() -> float | None:
+    """The registry record ``zasync.plone.default_timeout``: seconds the
+    jobs the service queues may run (None: no limit). Raises ValueError
+    naming the record for a value that cannot work."""
+    value = read("default_timeout")
+    if value is None:
+        return None
+    try:
+        return check_timeout(value)
+    except ValueError as e:
+        raise ValueError(
+            f"registry record zasync.plone.default_timeout: {e}; set it in "
+            f"Site Setup > Configuration Registry"
+        ) from None
 
 
 def _site_origin(site: Any) -> JobOrigin:
@@ -169,6 +186,7 @@ class AsyncService:
             begin_after=begin_after,
             begin_by=begin_by,
             quota_names=_quota_names(quota_names),
+            timeout=default_timeout(),
         )
         _add_event_callback(job, find_site(context))
         return job
@@ -216,8 +234,10 @@ class AsyncService:
             )
         # The members hold the quota, not the batch: a batch holding a size-1
         # quota would wait forever for members that need it too.
+        timeout = default_timeout()
         for member in members:
             member.quota_names = names
+            member.timeout = timeout
         batch = (make_parallel if parallel else make_serial)(*members)
         batch = target.put(batch, quota_names=())
         _add_event_callback(batch, site)
