@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 DOCS = pathlib.Path(__file__).parent.parent / "docs"
-CORE_DOCS = ["usage.md", "porting.md"]
+CORE_DOCS = ["usage.md", "porting.md", "schedules.md"]
 
 
 @pytest.mark.parametrize("name", CORE_DOCS)

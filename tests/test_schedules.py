@@ -7,6 +7,7 @@ dispatchers in threads firing the same slots."""
 from __future__ import annotations
 
 import datetime
+import sys
 import threading
 from collections import Counter
 from zoneinfo import ZoneInfo
@@ -412,7 +413,7 @@ def test_the_job_options_reach_each_job(conn, wconn, queue):
     ("missed", "expected"), [("once", 2), ("skip", 1), ("each", 60)]
 )
 def test_after_an_hour_down_a_minutely_schedule_follows_its_policy(
-    conn, wconn, queue, missed, expected
+    conn, wconn, queue, missed, expected, caplog
 ):
     """Down from 12:00 to 13:00: the 59 slots from 12:01 to 12:59 were
     missed, 13:00 is on time: "once" starts one job for the missed ones,
@@ -420,7 +421,10 @@ def test_after_an_hour_down_a_minutely_schedule_follows_its_policy(
     queue.schedules.add("m", jobfuncs.noop, every=60, missed=missed, start=T0)
     transaction.commit()
     back = T0 + datetime.timedelta(hours=1)
+    caplog.clear()
     assert fire(wconn, back) == expected
+    warned = "schedule 'm': 2 or more missed slot(s) start no job (missed='skip')"
+    assert (warned in caplog.text) == (missed == "skip")
     slots = slots_in(wconn, "m")
     assert set(slots.values()) == {1}
     assert back in slots  # the slot on time
@@ -461,6 +465,12 @@ def test_plan_counts_what_it_skips():
     assert decided.run == (T0 + datetime.timedelta(seconds=10),)
     assert decided.skipped == 2  # counted up to the policy's limit, and one more
     assert decided.next_run == T0 + datetime.timedelta(seconds=11)
+    coalesced = plan(every, T0, T0 + datetime.timedelta(seconds=10), "once")
+    assert coalesced.run == (
+        T0 + datetime.timedelta(seconds=9),
+        T0 + datetime.timedelta(seconds=10),
+    )
+    assert coalesced.skipped == 0  # its one job stands for the missed slots
     on_time = plan(every, T0, T0 + datetime.timedelta(milliseconds=300), "once")
     assert (on_time.run, on_time.skipped) == ((T0,), 0)
 
@@ -579,3 +589,27 @@ def test_two_running_dispatchers_start_one_job_per_slot(
     expected = {first + n * step for n in range((last - first) // step + 1)}
     assert set(slots) == expected
     assert set(slots.values()) == {1}
+
+
+def test_without_the_cron_extra_cron_schedules_say_what_to_install(
+    conn, queue, monkeypatch
+):
+    """Without cronsim (or cron-descriptor) installed, a cron schedule is
+    refused with the pip command; interval schedules still work."""
+    monkeypatch.setitem(sys.modules, "cronsim", None)  # import raises
+    with pytest.raises(ScheduleError, match=r"pip install 'zasync\[cron\]'"):
+        queue.schedules.add("c", jobfuncs.noop, cron="* * * * *")
+    monkeypatch.delitem(sys.modules, "cronsim")
+    monkeypatch.setitem(sys.modules, "cron_descriptor", None)
+    with pytest.raises(
+        ScheduleError, match=r"cron-descriptor.*\(or give description=\)"
+    ):
+        queue.schedules.add("c", jobfuncs.noop, cron="* * * * *")
+    described = queue.schedules.add(
+        "c", jobfuncs.noop, cron="* * * * *", description="each minute"
+    )
+    assert described.description == "each minute"
+    assert (
+        queue.schedules.add("i", jobfuncs.noop, every=5).description
+        == "Every 5 seconds"
+    )

@@ -143,7 +143,7 @@ def check_timezone(name: str, timezone: Any) -> str:
             return timezone
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             pass
-    close = difflib.get_close_matches(str(timezone), _timezones(), n=3)
+    close = difflib.get_close_matches(str(timezone), _timezones(), n=3, cutoff=0.85)
     hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
     raise ScheduleError(
         f"schedule {name!r}: timezone={timezone!r} is not a known timezone; "
@@ -216,8 +216,9 @@ def describe_every(interval_us: int) -> str:
 @dataclass(frozen=True)
 class Plan:
     """What to do at one moment: start a job for each slot of ``run``
-    (oldest first), skip ``skipped`` missed slots (a lower bound when it
-    is :data:`CATCH_UP_LIMIT` or more), and wait for ``next_run``."""
+    (oldest first), and wait for ``next_run``. ``skipped`` counts the
+    missed slots that start no job, up to one more than the policy starts
+    (a lower bound: the slots are not counted further)."""
 
     run: tuple[datetime.datetime, ...]
     skipped: int
@@ -245,11 +246,9 @@ def plan(
             if slot < next_run or len(lost) > limit:
                 break
             lost.append(slot)
-    if missed == "skip":
-        run = []
-    else:
-        run = lost[:limit]
-    skipped = len(lost) - len(run)
+    run = [] if missed == "skip" else lost[:limit]
+    # "once": the one job stands for every missed slot
+    skipped = 0 if missed == "once" else len(lost) - len(run)
     run.reverse()
     if on_time is not None:
         run.append(on_time)

@@ -174,11 +174,12 @@ class Schedule(persistent.Persistent):
         decided = plan(self.timing(), self.next_run, at, self.missed)
         if decided.skipped:
             log.warning(
-                "schedule %r: %d missed slot(s) before %s start no job (missed=%r)",
+                "schedule %r: %d or more missed slot(s) start no job (missed=%r); "
+                "next run %s",
                 self.name,
                 decided.skipped,
-                decided.run[0] if decided.run else decided.next_run,
                 self.missed,
+                decided.next_run.isoformat(),
                 extra={"action": "schedule", "schedule": self.name},
             )
         jobs = []
