@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import transaction
 from plone.app.testing import SITE_OWNER_NAME, SITE_OWNER_PASSWORD, applyProfile
+from plone.base.utils import get_installer
 from plone.registry.interfaces import IRegistry
 from plone.testing.zope import Browser
 from tests.plone import spinjobs
@@ -119,3 +120,13 @@ def test_rest_shows_since_when_a_job_was_stuck(functional):
         f"{base}/@async-jobs/{plain.id}", headers={"Accept": "application/json"}
     ).json
     assert other["stuck_since"] is None
+
+
+def test_uninstall_removes_the_record(integration):
+    installer = get_installer(integration["portal"], integration["request"])
+    installer.uninstall_product("zasync.plone")
+    try:
+        assert RECORD not in getUtility(IRegistry).records
+    finally:
+        installer.install_product("zasync.plone")
+    assert RECORD in getUtility(IRegistry).records
