@@ -33,6 +33,7 @@ from zasync.interfaces import (
 from zasync.job import Job, now
 from zasync.keys import oid_int, to_us
 from zasync.pending import NotPendingError, at_index, in_run_order, root_queues
+from zasync.queue_timeout import default_timeout
 from zasync.quota_merge import check_size, merge
 from zasync.schedules import schedules_of
 from zasync.shards import insert, new_shard, next_due, producer_shard, shard_index
@@ -158,6 +159,8 @@ class Queue(Producing, persistent.Persistent):
     _finished: Any = None
     _schedules: Any = None  # its Schedules, stored by the first schedule added
     schedules = property(schedules_of)
+    _default_timeout: float | None = None
+    default_timeout = default_timeout  # seconds, see zasync.queue_timeout
 
     def __init__(self, name: str = "", shards: int = DEFAULT_SHARDS):
         if not isinstance(shards, int) or shards < 1:
