@@ -99,3 +99,29 @@ def test_a_job_within_its_timeout_completes(queue, start_dispatcher):
     transaction.commit()
     start_dispatcher()
     assert wait_for_result(job, 10) == "ran to its end"
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.inf, math.nan, "5", True])
+def test_a_queue_refuses_a_default_timeout_that_cannot_work(queue, bad):
+    with pytest.raises(ValueError, match=r"queue '': default_timeout=.*> 0"):
+        queue.default_timeout = bad
+    assert queue.default_timeout is None
+
+
+def test_the_queue_default_applies_to_jobs_put_without_a_timeout(
+    queue, start_dispatcher
+):
+    plain = queue.put(Job(coop_jobs.cooperative, "plain", "check"))
+    own = queue.put(Job(coop_jobs.cooperative, "own", "check", 0.8), timeout=5)
+    # Read when the job starts: it applies to jobs already queued.
+    queue.default_timeout = 0.4
+    transaction.commit()
+    start_dispatcher()
+    failure = wait_for_result(plain, 10)
+    assert failure.check(JobTimeout)
+    assert "ran past its timeout of 0.4 s" in failure.getErrorMessage()
+    assert plain.timeout is None
+    assert wait_for_result(own, 10) == "ran to its end"  # its own wins
+    queue.default_timeout = None
+    transaction.commit()
+    assert queue.default_timeout is None

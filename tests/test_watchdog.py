@@ -260,3 +260,15 @@ def test_interrupts_at_the_deadline_never_land_in_the_bookkeeping(
     transaction.commit()
     assert wait_for_result(after, 10) == "quick"
     assert threading.active_count() < 50
+
+
+def test_a_queue_default_timeout_interrupts_too(queue, start_dispatcher):
+    queue.default_timeout = 0.3
+    job = queue.put(Job(watchdog_jobs.busy_loop, "queue default"))
+    transaction.commit()
+    start_dispatcher(interrupt_grace=0.2)
+    failure = wait_for_result(job, 10)
+    assert failure.check(JobTimeout)
+    assert "ran past its timeout of 0.3 s and did not stop within 0.2 s" in (
+        failure.getErrorMessage()
+    )

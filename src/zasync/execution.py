@@ -226,12 +226,13 @@ class Execution:
         try:
             if zope.event.subscribers:
                 zope.event.notify(JobStarted(job))
+            deadline = runner.live.start_run(context)
             run = runner.last_run = Run(
                 oid=oid_int(job),
                 job_id=job.id,
                 name=job.callable_name,
-                timeout=job.timeout,
-                deadline=runner.live.start_run(context),
+                timeout=runner.live.timeout,
+                deadline=deadline,
             )
             body = runner.body
             body.enter(run)

@@ -22,6 +22,7 @@ import transaction
 
 from zasync.interfaces import KEY, JobCancelled, JobTimeout
 from zasync.keys import oid_int
+from zasync.queue_timeout import timeout_of
 from zasync.txn import close_connection
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class LiveChannel:
         self._run: Any = None
         self._next_read = 0.0
         self._deadline = math.inf
+        #: the current run's timeout (its own, or its queue's default)
+        self.timeout: float | None = None
         self._timed_out: tuple[int, int | None, float] | None = None
         #: set when the thread was abandoned (zasync.watchdog): it writes
         #: nothing any more
@@ -130,7 +133,7 @@ class LiveChannel:
             self._timed_out = (oid_int(job), job._active_start_us, clock)
             raise JobTimeout(
                 f"job {job.id} ({job.callable_name}) ran past its timeout of "
-                f"{job.timeout:g} s"
+                f"{self.timeout:g} s"
             )
         if clock >= self._next_read:
             self._next_read = clock + CHECK_INTERVAL
@@ -142,7 +145,8 @@ class LiveChannel:
 
     def start_run(self, run: Any) -> float:
         """The job of ``run`` is being called: return when it times out
-        (time.monotonic(); math.inf: never)."""
+        (time.monotonic(); math.inf: never), by its ``timeout`` or else its
+        queue's ``default_timeout``."""
         self._begin_run(run, time.monotonic())
         return self._deadline
 
@@ -157,7 +161,7 @@ class LiveChannel:
         self._run = run
         self._next_read = clock
         job = run.job
-        timeout = job.timeout
+        timeout = self.timeout = timeout_of(job)
         if timeout is None:
             self._deadline = math.inf
             return
