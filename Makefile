@@ -1,4 +1,4 @@
-# zasync -- make run | make cluster | make demo | make test | make bench | make lint
+# zasync -- make run | make cluster | make demo | make test | make bench | make lint | make docs
 # Each target creates .venv and installs what it needs on first use.
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help run demo test test-fast lint format bench clean cluster dist
+.PHONY: help run demo test test-fast lint format bench clean cluster dist docs
 
 help:
 	@echo "make run     - Plone 6 with zasync on http://localhost:8080/Plone (worker in-process)"
@@ -18,11 +18,15 @@ help:
 	@echo "make bench   - the benchmark workloads (QUICK=1 for a short run)"
 	@echo "make lint    - ruff format --check, ruff check and mypy"
 	@echo "make dist    - build the sdist and the wheel in dist/ and check them (twine)"
+	@echo "make docs    - the documentation site in docs/_build/html (warnings are errors)"
 
-$(STAMP): pyproject.toml constraints.txt
+# examples/first_job: the add-on of docs/first-job.md, which make run installs
+# in its site (and tests/plone/test_first_job.py tests).
+$(STAMP): pyproject.toml constraints.txt examples/first_job/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,zeo,relstorage,plone]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,zeo,relstorage,plone]' \
+		-e examples/first_job
 	touch $(STAMP)
 
 # Plone on ./var/plone (site created on the first start); Ctrl-C stops it.
@@ -78,5 +82,18 @@ dist: $(DIST_STAMP)
 	$(BIN)/python -m build
 	$(BIN)/twine check --strict dist/*
 
+# The documentation site: docs/*.md (MyST) and the API reference from the
+# docstrings. -W: a warning (a broken link, a docstring autodoc cannot
+# read) fails the build; -n: so does a reference to nothing.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -b html -W --keep-going -n -q docs docs/_build/html
+	@echo "docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache dist
+	rm -rf $(VENV) var .pytest_cache .ruff_cache dist docs/_build
