@@ -156,6 +156,12 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     """Hand ``job`` to a slot without jobs of the worker it is meant for,
     when that worker runs in another process (not one of ``local``)."""
     conn = job._p_jar
+    # The queue's counts: claims change them. Up to date in this view, they
+    # tell at no cost whether another job waits; else they are fetched
+    # with the slots, in the one round trip the choice makes.
+    stale = [c for c in (queue.counter, *queue._added) if _ghost(c)]
+    if not stale and len(queue) != 1:
+        return False  # another job waits: not to be overtaken
     queues = conn.root().get(KEY)
     if queues is None:
         return False
@@ -174,13 +180,10 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     if owner.uuid in local:
         return False  # its own threads were asked (_hand_here)
     slots = [slot for slot in owner.slots[: owner.threads] if slot.inbox is not None]
-    # What the choice reads and workers change (their claims the queue's
-    # counts, their threads the slots), in one round trip.
-    counts = [queue.counter, *queue._added]
-    objs = counts + [obj for slot in slots for obj in (slot.active, slot.inbox)]
-    conn.prefetch([obj for obj in objs if obj._p_oid is not None])
+    objs = stale + [obj for slot in slots for obj in (slot.active, slot.inbox)]
+    conn.prefetch([obj for obj in objs if _ghost(obj)])
     if len(queue) != 1:
-        return False  # another job waits: not to be overtaken
+        return False
     for slot in slots:
         if not slot.active and not slot.inbox:
             if not queue._withdraw(job):
@@ -190,6 +193,12 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
             owner._extend_lease(time.time())
             return True
     return False
+
+
+def _ghost(obj: Any) -> bool:
+    """Whether ``obj`` must be loaded (changed by another commit since this
+    connection read it, or never read)."""
+    return obj._p_oid is not None and obj._p_changed is None
 
 
 def _live(record: Any, clock: float) -> bool:

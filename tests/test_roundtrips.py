@@ -1,0 +1,121 @@
+"""What an enqueue asks of a ZEO server, counted (not timed): a producer
+that queues one job per transaction, with a worker of another client
+running, makes at most one round trip besides its commit's own, whether
+the job is handed to an idle thread or left to a claim.
+
+The counting is benchmarks.roundtrips' (the enqueue rows of the
+benchmarks): the ZEO client's calls that wait for the server, wrapped on
+the producer's storage."""
+
+from __future__ import annotations
+
+import pytest
+import transaction
+from benchmarks import roundtrips
+
+import jobfuncs
+import zasync
+from zasync.dispatcher import Dispatcher
+from zasync.interfaces import KEY
+from zasync.storage import open_db
+from zasync.testing import wait_until
+
+pytestmark = pytest.mark.zeo
+
+JOBS = 30
+
+
+@pytest.fixture
+def worker_and_producer(zeo_server):
+    worker_db = open_db(zeo_server.uri)
+    producer_db = open_db(zeo_server.uri)
+    zasync.install(worker_db)
+    dispatcher = Dispatcher(worker_db, threads=2, poll_interval=0.2).start()
+    try:
+        yield dispatcher, producer_db
+    finally:
+        jobfuncs.open_all_gates()
+        dispatcher.stop(10)
+        producer_db.close()
+        worker_db.close()
+
+
+def _enqueue(conn, tm, counts, key: str) -> dict[str, int]:
+    """Queue one job in a transaction of its own; the calls it made."""
+    counts.reset()
+    tm.begin()
+    conn.root()[KEY][""].put(zasync.Job(jobfuncs.count, key))
+    tm.commit()
+    return dict(counts.calls)
+
+
+def _besides_commit(calls: dict[str, int]) -> int:
+    # new_oids: a hundred oids at a time, one enqueue in a hundred
+    return sum(
+        n
+        for name, n in calls.items()
+        if name not in roundtrips.COMMIT_CALLS and name != "new_oids"
+    )
+
+
+def test_an_enqueue_handed_to_an_idle_worker_makes_one_round_trip(
+    worker_and_producer,
+):
+    dispatcher, producer_db = worker_and_producer
+    counts = roundtrips.install(producer_db)
+    tm = transaction.TransactionManager(explicit=True)
+    conn = producer_db.open(transaction_manager=tm)
+    try:
+        wait_until(lambda: _peers_seen(conn, tm), timeout=30)
+        _warm_up(conn, tm, counts)
+        trips = []
+        for i in range(JOBS):
+            calls = _enqueue(conn, tm, counts, "handed")
+            trips.append(_besides_commit(calls))
+            assert calls["vote"] == calls["tpc_finish"] == 1
+            wait_until(lambda i=i: jobfuncs.calls["handed"] > i, timeout=30)
+            wait_until(lambda: dispatcher.pool.idle == {0, 1}, timeout=30)
+        assert dispatcher.jobs_received >= JOBS // 2  # most went to an inbox
+        assert max(trips) <= 1, trips
+    finally:
+        conn.close()
+
+
+def test_enqueues_in_a_row_while_a_worker_claims_make_one_round_trip(
+    worker_and_producer,
+):
+    """Back to back: the worker claims the jobs queued meanwhile (writing
+    the queue's counter), and the producer reads that counter and the
+    worker's slots in one round trip."""
+    dispatcher, producer_db = worker_and_producer
+    counts = roundtrips.install(producer_db)
+    tm = transaction.TransactionManager(explicit=True)
+    conn = producer_db.open(transaction_manager=tm)
+    try:
+        wait_until(lambda: _peers_seen(conn, tm), timeout=30)
+        _warm_up(conn, tm, counts)
+        trips = [
+            _besides_commit(_enqueue(conn, tm, counts, "row")) for _ in range(JOBS * 3)
+        ]
+        wait_until(lambda: jobfuncs.calls["row"] >= JOBS * 3, timeout=60)
+        assert max(trips) <= 1, trips
+        assert dispatcher.claims_committed > 0  # not all were handed over
+    finally:
+        conn.close()
+
+
+def _warm_up(conn, tm, counts) -> None:
+    """The first enqueues of a connection load the queue's objects."""
+    for _ in range(3):
+        _enqueue(conn, tm, counts, "warm-up")
+    wait_until(lambda: jobfuncs.calls["warm-up"] >= 3, timeout=30)
+
+
+def _peers_seen(conn, tm) -> bool:
+    """Whether the producer sees the worker's record (so it may hand it
+    jobs)."""
+    tm.begin()
+    try:
+        return len(conn.root()[KEY].workers) == 1
+    finally:
+        tm.abort()
