@@ -21,7 +21,7 @@ from zasync.dispatcher import Dispatcher
 from zasync.interfaces import KEY
 from zasync.keys import UTC
 from zasync.schedtiming import CATCH_UP_LIMIT, GRACE, Cron, Every, ScheduleError, plan
-from zasync.scheduler import fire_due
+from zasync.scheduler import STAGGER, fire_due, fire_for, turn
 from zasync.schedules import ScheduleNotFoundError, schedule_slot
 from zasync.testing import wait_until
 
@@ -613,3 +613,34 @@ def test_without_the_cron_extra_cron_schedules_say_what_to_install(
         queue.schedules.add("i", jobfuncs.noop, every=5).description
         == "Every 5 seconds"
     )
+
+
+def test_workers_take_turns_at_a_queues_slots(zasync_db, conn, queue):
+    """The first worker in the queue's ranking fires a slot when it is
+    due; the next one only STAGGER seconds later, when it is still due
+    (the first was dead or busy): at the slot they do not conflict."""
+    queue.schedules.add("turns", jobfuncs.noop, every=10, start=T0)
+    transaction.commit()
+    dispatchers = [Dispatcher(zasync_db, threads=1).start(loop=False) for _ in range(2)]
+    try:
+        for d in dispatchers:
+            d.refresh_peers()
+        first, second = sorted(dispatchers, key=lambda d: turn(d, ""))
+        assert (turn(first, ""), turn(second, "")) == (0.0, STAGGER)
+        slot = T0 + datetime.timedelta(seconds=10)
+        wake = fire_for(second, None, now=slot)
+        assert wake == slot.timestamp() + STAGGER
+        assert slots_in(conn, "turns") == {}
+        wake = fire_for(first, None, now=slot)
+        assert slots_in(conn, "turns") == {slot: 1}
+        assert wake == slot.timestamp() + 10
+        # The next slot, which the first does not fire: the second does,
+        # once its turn has come.
+        slot += datetime.timedelta(seconds=10)
+        fire_for(second, None, now=slot + datetime.timedelta(seconds=STAGGER / 2))
+        assert slot not in slots_in(conn, "turns")
+        fire_for(second, None, now=slot + datetime.timedelta(seconds=STAGGER))
+        assert slots_in(conn, "turns")[slot] == 1
+    finally:
+        for d in dispatchers:
+            d.stop(10)
