@@ -11,6 +11,8 @@ import transaction
 from tests import coop_jobs, watchdog_jobs
 from tests.processes import run_zasync
 
+from zasync.cli import build_parser
+from zasync.cli.processes import child_command
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import KEY, JobCancelled, JobTimeout
 from zasync.job import Job
@@ -90,3 +92,63 @@ def test_zasync_show_says_since_when_a_job_was_stuck(tmp_path):
     assert "its worker thread was abandoned and replaced" in text
     never = json.loads(run_zasync("show", plain.id, "--json", "--db", path).stdout)
     assert "stuck_since" not in never
+
+
+@pytest.mark.zeo
+def test_zasync_worker_interrupts_after_its_interrupt_grace(zeo_server, workers):
+    watchdog_jobs.reset()
+    workers(
+        zeo_server.uri,
+        threads=1,
+        args=[
+            "--interrupt-grace",
+            "0.3",
+            "--stuck-delay",
+            "2",
+            "--poll-interval",
+            "0.2",
+        ],
+        imports=["tests.watchdog_jobs"],
+    ).start()
+    db = open_db(zeo_server.uri)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        job = conn.root()[KEY][""].put(
+            Job(watchdog_jobs.busy_loop, "in a worker"), timeout=0.5
+        )
+        tm.commit()
+        failure = wait_for_result(job, 20)
+        assert failure.check(JobTimeout)
+        assert "did not stop within 0.3 s: interrupted" in failure.getErrorMessage()
+    finally:
+        tm.abort()
+        conn.close()
+        db.close()
+
+
+def test_zasync_worker_refuses_a_grace_that_cannot_work():
+    for flag in ("--interrupt-grace", "--stuck-delay"):
+        done = run_zasync("worker", "--db", "unused.fs", flag, "0")
+        assert done.returncode == 2
+        assert f"argument {flag}: 0 is not a finite number more than 0" in done.stderr
+
+
+def test_the_children_of_a_supervisor_get_the_same_grace():
+    args = build_parser().parse_args(
+        [
+            "worker",
+            "--db",
+            "x.fs",
+            "--processes",
+            "2",
+            "--interrupt-grace",
+            "1.5",
+            "--stuck-delay",
+            "12",
+        ]
+    )
+    command = child_command(args, 1, "w1.uuid")
+    grace = command.index("--interrupt-grace")
+    assert command[grace + 1] == "1.5"
+    assert command[command.index("--stuck-delay") + 1] == "12.0"

@@ -161,6 +161,10 @@ def child_command(args: argparse.Namespace, index: int, uuid_file: str) -> list[
             repr(args.maintenance_interval),
             "--retention-days",
             repr(args.retention_days),
+            "--interrupt-grace",
+            repr(args.interrupt_grace),
+            "--stuck-delay",
+            repr(args.stuck_delay),
             "--metrics-addr",
             args.metrics_addr,
         ]

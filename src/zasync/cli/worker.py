@@ -39,6 +39,8 @@ DISPATCHER_FLAGS: dict[str, Any] = {
     "lease": 30.0,
     "maintenance_interval": 5.0,
     "retention_days": 7.0,
+    "interrupt_grace": 5.0,
+    "stuck_delay": 30.0,
 }
 
 EPILOG = """\
@@ -133,6 +135,22 @@ def _add_dispatcher_flags(worker: argparse.ArgumentParser) -> None:
         help="lease on running jobs: a dead worker's jobs are rescued after it",
     )
     worker.add_argument(
+        "--interrupt-grace",
+        type=positive_float,
+        default=DISPATCHER_FLAGS["interrupt_grace"],
+        metavar="SECONDS",
+        help="a job cancelled or past its timeout that has not stopped at its "
+        "next check this long after is interrupted (default 5)",
+    )
+    worker.add_argument(
+        "--stuck-delay",
+        type=positive_float,
+        default=DISPATCHER_FLAGS["stuck_delay"],
+        metavar="SECONDS",
+        help="an interrupted job that has not returned this long after is "
+        "stuck: its thread is abandoned and replaced (default 30)",
+    )
+    worker.add_argument(
         "--maintenance-interval",
         type=positive_float,
         default=DISPATCHER_FLAGS["maintenance_interval"],
@@ -202,6 +220,8 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         lease_seconds=args.lease,
         maintenance_interval=args.maintenance_interval,
         retention=datetime.timedelta(days=args.retention_days),
+        interrupt_grace=args.interrupt_grace,
+        stuck_delay=args.stuck_delay,
         name=args.name,
     )
     worker_field.uuid = uuid
