@@ -10,13 +10,24 @@ installer in a real site.
 from __future__ import annotations
 
 import datetime
+import re
+from zoneinfo import ZoneInfo
 
 import pytest
 import transaction
-from plone.app.testing import SITE_OWNER_NAME, TEST_USER_ID
+from plone.app.testing import (
+    SITE_OWNER_NAME,
+    SITE_OWNER_PASSWORD,
+    TEST_USER_ID,
+    TEST_USER_NAME,
+    TEST_USER_PASSWORD,
+    applyProfile,
+)
 from plone.base.utils import get_installer
+from plone.testing.zope import Browser
 from tests.plone.helpers import WAIT
 from zope.pytestlayer import fixture
+from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync.plone import exportimport, schedules
 from zasync.plone.runner import run_as_user
@@ -27,6 +38,7 @@ from zasync.plone.tests.addon.testing import (
     SCHEDULES_FUNCTIONAL_TESTING,
     SCHEDULES_INTEGRATION_TESTING,
 )
+from zasync.queue import Queue
 from zasync.schedules import ScheduleError as CoreScheduleError
 from zasync.testing import wait_for_result, wait_until
 
@@ -353,3 +365,262 @@ def test_a_slot_fired_by_the_worker_runs_as_the_user(working):
     wait_until(fired, timeout=WAIT, message="the worker fired no slot")
     result = wait_for_result(schedule.last_job, WAIT)
     assert result["user"] == TEST_USER_ID and result["context"] == "/plone"
+
+
+# -- REST: @async-schedules ----------------------------------------------------------
+
+SITE_ADMIN = "siteadmin"
+SITE_ADMIN_PASSWORD = "secret-siteadmin"
+BASE = "http://localhost:8080/plone"
+
+
+@pytest.fixture
+def rest(working, monkeypatch):
+    """The functional layer's site with plone.restapi and the add-on
+    installed, and a Site Administrator ``siteadmin``. The publisher
+    retries a request that conflicts with the worker's commits, as Zope
+    does by default."""
+    monkeypatch.setattr(HTTPRequest, "retry_max_count", 3)
+    portal = working["portal"]
+    applyProfile(portal, "plone.restapi:default")
+    portal.acl_users.userFolderAddUser(
+        SITE_ADMIN, SITE_ADMIN_PASSWORD, ["Site Administrator"], []
+    )
+    install(portal)
+    transaction.commit()
+    return working
+
+
+def client(layer, user=SITE_ADMIN, password=SITE_ADMIN_PASSWORD):
+    """A WebTest app on the layer's Zope, as ``user`` (None: anonymous)."""
+    app = Browser(layer["app"]).testapp
+    if user is not None:
+        app.set_authorization(("Basic", (user, password)))
+    return app
+
+
+def call(app, method, path, **kw):
+    kw.setdefault("headers", {"Accept": "application/json"})
+    return getattr(app, method.lower())(f"{BASE}/{path}", expect_errors=True, **kw)
+
+
+def test_rest_lists_and_describes_the_site_schedules(rest):
+    app = client(rest)
+    listing = call(app, "GET", "@async-schedules")
+    assert listing.status_int == 200
+    assert listing.json["@id"] == f"{BASE}/@async-schedules"
+    items = {item["name"]: item for item in listing.json["items"]}
+    assert sorted(items) == ["addon-touch", "addon-whoami"]
+    whoami = items["addon-whoami"]
+    assert whoami["@id"] == f"{BASE}/@async-schedules/addon-whoami"
+    assert whoami["callable"] == "zasync.plone.tests.addon.jobs.whoami"
+    assert whoami["user"] == TEST_USER_ID and whoami["context"] == "/plone/test-folder"
+    assert whoami["cron"] == "0 3 * * *" and whoami["every"] is None
+    assert whoami["timezone"] == "Europe/Amsterdam" and whoami["profile"] == (
+        f"{ADDON}:default"
+    )
+    assert whoami["paused"] is False and whoami["last_job"] is None
+    assert whoami["last_run"] is None and whoami["last_status"] is None
+    next_run = datetime.datetime.fromisoformat(whoami["next_run"])
+    assert next_run.astimezone(ZoneInfo("Europe/Amsterdam")).hour == 3
+    assert items["addon-touch"]["every"] == 3600.0
+    one = call(app, "GET", "@async-schedules/addon-touch")
+    assert one.json == items["addon-touch"]
+
+
+def test_rest_pause_resume_and_run_now(rest):
+    app = client(rest)
+    paused = call(app, "POST", "@async-schedules/addon-touch/pause")
+    assert paused.status_int == 200 and paused.json["paused"] is True
+    transaction.begin()
+    assert queue(rest["portal"]).schedules["addon-touch"].paused
+    resumed = call(app, "POST", "@async-schedules/addon-touch/resume")
+    assert resumed.json["paused"] is False
+    ran = call(app, "POST", "@async-schedules/addon-touch/run-now")
+    assert ran.status_int == 200
+    job_id = ran.json["job"]["id"]
+    assert ran.json["job"]["@id"] == f"{BASE}/@async-jobs/{job_id}"
+
+    def finished():
+        job = call(app, "GET", f"@async-jobs/{job_id}").json
+        return job if job["kind"] == "completed" else None
+
+    job = wait_until(finished, timeout=WAIT, message="the run-now job did not complete")
+    assert job["callable"] == "zasync.plone.tests.addon.jobs.touch"
+    assert job["user"] == SITE_OWNER_NAME
+    assert re.fullmatch(r"'touched plone \d+ times'", job["result"])
+
+
+def test_rest_last_run_links_to_its_job(rest):
+    portal = rest["portal"]
+    every = Declaration(
+        name="often",
+        function="zasync.plone.tests.addon.jobs.whoami",
+        user="admin",
+        every=datetime.timedelta(seconds=1),
+    )
+    schedules.declare(portal, every)
+    transaction.commit()
+    app = client(rest)
+
+    def ran():
+        item = call(app, "GET", "@async-schedules/often").json
+        return item if item["last_status"] == "completed" else None
+
+    item = wait_until(ran, timeout=WAIT, message="no slot of 'often' completed")
+    assert item["last_job"]["@id"] == f"{BASE}/@async-jobs/{item['last_job']['id']}"
+    assert item["last_run"] is not None
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "@async-schedules"),
+        ("GET", "@async-schedules/addon-touch"),
+        ("POST", "@async-schedules/addon-touch/pause"),
+        ("POST", "@async-schedules/addon-touch/run-now"),
+    ],
+)
+def test_rest_refuses_anonymous_and_members(rest, method, path):
+    for who in ((None, None), (TEST_USER_NAME, TEST_USER_PASSWORD)):
+        response = call(client(rest, *who), method, path)
+        assert response.status_int in (401, 403), (who, response.status)
+        assert response.json["type"] == "Unauthorized"
+    transaction.begin()
+    assert not queue(rest["portal"]).schedules["addon-touch"].paused
+
+
+def test_rest_refuses_bad_requests(rest):
+    app = client(rest)
+    unknown = call(app, "GET", "@async-schedules/nothing")
+    assert unknown.status_int == 404 and unknown.json["type"] == "NotFound"
+    action = call(app, "POST", "@async-schedules/addon-touch/explode")
+    assert action.status_int == 400
+    assert action.json["message"] == (
+        "unknown action 'explode': use pause, resume, run-now"
+    )
+    assert call(app, "POST", "@async-schedules/addon-touch").status_int == 404
+    assert call(app, "GET", "@async-schedules/addon-touch/pause").status_int == 404
+    wrong_queue = call(app, "GET", "@async-schedules/addon-touch?queue=other")
+    assert wrong_queue.status_int == 404
+
+
+def test_rest_a_name_in_two_queues_takes_the_queue(rest):
+    portal = rest["portal"]
+    queues = schedules.get_queues(portal._p_jar)
+    queues["other"] = Queue()
+    queues["other"].quotas.create("default", size=1)
+    schedules.declare(portal, declaration(name="addon-touch", queue="other"))
+    transaction.commit()
+    app = client(rest)
+    ambiguous = call(app, "GET", "@async-schedules/addon-touch")
+    assert ambiguous.status_int == 400
+    assert "say which with queue=<name>" in ambiguous.json["message"]
+    other = call(app, "POST", "@async-schedules/addon-touch/pause?queue=other")
+    assert other.status_int == 200
+    assert other.json["@id"] == f"{BASE}/@async-schedules/addon-touch?queue=other"
+    transaction.begin()
+    assert queues["other"].schedules["addon-touch"].paused
+    assert not queues[""].schedules["addon-touch"].paused
+
+
+def test_rest_hides_other_sites_schedules_from_site_administrators(rest):
+    portal = rest["portal"]
+    other = ScheduleOrigin(
+        database="", site_path=("", "other"), context_path=("", "other")
+    )
+    queue(portal).schedules.add(
+        "foreign", run_as_user, other, addon_jobs.whoami, cron="0 3 * * *"
+    )
+    transaction.commit()
+    app = client(rest)
+    names_seen = [i["name"] for i in call(app, "GET", "@async-schedules").json["items"]]
+    assert "foreign" not in names_seen
+    assert call(app, "GET", "@async-schedules/foreign").status_int == 404
+    assert call(app, "POST", "@async-schedules/foreign/pause").status_int == 404
+    # A Manager of the Zope application sees every schedule of the database.
+    owner = client(rest, SITE_OWNER_NAME, SITE_OWNER_PASSWORD)
+    seen = call(owner, "GET", "@async-schedules/foreign").json
+    assert seen["site"] == "/other" and seen["user"] == "anonymous"
+
+
+# -- the control panel's Schedules tab -----------------------------------------------
+
+
+def text(element):
+    return " ".join(element.get_text(" ").split())
+
+
+def schedule_form(page, name, action):
+    """The form of the button ``action`` in the row of schedule ``name``."""
+    for form in page.forms.values():
+        fields = form.fields
+        if "name" in fields and fields["name"][0].value == name:
+            if fields["action"][0].value_if_submitted() == action:
+                return form
+    raise AssertionError(f"no {action} button for {name}")
+
+
+def test_the_tab_lists_the_schedules_and_acts_by_post(rest):
+    app = client(rest)
+    overview = app.get(f"{BASE}/@@async-jobs")
+    assert f'href="{BASE}/@@async-schedules"' in overview.text
+    page = app.get(f"{BASE}/@@async-schedules")
+    rows = page.html.select("#zasync-schedule-list tbody tr")
+    assert [row["data-zasync-schedule"] for row in rows] == [
+        "addon-touch",
+        "addon-whoami",
+    ]
+    whoami = text(rows[1])
+    assert "Says who runs it, every night at 3" in whoami
+    assert (
+        "zasync.plone.tests.addon.jobs.whoami as test_user_1_ on /plone/test-folder"
+        in whoami
+    )
+    assert "0 3 * * *" in whoami and "Europe/Amsterdam" in whoami and "never" in whoami
+    assert re.search(r"in (\d+ h \d+ min|\d+ min \d+ s)", whoami)
+    assert re.search(r"\d{4}-\d\d-\d\d 03:00:00 CE", whoami)
+    assert "every 1 h 0 min" in text(rows[0])
+
+    done = schedule_form(page, "addon-touch", "pause").submit("action", value="pause")
+    assert done.status_int == 303 and done.location == f"{BASE}/@@async-schedules"
+    transaction.begin()
+    assert queue(rest["portal"]).schedules["addon-touch"].paused
+    page = done.follow()
+    assert "Schedule addon-touch is paused" in page.text
+    row = page.html.select_one('tr[data-zasync-schedule="addon-touch"]')
+    assert row.select_one("[data-zasync-paused]") is not None
+    schedule_form(page, "addon-touch", "resume").submit("action", value="resume")
+    transaction.begin()
+    assert not queue(rest["portal"]).schedules["addon-touch"].paused
+
+    page = app.get(f"{BASE}/@@async-schedules")
+    ran = schedule_form(page, "addon-whoami", "run-now").submit(
+        "action", value="run-now"
+    )
+    assert ran.status_int == 303 and "/@@async-jobs/" in ran.location
+    job_id = ran.location.rsplit("/", 1)[1]
+    assert f"job {job_id} is queued" in ran.follow().text
+
+
+def test_the_tab_refuses_get_forged_and_unauthorized_actions(rest):
+    app = client(rest)
+    got = app.get(
+        f"{BASE}/@@async-schedules?action=pause&name=addon-touch", expect_errors=True
+    )
+    assert got.status_int == 400
+    forged = app.post(
+        f"{BASE}/@@async-schedules",
+        {"action": "pause", "name": "addon-touch", "queue": ""},
+        expect_errors=True,
+    )
+    assert forged.status_int == 403
+    page = app.get(f"{BASE}/@@async-schedules")
+    form = schedule_form(page, "addon-touch", "pause")
+    form["name"] = "nothing"
+    assert form.submit("action", value="pause", expect_errors=True).status_int == 404
+    transaction.begin()
+    assert not queue(rest["portal"]).schedules["addon-touch"].paused
+    member = client(rest, TEST_USER_NAME, TEST_USER_PASSWORD)
+    refused = member.get(f"{BASE}/@@async-schedules", expect_errors=True)
+    assert refused.status_int in (401, 403) or "require_login" in refused.location
