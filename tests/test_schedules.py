@@ -644,3 +644,29 @@ def test_workers_take_turns_at_a_queues_slots(zasync_db, conn, queue):
     finally:
         for d in dispatchers:
             d.stop(10)
+
+
+def test_a_cron_schedule_with_no_time_left_is_paused_and_says_why(
+    conn, wconn, queue, monkeypatch, caplog
+):
+    """cronsim looks 50 years ahead; a schedule with no time left there
+    (injected: no real expression cronsim accepts has none) is paused at
+    its next fire, with the reason, and the queue's other schedules go on."""
+    doomed = queue.schedules.add("doomed", jobfuncs.noop, cron="0 * * * *", start=T0)
+    other = queue.schedules.add("other", jobfuncs.noop, every=60, start=T0)
+    transaction.commit()
+    monkeypatch.setattr(Cron, "__init__", _cron_without_times)
+    # other: the missed slots' job and 13:00's
+    assert fire(wconn, T0 + datetime.timedelta(hours=1)) == 2
+    transaction.begin()
+    assert doomed.paused and doomed.last_run is None
+    assert "cron='0 * * * *' names no time in the 50 years after" in doomed.last_error
+    assert other.last_run == T0 + datetime.timedelta(hours=1)
+    assert "schedule 'doomed'" in caplog.text
+
+
+def _cron_without_times(self, expression, timezone):
+    """Cron, with a cronsim that finds no time (past its 50 years)."""
+    self.expression = expression
+    self.zone = ZoneInfo(timezone)
+    self._cronsim = lambda *args, **kw: iter(())

@@ -84,9 +84,17 @@ class Cron:
         self._cronsim = cronsim_class()
 
     def after(self, moment: datetime.datetime) -> datetime.datetime:
-        found: datetime.datetime = next(
-            self._cronsim(self.expression, moment.astimezone(self.zone))
-        )
+        """ScheduleError when no time matches in the 50 years after
+        ``moment`` (cronsim's horizon)."""
+        try:
+            found: datetime.datetime = next(
+                self._cronsim(self.expression, moment.astimezone(self.zone))
+            )
+        except StopIteration:
+            raise ScheduleError(
+                f"cron={self.expression!r} names no time in the 50 years after "
+                f"{moment.isoformat()}"
+            ) from None
         return found.astimezone(UTC)
 
     def backwards(self, moment: datetime.datetime) -> Iterator[datetime.datetime]:
@@ -233,7 +241,7 @@ def plan(
     ``missed``: an on-time slot always starts a job; the missed ones start
     one job together ("once", for the latest of them), none ("skip"), or
     one each ("each", the :data:`CATCH_UP_LIMIT` latest)."""
-    latest = next(timing.backwards(now))
+    latest = next(timing.backwards(now), next_run)
     if latest < next_run:  # a slot that no longer matches: run it anyway
         latest = next_run
     on_time = latest if now - latest <= GRACE else None

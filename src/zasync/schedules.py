@@ -171,7 +171,13 @@ class Schedule(persistent.Persistent):
         move ``next_run`` on (in the caller's transaction)."""
         if self.paused or self._next_us > to_us(at):
             return []
-        decided = plan(self.timing(), self.next_run, at, self.missed)
+        try:
+            decided = plan(self.timing(), self.next_run, at, self.missed)
+        except ScheduleError as e:
+            self.last_error = f"{e}: paused"
+            self.pause()
+            log.error("schedule %r: %s", self.name, self.last_error)
+            return []
         if decided.skipped:
             log.warning(
                 "schedule %r: %d or more missed slot(s) start no job (missed=%r); "
