@@ -7,13 +7,17 @@ dispatchers in threads firing the same slots."""
 from __future__ import annotations
 
 import datetime
+import shutil
 import sys
 import threading
 from collections import Counter
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import transaction
+import ZODB
+from ZODB.FileStorage import FileStorage
 
 import jobfuncs
 from zasync import admin
@@ -670,3 +674,25 @@ def _cron_without_times(self, expression, timezone):
     self.expression = expression
     self.zone = ZoneInfo(timezone)
     self._cronsim = lambda *args, **kw: iter(())
+
+
+def test_a_queue_written_before_schedules_existed_takes_them(tmp_path):
+    """A queue of a zasync 0.1 database (tests/fixtures/v0_1.fs) has no
+    schedules, reads them without writing, and stores the first added."""
+    copy = tmp_path / "Data.fs"
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "v0_1.fs", copy)
+    db = ZODB.DB(FileStorage(str(copy)))
+    try:
+        conn = db.open()
+        old = conn.root()[KEY][""]
+        assert len(old.schedules) == 0 and conn._registered_objects == []
+        old.schedules.add("new", jobfuncs.noop, every=60, start=T0)
+        transaction.commit()
+        conn.close()
+        tm = transaction.TransactionManager(explicit=True)
+        again = db.open(transaction_manager=tm)
+        assert fire(again, T0 + MINUTE) == 1
+        assert list(slots_in(again, "new")) == [T0 + MINUTE]
+        again.close()
+    finally:
+        db.close()
