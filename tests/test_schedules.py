@@ -696,3 +696,18 @@ def test_a_queue_written_before_schedules_existed_takes_them(tmp_path):
         again.close()
     finally:
         db.close()
+
+
+def test_a_dispatcher_not_started_fires_nothing(zasync_db, conn, queue):
+    """As its step runs no heartbeat nor maintenance, a dispatcher that was
+    not started only claims: it reads no schedule."""
+    queue.schedules.add("idle", jobfuncs.noop, every=1, start=T0)
+    transaction.commit()
+    dispatcher = Dispatcher(zasync_db, threads=1)
+    dispatcher.tm = transaction.TransactionManager(explicit=True)
+    dispatcher.conn = zasync_db.open(transaction_manager=dispatcher.tm)
+    try:
+        assert fire_for(dispatcher, 12.5, now=T0 + MINUTE) == 12.5
+    finally:
+        dispatcher.conn.close()
+    assert slots_in(conn, "idle") == {}

@@ -158,7 +158,11 @@ def fire_for(
 ) -> float | None:
     """Fire the due slots of the queues ``dispatcher`` serves, in its loop's
     connection, when its turn has come; return the earlier of ``next_due``
-    and when it should look again (epoch seconds)."""
+    and when it should look again (epoch seconds). A dispatcher not started
+    fires nothing (as it runs no heartbeat nor maintenance: its step only
+    claims)."""
+    if dispatcher.activated is None:
+        return next_due
     fired = fire_due(
         dispatcher.conn,
         dispatcher.tm,
