@@ -70,8 +70,10 @@ class _JobsService(Service):
     def serialize(self, job: Any, *, full: bool) -> dict:
         data = jobs.describe(job, full=full)
         data["@id"] = self.job_url(job.id)
-        # When its worker thread got stuck in it (zasync.watchdog), or None.
-        data["stuck_since"] = stuck_since_iso(job)
+        since = stuck_since_iso(job)
+        if since is not None:
+            # Its worker thread got stuck in it (zasync.watchdog).
+            data["stuck_since"] = since
         if data.get("context"):
             data["context_url"] = self.request.physicalPathToURL(
                 data["context"].split("/")
