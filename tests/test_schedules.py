@@ -711,3 +711,32 @@ def test_a_dispatcher_not_started_fires_nothing(zasync_db, conn, queue):
     finally:
         dispatcher.conn.close()
     assert slots_in(conn, "idle") == {}
+
+
+def test_the_database_lets_one_of_two_firings_of_a_slot_commit(storage_db):
+    """On each storage: a worker whose view predates another's firing of
+    the same slot fires it too, and its commit conflicts (the schedule
+    merges nothing); trying again, it finds the slot taken."""
+    from transaction.interfaces import TransientError
+
+    managers = [transaction.TransactionManager(explicit=True) for _ in range(3)]
+    first, late, observer = (storage_db.open(transaction_manager=tm) for tm in managers)
+    try:
+        with managers[2]:
+            observer.root()[KEY][""].schedules.add(
+                "one", jobfuncs.noop, every=60, start=T0
+            )
+        slot = T0 + MINUTE
+        managers[1].begin()
+        stale = late.root()[KEY][""].schedules
+        assert stale.due(slot)  # read before the other fires
+        assert fire(first, slot) == 1
+        assert len(stale._fire(slot)) == 1  # in its older view
+        with pytest.raises(TransientError):
+            managers[1].commit()
+        managers[1].abort()
+        assert fire(late, slot) == 0
+        assert slots_in(observer, "one") == {slot: 1}
+    finally:
+        for connection in (first, late, observer):
+            connection.close()
