@@ -150,7 +150,10 @@ def test_two_processes_run_jobs_each_under_its_own_uuid_and_name(
     assert held_by == set(registered)  # both children ran jobs
     base = supervisor.uuid_file.read_text().strip()
     assert set(registered) == {child_uuid(base, 1), child_uuid(base, 2)}
-    assert "zasync worker ready: 2 processes" in supervisor.log()
+    log = supervisor.log()
+    assert "zasync worker ready: 2 processes" in log
+    # the first prepares the database alone; the second starts after it
+    assert log.index("worker process 2 started") > log.index("ready: t-1, uuid")
     for name in ("t-1", "t-2"):
         assert f"zasync worker ready: {name}, uuid " in supervisor.log()
     # zasync status names them

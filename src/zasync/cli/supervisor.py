@@ -2,7 +2,8 @@
 --processes N``.
 
 The supervisor (the command's own process) starts N children, each the
-same ``zasync worker`` command for one process, with a UUID of its own
+same ``zasync worker`` command for one process (the first alone, then the
+others once it is ready), with a UUID of its own
 (:func:`child_uuid`: the same index keeps the same UUID across restarts,
 so a restarted child recovers its own jobs at once). It restarts a child
 that exits while it is not stopping, after a pause that doubles while the
@@ -222,7 +223,7 @@ class Supervisor:
         while not self.signals:
             now = time.monotonic()
             for child in self.children:
-                if child.popen is None and now >= child.next_start:
+                if self._startable(child) and now >= child.next_start:
                     self._start(child)
             self._wait(self._next_timeout(now))
             for child in self.children:
@@ -232,8 +233,15 @@ class Supervisor:
                         return failed
         return None
 
+    def _startable(self, child: Child) -> bool:
+        """Not running, and not waiting for the first child's first start:
+        the first child alone prepares a new database (Zope's application
+        object, zasync's queues), which processes starting together would
+        each try to create."""
+        return child.popen is None and (child.index == 1 or self.children[0].was_ready)
+
     def _next_timeout(self, now: float) -> float:
-        waiting = [c.next_start - now for c in self.children if c.popen is None]
+        waiting = [c.next_start - now for c in self.children if self._startable(c)]
         return max(0.0, min(waiting, default=5.0))
 
     def _wait(self, timeout: float) -> None:

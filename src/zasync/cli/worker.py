@@ -22,6 +22,7 @@ from zasync.cli.signals import StopSignals, serve_until_signalled
 from zasync.cli.supervisor import ParentLink
 from zasync.dispatcher import Dispatcher
 from zasync.identity import worker_uuid
+from zasync.interfaces import ZasyncError
 from zasync.logformat import worker_field
 from zasync.uri import describe_uri
 
@@ -295,9 +296,23 @@ def _zope_worker(args: argparse.Namespace, link: ParentLink | None) -> int:
         # read by zasync.plone.worker at start-up, as zope.conf would set it
         os.environ["ZASYNC_METRICS_PORT"] = str(args.metrics_port)
     signals = StopSignals().install()
-    worker = zopeworker.start(
-        args.zope_conf, uuid_file=args.uuid_file, threads=args.threads
-    )
+    try:
+        worker = zopeworker.start(
+            args.zope_conf, uuid_file=args.uuid_file, threads=args.threads
+        )
+    except ZasyncError:
+        raise  # its message names the problem and the fix
+    except Exception as e:
+        # Zope's own start-up failed (a ConflictError of two processes
+        # creating a new database's application at once...): close what it
+        # opened, or the ZEO client's thread keeps the process alive.
+        zopeworker.close_databases()
+        print(
+            f"zasync worker: Zope's start-up from {args.zope_conf} failed: "
+            f"{type(e).__name__}: {' '.join(str(e).split())}; start it again",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     worker_field.uuid = worker.uuid
     say_ready(
         args,
