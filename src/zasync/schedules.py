@@ -36,7 +36,14 @@ from zasync.schedtiming import Cron, Every, ScheduleError, Timing, check_policy,
 if TYPE_CHECKING:
     from zasync.queue import Queue
 
-__all__ = ["Schedule", "ScheduleError", "Schedules", "schedule_slot", "schedules_of"]
+__all__ = [
+    "Schedule",
+    "ScheduleError",
+    "ScheduleNotFoundError",
+    "Schedules",
+    "schedule_slot",
+    "schedules_of",
+]
 
 log = logging.getLogger(__name__)
 
