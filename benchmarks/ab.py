@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks.results import fmt
 
 #: units of the figures where higher is better; lower is better for the rest
-HIGHER_IS_BETTER = {"jobs/s", "commits/s", "x"}
+HIGHER_IS_BETTER = {"jobs/s", "commits/s", "1/s", "x"}
 
 
 def tree_env(tree: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks import machine, plots, results
 from benchmarks.context import Context, Params
 from benchmarks.workloads import (
+    enqueue,
     storage_alone,
     w1_throughput,
     w2_latency,
@@ -33,6 +34,7 @@ WORKLOADS = {
     "storage": storage_alone.run,
     "W1": w1_throughput.run,
     "W2": w2_latency.run,
+    "enqueue": enqueue.run,
     "W3": w3_idle.run,
     "W4": w4_recovery.run,
     "W5": w5_contention.run,
@@ -49,7 +51,8 @@ examples:
   python -m benchmarks --quick --only W7       # the soak, 1 minute
 
 workloads: storage (the storages alone), W1-W6, W7 (soak: 10 min, quick 1 min,
-           one run whatever --runs says)
+           one run whatever --runs says), enqueue (a producer process's
+           jobs/s and round trips per enqueue, ZEO and RelStorage: setups b, d)
 setups: a FileStorage, b ZEO 1 worker, c ZEO 2 workers, d RelStorage,
         e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own);
         W6: q default quota 1 thread, u no quota 4 threads (the default),
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "w5_conflicts": ctx.results.extra.get("w5_conflicts"),
         "w7_rss": ctx.results.extra.get("w7_rss"),
+        "enqueue_trips": ctx.results.extra.get("enqueue_trips"),
     }
     json_path = args.out / f"{prefix}results.json"
     ctx.results.write_json(json_path, meta=meta)

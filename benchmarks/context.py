@@ -47,6 +47,8 @@ class Params:
     w6_jobs: int = 500
     w6_batch: int = 100
     storage_seconds: float = 3.0
+    enqueue_jobs: int = 5000
+    enqueue_bulk: int = 10_000
 
     @classmethod
     def for_mode(cls, quick: bool, runs: int | None = None) -> Params:
@@ -65,6 +67,7 @@ class Params:
             w5_jobs=200,
             w6_jobs=40,
             storage_seconds=1.0,
+            enqueue_jobs=500,
         )
 
 

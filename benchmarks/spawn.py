@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+#: what ``zasync worker`` logs once its dispatcher runs
+WORKER_READY = "zasync worker ready"
+
+
 class ProcessFailedError(RuntimeError):
     """A helper process exited early or did not say it was ready."""
 
@@ -77,6 +81,7 @@ class Proc:
         self.name = name
         self.log_path = log
         self._log = open(log, "ab")  # closed in wait()
+        self._log_start = self._log.tell()
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -113,6 +118,26 @@ class Proc:
                     )
                 buffer += byte
         return buffer.decode().strip()
+
+    def wait_in_log(self, text: str, timeout: float = 60.0) -> str:
+        """Wait until the child's log (its standard error) says ``text``;
+        return the line that does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                for line in f.read().decode(errors="replace").splitlines():
+                    if text in line:
+                        return line
+            if self.popen.poll() is not None:
+                raise ProcessFailedError(
+                    f"{self.name} exited with code {self.popen.returncode}{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise ProcessFailedError(
+                    f"{self.name}: no {text!r} in {timeout:g} s{self.tail()}"
+                )
+            time.sleep(0.02)
 
     def send(self, line: str) -> None:
         self.popen.stdin.write(line.encode() + b"\n")
@@ -166,13 +191,15 @@ def cli_worker(
     threads: int = 4,
     uuid_file: Path | None = None,
 ) -> Proc:
-    """``python -m zasync worker``, returned once its dispatcher runs."""
+    """``python -m zasync worker``, returned once its dispatcher runs (its
+    ready line, logged at INFO; the other INFO lines are of conflicts and
+    retries)."""
     argv = [
         sys.executable,
         "-m",
         "zasync",
         "--log-level",
-        "WARNING",
+        "INFO",
         "worker",
         "--db",
         uri,
@@ -184,10 +211,11 @@ def cli_worker(
     if uuid_file is not None:
         argv += ["--uuid-file", str(uuid_file)]
     proc = Proc(name, argv, stamps=stamps, log=log)
-    line = proc.read_line()
-    if not line.startswith("zasync worker"):
-        proc.kill()
-        raise ProcessFailedError(f"{name} said {line!r}{proc.tail()}")
+    try:
+        proc.wait_in_log(WORKER_READY)
+    except ProcessFailedError:
+        proc.kill()  # not left running when it was too slow to answer
+        raise
     return proc
 
 

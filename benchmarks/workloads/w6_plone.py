@@ -59,7 +59,7 @@ WORKER_CONF = CLUSTER / "worker" / "etc" / "worker-1.conf"
 MEMBER = "w6-member"
 START_TIMEOUT = 240.0  # a Zope process on 2 busy CPUs
 #: the workers' log level (INFO shows each conflict and batch), in logs/
-LOG_LEVEL = os.environ.get("ZASYNC_BENCH_W6_LOG_LEVEL", "WARNING")
+LOG_LEVEL = os.environ.get("ZASYNC_BENCH_W6_LOG_LEVEL", "INFO")
 
 #: letter -> (label, worker threads, jobs under the default quota); BENCH.md's
 #: two by default, ``--setups p`` adds the default quota with four threads
@@ -222,8 +222,8 @@ def _once(ctx, *, server, env, producer, watcher, tag, threads, quota):
         env=env,
     )
     try:
-        line = _line(worker, lambda line: line.startswith("zasync worker "), 240)
-        uuid = line.split()[2]
+        line = worker.wait_in_log(spawn.WORKER_READY, 240)
+        uuid = line.split(", uuid ", 1)[1].split(",", 1)[0]
         ended = watcher.wait_completed(stamps, count, timeout=900, workers=[worker])
     finally:
         worker.stop()

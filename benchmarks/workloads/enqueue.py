@@ -1,0 +1,122 @@
+"""Enqueue: how fast a producer process queues jobs, and what each enqueue
+asks of the storage server.
+
+One idle ``zasync worker`` (4 threads) runs; a producer process
+(``python -m benchmarks.procs.producer --count-trips``) queues ``add``
+jobs one per transaction as fast as it can. Figures: jobs per second, the
+same against the storage's commits/s alone measured in this run (when
+``storage`` ran), and per enqueue, counted in the producer
+(benchmarks.roundtrips): the round trips besides the commit's own, the
+commit's, the objects loaded and the objects written. On ZEO, then, a
+producer queues as many jobs with one ``queue.put_many`` in one
+transaction: jobs per second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from benchmarks import spawn
+from benchmarks.context import Context, Watcher, open_installed
+from benchmarks.setups import store_for
+from benchmarks.stamps import StampReader
+from benchmarks.workloads.storage_alone import RATE
+
+#: letter -> (label, storage kind, label of the storage alone)
+SETUPS = {
+    "b": ("b ZEO, 1 worker", "zeo", "ZEO"),
+    "d": ("d RelStorage, 1 worker", "relstorage", "RelStorage"),
+}
+
+ONE = "jobs/s, one per transaction"
+BULK = "jobs/s, put_many"
+TRIPS = "round trips per enqueue besides its commit"
+PER_ENQUEUE = (
+    (TRIPS, "round_trips"),
+    ("commit round trips per enqueue", "commit_round_trips"),
+    ("objects loaded per enqueue", "objects_loaded"),
+    ("objects written per enqueue", "objects_written"),
+)
+
+
+def run(ctx: Context) -> None:
+    p = ctx.params
+    for letter, (label, kind, alone) in SETUPS.items():
+        if not ctx.wants(letter):
+            continue
+        with ctx.setup("enqueue", label):
+            for index in range(p.runs):
+                one, trips, bulk = _once(ctx, kind)
+                ctx.results.add("enqueue", label, ONE, "jobs/s", one)
+                for metric, key in PER_ENQUEUE:
+                    ctx.results.add("enqueue", label, metric, "", trips[key])
+                ctx.results.extra.setdefault("enqueue_trips", {}).setdefault(
+                    label, []
+                ).append(trips)
+                if bulk is not None:
+                    ctx.results.add("enqueue", label, BULK, "jobs/s", bulk)
+                ctx.progress(
+                    f"enqueue {label} run {index + 1}/{p.runs}: {one:,.0f} jobs/s, "
+                    f"{trips['round_trips']:.2f} round trips besides the commit"
+                    + ("" if bulk is None else f"; put_many {bulk:,.0f} jobs/s")
+                )
+            mine = ctx.results.median("enqueue", label, ONE)
+            theirs = ctx.results.median("storage", alone, RATE)
+            if mine is not None and theirs:
+                ctx.results.add(
+                    "enqueue", label, "against the storage alone", "x", mine / theirs
+                )
+
+
+def _once(ctx: Context, kind: str) -> tuple[float, dict, float | None]:
+    p = ctx.params
+    work = ctx.scratch(f"enqueue-{kind}")
+    stamps = StampReader(work / "stamps")
+    with store_for(kind, work / "server") as store:
+        db = open_installed(store.uri)
+        watcher = Watcher(db)
+        group = []
+        try:
+            group.append(
+                spawn.cli_worker(
+                    store.uri, stamps=work / "stamps", log=work / "logs" / "worker.log"
+                )
+            )
+            one = _produce(work, store.uri, p.enqueue_jobs, "one")
+            watcher.wait_completed(stamps, p.enqueue_jobs, timeout=120, workers=group)
+            bulk = None
+            if kind == "zeo":
+                spawn.stop_all(group)  # idle: put_many's figure is the producer's
+                group = []
+                bulk_result = _produce(
+                    work, store.uri, p.enqueue_bulk, "bulk", bulk=True
+                )
+                bulk = p.enqueue_bulk / bulk_result["seconds"]
+        finally:
+            spawn.stop_all(group)
+            watcher.close()
+            db.close()
+    return p.enqueue_jobs / one["seconds"], one["trips"], bulk
+
+
+def _produce(work, uri: str, count: int, name: str, *, bulk: bool = False) -> dict:
+    out = work / f"producer-{name}.json"
+    argv = [sys.executable, "-m", "benchmarks.procs.producer", "--db", uri]
+    argv += ["--out", str(out), "--count", str(count), "--count-trips"]
+    if bulk:
+        argv.append("--bulk")
+    producer = spawn.Proc(
+        f"producer ({name})",
+        argv,
+        stamps=work / "stamps",
+        log=work / "logs" / f"producer-{name}.log",
+    )
+    try:
+        if producer.read_line() != "ready":
+            raise spawn.ProcessFailedError(f"producer not ready{producer.tail()}")
+        producer.send("go")
+        producer.read_line(timeout=count / 50 + 120)
+    finally:
+        producer.stop()
+    return json.loads(out.read_text())
