@@ -28,6 +28,7 @@ from zasync.cli.supervisor import (
     child_name,
     child_uuid,
     describe_exit,
+    restart_pause,
 )
 from zasync.interfaces import COMPLETED, KEY
 from zasync.job import Job
@@ -133,6 +134,8 @@ def test_child_uuids_names_and_exits_read_as_documented():
     assert child_name(None, 2, 3) is None
     assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
     assert describe_exit(3) == "exited with code 3"
+    pauses = [restart_pause(failures) for failures in range(8)]
+    assert pauses == [1.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
 def test_two_processes_run_jobs_each_under_its_own_uuid_and_name(

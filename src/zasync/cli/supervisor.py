@@ -73,6 +73,13 @@ def child_name(name: str | None, index: int, count: int) -> str | None:
     return f"{name}-{index}"
 
 
+def restart_pause(failures: int) -> float:
+    """Seconds before a child that died is started again, after
+    ``failures`` deaths in a row soon after a start (0: it had run
+    STABLE_SECONDS)."""
+    return min(RESTART_MAX, RESTART_MIN * 2 ** max(0, failures - 1))
+
+
 def write_uuid_file(path: str, value: str) -> None:
     """Write ``value`` into ``path`` whole (a reader never sees half a
     file), unless it holds it already."""
@@ -327,7 +334,7 @@ class Supervisor:
             )
             return code
         child.failures = 0 if ran >= STABLE_SECONDS else child.failures + 1
-        pause = min(RESTART_MAX, RESTART_MIN * 2 ** max(0, child.failures - 1))
+        pause = restart_pause(child.failures)
         child.next_start = time.monotonic() + pause
         log.warning(
             "worker process %d (pid %d) %s after %.0f s: restarting it in %g s",
