@@ -438,7 +438,7 @@ def test_clearing_with_an_age_that_is_no_age_is_a_bad_request(site, older_than):
     b = browser(site)
     b.raiseHttpErrors = False
     b.open(url(site, "?confirm=prune&older_than=0"))  # a form with a token
-    token = b.getControl(name="_authenticator").value
+    token = b.getForm(id="zasync-confirm").getControl(name="_authenticator").value
     b.post(url(site), f"action=prune&older_than={older_than}&_authenticator={token}")
     assert b.headers["status"].startswith("400"), b.headers["status"]
     transaction.begin()

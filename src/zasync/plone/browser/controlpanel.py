@@ -10,6 +10,8 @@ jobs``, POST only, with plone.protect's authenticator):
   ``remove``) asks to confirm an action, which POSTs ``action`` back;
 - ``@@async-jobs?confirm=prune&older_than=<hours>``: asks to confirm
   clearing finished jobs; POST ``action=prune`` to ``@@async-jobs``;
+- POST ``action=queue-demo`` to ``@@async-jobs``: queues the test job
+  (zasync.plone.demo) and shows it (zasync.plone.browser.actions);
 - ``.../parts``: the parts of either page that change (figures, progress,
   state), which the page's script fetches to refresh itself.
 """
@@ -17,44 +19,31 @@ jobs``, POST only, with plone.protect's authenticator):
 from __future__ import annotations
 
 import datetime
-import math
+import time
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode
 
-from AccessControl import Unauthorized, getSecurityManager
-from plone.protect import CheckAuthenticator
+from AccessControl import getSecurityManager
 from plone.protect.authenticator import createToken
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
-from Products.statusmessages.interfaces import IStatusMessage
 from zExceptions import BadRequest, NotFound
 from zope.component import getUtility
 from zope.interface import implementer
 from zope.publisher.interfaces import IPublishTraverse
 
 from zasync import admin
-from zasync.interfaces import BadStatusError
-from zasync.plone.browser import jobs
+from zasync.activity import Activity, activity
+from zasync.plone.browser import actions, charts, display, jobs
+from zasync.plone.browser.actions import JOB_ACTIONS, PRUNE_AGES
+from zasync.plone.demo import STEP_SECONDS, STEPS
 from zasync.plone.interfaces import IAsyncService
 from zasync.running import human_duration
 
 VIEW_JOBS = "zasync: View jobs"
 MANAGE_JOBS = "zasync: Manage jobs"
 
-#: what a job page can ask to confirm, and what it says
-JOB_ACTIONS = {
-    "retry": "Retry",
-    "cancel": "Cancel job",
-    "remove": "Remove",
-}
-#: the ages "clear finished jobs" offers, in hours
-PRUNE_AGES: tuple[tuple[int, str], ...] = (
-    (0, "all finished jobs"),
-    (1, "1 hour"),
-    (24, "1 day"),
-)
-PRUNE_AGES += ((24 * 7, "7 days"), (24 * 30, "30 days"))
 #: how often the page refreshes itself, in milliseconds (``?refresh=``)
 REFRESH_MS = 2000
 
@@ -175,6 +164,50 @@ class JobsControlPanel(BrowserView):
     format_time = staticmethod(format_time)
     duration = staticmethod(human_duration)
 
+    # -- words for what the pages show (zasync.plone.browser.display) ------------
+
+    @cached_property
+    def clock(self) -> float:
+        """The time the page shows: relative times count from it."""
+        return time.time()
+
+    status_label = staticmethod(display.status_label)
+    status_badge = staticmethod(display.status_badge)
+    kind_label = staticmethod(display.kind_label)
+    list_label = staticmethod(display.list_label)
+    state_label = staticmethod(display.state_label)
+    state_badge = staticmethod(display.state_badge)
+
+    def worker_name(self, uuid: str | None) -> str:
+        """The name of the worker ``uuid`` (its UUID once it is gone)."""
+        return jobs.worker_name(self.queues, uuid) or uuid or ""
+
+    def relative(self, iso: str | None) -> str:
+        """``12 s ago`` (or ``in 5 min 0 s``) from the page's clock."""
+        return display.relative(iso, self.clock)
+
+    def timing(self, info: dict) -> str:
+        """``ran 2.4 s``, ``waiting 5 min 0 s``, ...: see display.timing."""
+        return display.timing(info, self.clock)
+
+    @cached_property
+    def crumbs(self) -> list[tuple[str, str | None]]:
+        """The path to this page: (label, URL), the last one without URL."""
+        trail: list[tuple[str, str | None]] = [
+            ("Site Setup", f"{self.context.absolute_url()}/@@overview-controlpanel"),
+            ("Asynchronous jobs", self.url()),
+        ]
+        if self.job_id is not None:
+            kind = self.info["kind"].replace("callbacks", "active")
+            if kind in admin.FILTERS:
+                trail.append((display.list_label(kind), self.url(status=kind)))
+            trail.append((f"Job {self.info['id']}", None))
+        elif self.status is not None:
+            trail.append((display.list_label(self.status), None))
+        else:
+            trail[-1] = (trail[-1][0], None)
+        return trail
+
     # -- the overview ------------------------------------------------------------
 
     @cached_property
@@ -184,6 +217,25 @@ class JobsControlPanel(BrowserView):
     @property
     def statuses(self) -> tuple[str, ...]:
         return admin.FILTERS
+
+    @cached_property
+    def activity(self) -> Activity:
+        """The last hour, minute by minute (zasync.activity), of the jobs
+        the user sees."""
+        match = None if self.scope.everything else self.scope.__contains__
+        return activity(self.queues, clock=self.clock, match=match)
+
+    @cached_property
+    def charts(self) -> dict[str, str]:
+        """The charts of :attr:`activity`, as SVG markup."""
+        return {
+            "finished": charts.finished_chart(self.activity),
+            "wait": charts.wait_chart(self.activity),
+        }
+
+    @property
+    def demo_steps(self) -> str:
+        return f"{STEPS} steps of {STEP_SECONDS:g} s"
 
     @cached_property
     def prune_ages(self) -> tuple:
@@ -201,13 +253,9 @@ class JobsControlPanel(BrowserView):
 
     @cached_property
     def prune_hours(self) -> float:
-        return _hours(self.request.form.get("older_than"))
+        return actions.hours_of(self.request.form.get("older_than"))
 
-    def prune_label(self, hours: float) -> str:
-        for value, label in PRUNE_AGES:
-            if value == hours:
-                return label if hours == 0 else f"older than {label}"
-        return f"older than {hours:g} hours"
+    prune_label = staticmethod(actions.prune_label)
 
     # -- the lists -------------------------------------------------------------
 
@@ -296,74 +344,17 @@ class JobsControlPanel(BrowserView):
     def job_actions(self) -> dict[str, str]:
         """The actions that apply to this job now (for a user who may act)."""
         kind = self.info["kind"]
-        actions = {}
+        found = {}
         if kind == "failed":
-            actions["retry"] = JOB_ACTIONS["retry"]
+            found["retry"] = JOB_ACTIONS["retry"]
         if kind in ("pending", "scheduled", "active"):
-            actions["cancel"] = JOB_ACTIONS["cancel"]
+            found["cancel"] = JOB_ACTIONS["cancel"]
         if kind in ("completed", "failed"):
-            actions["remove"] = JOB_ACTIONS["remove"]
-        return actions
-
-    # -- actions ---------------------------------------------------------------
+            found["remove"] = JOB_ACTIONS["remove"]
+        return found
 
     def act(self) -> str:
-        """Do what a confirmed form asks, then show the page again with a
-        message saying what happened."""
-        CheckAuthenticator(self.request)
-        if not self.can_manage:
-            raise Unauthorized(
-                "acting on jobs needs the permission zasync: Manage jobs"
-            )
-        action = self.request.form.get("action")
-        messages = IStatusMessage(self.request)
-        if self.job_id is None:
-            if action != "prune":
-                raise BadRequest(f"unknown action {action!r}: use prune")
-            hours = _hours(self.request.form.get("older_than"))
-            removed = jobs.prune(
-                self.queues,
-                scope=self.scope,
-                older_than=datetime.timedelta(hours=hours),
-            )
-            more = " (the most one request clears: clear again for more)"
-            messages.add(
-                f"Removed {removed} finished job{'s' if removed != 1 else ''} "
-                f"({self.prune_label(hours)})"
-                + (more if removed >= jobs.PRUNE_LIMIT else "")
-                + ".",
-                type="info",
-            )
-            return self._redirect(self.url())
-        if action not in JOB_ACTIONS:
-            raise BadRequest(f"unknown action {action!r}: use {', '.join(JOB_ACTIONS)}")
-        job = self.job
-        name = jobs.function_name(job)
-        try:
-            if action == "retry":
-                admin.retry(job)
-                text = f"Job {job.id} ({name}) is queued again."
-            elif action == "cancel":
-                if admin.cancel(job) == "requested":
-                    text = (
-                        f"Cancel requested for job {job.id} ({name}); the job "
-                        f"stops at its next check."
-                    )
-                else:
-                    text = f"Job {job.id} ({name}) is cancelled."
-            else:
-                admin.remove(job)
-                messages.add(f"Job {job.id} ({name}) is removed.", type="info")
-                return self._redirect(self.url())
-        except (BadStatusError, admin.JobNotFoundError) as e:
-            messages.add(f"Nothing done: {e}", type="error")
-        else:
-            messages.add(text, type="info")
-        return self._redirect(self.url(job.id))
-
-    def _redirect(self, url: str) -> str:
-        self.request.response.redirect(url, status=303)
-        return ""
+        return actions.act(self)
 
 
 def _int(value: Any, default: int, lowest: int, highest: int) -> int:
@@ -372,24 +363,3 @@ def _int(value: Any, default: int, lowest: int, highest: int) -> int:
     except (TypeError, ValueError):
         return default
     return max(lowest, min(number, highest))
-
-
-#: the longest age the clear action takes (what a timedelta holds, about
-#: 2.7 million years, rounded down)
-MAX_HOURS = 2.4e10
-
-
-def _hours(value: Any) -> float:
-    try:
-        hours = float(value)
-    except (TypeError, ValueError):
-        raise BadRequest(
-            f"older_than={value!r}: give the age in hours (0 clears every finished job)"
-        ) from None
-    if not hours >= 0:
-        raise BadRequest(f"older_than={value!r}: the age cannot be negative")
-    if not math.isfinite(hours) or hours > MAX_HOURS:
-        raise BadRequest(
-            f"older_than={value!r}: give a number of hours up to {MAX_HOURS:g}"
-        )
-    return hours

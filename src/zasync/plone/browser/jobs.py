@@ -24,6 +24,7 @@ from zasync import overview as overview_module
 from zasync.job import Job, callable_name
 from zasync.local import live_annotations
 from zasync.plone import settings
+from zasync.plone.browser import display
 from zasync.plone.runner import JobOrigin, iter_origins, run_as_user
 from zasync.running import LONG_RUNNING_SECONDS, describe_running
 from zasync.workerstate import state_of
@@ -283,7 +284,8 @@ def describe(job: Job, *, full: bool = False) -> dict[str, Any]:
 
 def overview(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> dict:
     """Per queue: counts by status (completed and failed over the last hour),
-    quotas and their use; the workers; jobs done and failed over the last 5
+    quotas and their use; the workers (with the ``name`` the panel shows);
+    jobs done and failed over the last 5
     and 60 minutes; the running jobs with their progress."""
     match = None if scope.everything else scope.__contains__
     data = overview_module.summary(
@@ -299,6 +301,8 @@ def overview(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> 
     data["workers"] = workers(
         queues, scope=scope, heartbeat_interval=heartbeat_interval
     )
+    for row in data["workers"]:
+        row["name"] = worker_name(queues, row["uuid"])
     data["running"] = [job for worker in data["workers"] for job in worker["jobs"]]
     return data
 
@@ -346,6 +350,14 @@ def workers(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> l
             }
         )
     return found
+
+
+def worker_name(queues: Any, uuid: str | None) -> str | None:
+    """The name the control panel gives the worker ``uuid``
+    (:func:`zasync.plone.browser.display.worker_name`); None for a worker
+    no longer registered."""
+    record = queues.workers.get(uuid) if uuid else None
+    return display.worker_name(record) if record is not None else None
 
 
 def find_job(queues: Any, job_id: str, *, scope: Scope) -> Job:
