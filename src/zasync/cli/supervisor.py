@@ -161,10 +161,6 @@ class Child:
     next_start: float = 0.0
     buffer: bytes = field(default=b"", repr=False)
 
-    @property
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.returncode is None
-
 
 class Supervisor:
     """Runs ``commands`` (one argv per child; each gets ``--supervisor-fd
