@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,12 +22,13 @@ from pathlib import Path
 import pytest
 import transaction
 from tests import mp_jobs
-from tests.processes import run_zasync
+from tests.processes import run_zasync, subprocess_env
 
 from zasync.admin import find_job
-from zasync.cli.exitcodes import EXIT_OK, EXIT_STORAGE, EXIT_USAGE
+from zasync.cli.exitcodes import EXIT_ERROR, EXIT_OK, EXIT_STORAGE, EXIT_USAGE
 from zasync.cli.supervisor import (
     MAX_PROCESSES,
+    STOP_MARGIN,
     child_name,
     child_uuid,
     describe_exit,
@@ -274,3 +278,67 @@ def test_several_zope_processes_need_a_uuid_file(tmp_path):
     named = run_zasync("worker", "--zope-conf", str(conf), "--name", "x")
     assert named.returncode == EXIT_USAGE
     assert "--name cannot be used with --zope-conf" in named.stderr
+
+
+def test_jobs_outliving_the_stop_timeout_make_the_exit_code_1(
+    zeo_server, database, workers, stamps
+):
+    supervisor = supervised(workers, zeo_server.uri, "--stop-timeout", "1").start()
+    database.put(1, 60.0)
+    wait_until(lambda: mp_jobs.runs(str(stamps)), timeout=30)
+    assert supervisor.stop(60) == EXIT_ERROR
+    log = supervisor.log()
+    assert "jobs still running after --stop-timeout 1 s" in log
+    assert "worker process " in log and "exited with code 1" in log
+
+
+#: a child that says it is ready, then ignores SIGTERM
+STUBBORN_CHILD = """
+import signal, socket, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+socket.socket(fileno=int(sys.argv[-1])).sendall(b"ready\\n")
+while True:
+    time.sleep(1)
+"""
+#: a supervisor of one stubborn child, in a process of its own
+SUPERVISOR = """
+import logging, sys
+from zasync.cli.supervisor import Supervisor
+from zasync.logformat import configure
+configure(logging.INFO)
+child = [sys.executable, "-c", sys.argv[1]]
+sys.exit(Supervisor([child], stop_timeout=0.5).run())
+"""
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_path):
+    log_path = tmp_path / "supervisor.log"
+    with open(log_path, "wb") as log:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISOR, STUBBORN_CHILD],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(),
+            start_new_session=True,
+        )
+    try:
+        ready = wait_until(
+            lambda: re.search(
+                r"ready: 1 processes \(pids (\d+)\)", log_path.read_text()
+            ),
+            timeout=30,
+            message=lambda: f"the supervisor ready:\n{log_path.read_text()}",
+        )
+        child = int(ready.group(1))
+        started = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == EXIT_ERROR
+        took = time.monotonic() - started
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+    assert not alive(child)
+    assert STOP_MARGIN <= took < STOP_MARGIN + 20
+    text = log_path.read_text()
+    assert f"worker process 1 (pid {child}) still runs" in text
+    assert "killed by SIGKILL" in text
