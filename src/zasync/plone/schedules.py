@@ -57,6 +57,10 @@ class ScheduleOrigin(JobOrigin):
         self.profile = profile
         self.declared = tuple(declared)
 
+    def __repr__(self) -> str:
+        where = f"declared by {self.profile}" if self.profile else "declared in code"
+        return f"<ScheduleOrigin {'/'.join(self.context_path)} as {self.user}, {where}>"
+
 
 @dataclass(frozen=True)
 class Declaration:

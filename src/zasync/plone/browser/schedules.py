@@ -33,6 +33,7 @@ from zasync.plone import schedules
 from zasync.plone.browser import jobs
 from zasync.plone.browser.controlpanel import queues_for, scope_for
 from zasync.running import human_duration
+from zasync.schedtiming import describe_every
 
 MANAGE_JOBS = "zasync: Manage jobs"
 #: what the page and the REST API can do to a schedule
@@ -164,8 +165,8 @@ def absolute(when: str | None, timezone: str = "UTC") -> str:
 
 
 def period(seconds: float | None) -> str:
-    """``every 1 h 0 min`` for a schedule's period in seconds."""
-    return f"every {human_duration(seconds)}" if seconds else ""
+    """``Every hour``, ``Every 90 seconds``: a schedule's period in words."""
+    return describe_every(round(seconds * 1_000_000)) if seconds else ""
 
 
 class SchedulesControlPanel(BrowserView):
