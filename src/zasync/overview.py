@@ -76,6 +76,8 @@ def _worker_row(
     held = [job for _slot, job in record.iter_active()]
     return {
         "uuid": record.uuid,
+        "name": record.name,
+        "label": record.label,
         "host": record.hostname,
         "pid": record.pid,
         "threads": record.threads,

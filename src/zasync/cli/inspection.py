@@ -69,8 +69,6 @@ def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         for row in data["workers"]:
             record = queues.workers[row["uuid"]]
             row["state"] = state_of(record, clock, HEARTBEAT_INTERVAL).value
-            row["name"] = record.name
-            row["label"] = record.label
         return data
 
     try:
