@@ -119,11 +119,18 @@ class Proc:
                 buffer += byte
         return buffer.decode().strip()
 
-    def wait_in_log(self, text: str, timeout: float = 60.0) -> str:
-        """Wait until the child's log (its standard error) says ``text``;
-        return the line that does."""
+    def wait_in_log(
+        self, text: str, timeout: float = 60.0, *, printed: str | None = None
+    ) -> str:
+        """Wait until the child's log (its standard error) says ``text``,
+        or (given ``printed``) its standard output prints a line starting
+        with ``printed``; return the line."""
         deadline = time.monotonic() + timeout
         while True:
+            if printed is not None and select.select([self.popen.stdout], [], [], 0)[0]:
+                line = self.read_line(max(deadline - time.monotonic(), 1.0))
+                if line.startswith(printed):
+                    return line
             with open(self.log_path, "rb") as f:
                 f.seek(self._log_start)
                 for line in f.read().decode(errors="replace").splitlines():
@@ -212,7 +219,9 @@ def cli_worker(
         argv += ["--uuid-file", str(uuid_file)]
     proc = Proc(name, argv, stamps=stamps, log=log)
     try:
-        proc.wait_in_log(WORKER_READY)
+        # Versions before the ready line was logged printed "zasync worker
+        # ..." on standard output instead (an A/B run's base may be one).
+        proc.wait_in_log(WORKER_READY, printed="zasync worker")
     except ProcessFailedError:
         proc.kill()  # not left running when it was too slow to answer
         raise
