@@ -25,7 +25,9 @@ from tests import mp_jobs
 from tests.processes import run_zasync, subprocess_env
 
 from zasync.admin import find_job
+from zasync.cli import build_parser
 from zasync.cli.exitcodes import EXIT_ERROR, EXIT_OK, EXIT_STORAGE, EXIT_USAGE
+from zasync.cli.processes import child_command
 from zasync.cli.supervisor import (
     MAX_PROCESSES,
     STOP_MARGIN,
@@ -342,3 +344,39 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_path)
     text = log_path.read_text()
     assert f"worker process 1 (pid {child}) still runs" in text
     assert "killed by SIGKILL" in text
+
+
+#: worker flags a child gets its own value of, or through its environment
+OWN_FLAGS = {"db", "processes", "name", "uuid_file", "metrics_port", "supervisor_fd"}
+
+
+def test_every_worker_flag_reaches_the_children(tmp_path):
+    parser = build_parser()
+    worker = parser._subparsers._group_actions[0].choices["worker"]
+    argv = ["--log-level", "DEBUG", "worker", "--db", "zeo://127.0.0.1:8100"]
+    argv += ["--processes", "2", "--name", "n", "--metrics-port", "9100"]
+    given = set()
+    for action in worker._actions:
+        if not action.option_strings or action.dest in OWN_FLAGS | {"help"}:
+            continue
+        if action.dest in ("zope_conf", "log_level"):
+            continue  # the other source; the top-level flag, given above
+        flag = action.option_strings[0]
+        if action.choices:
+            value = next(c for c in action.choices if c != action.default)
+        elif action.type is None:
+            value = "myapp.jobs" if action.dest == "imports" else "x.y"
+        else:
+            value = "3"
+        argv += [flag, value]
+        given.add(action.dest)
+    args = parser.parse_args(argv)
+    child = child_command(args, 2, str(tmp_path / "w.uuid.2"))
+    assert child[:3] == [sys.executable, "-m", "zasync"]
+    parsed = parser.parse_args(child[3:])
+    for dest in given | {"log_level"}:
+        assert getattr(parsed, dest) == getattr(args, dest), dest
+    assert parsed.processes == 1 and parsed.name == "n-2"
+    assert parsed.metrics_port == 9101
+    assert parsed.uuid_file == str(tmp_path / "w.uuid.2")
+    assert "zeo://" not in " ".join(child)  # the database goes in the environment
