@@ -58,14 +58,17 @@ class CancelledError(ZasyncError):
 
 class JobCancelled(CancelledError):  # noqa: N818 - the name users expect (Celery, Dramatiq)
     """A cancel of the running job was requested (``zasync.admin.cancel``):
-    raised by ``zasync.local.check()`` and ``progress()`` in the job. Its
-    work is rolled back and it completes with this failure, never retried."""
+    raised by ``zasync.local.check()`` and ``progress()`` in the job, or in
+    its thread by the worker's watchdog once it did not stop within the
+    grace period. Its work is rolled back and it completes with this
+    failure, never retried."""
 
 
 class JobTimeout(TimeoutError):  # noqa: N818 - the name users expect (Celery, Dramatiq)
     """The running job ran past its ``timeout``: raised by
-    ``zasync.local.check()`` and ``progress()`` in the job. Its work is
-    rolled back; its retry policy decides whether it runs again (RetryPolicy:
+    ``zasync.local.check()`` and ``progress()`` in the job, or in its thread
+    by the worker's watchdog once it did not stop within the grace period.
+    Its work is rolled back; its retry policy decides whether it runs again (RetryPolicy:
     only when ``retry_on`` names JobTimeout)."""
 
 
