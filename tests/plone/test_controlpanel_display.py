@@ -71,7 +71,7 @@ def test_workers_by_name_with_their_uuid_aside(site):  # noqa: F811
     record = service().getQueues(site["portal"]).workers[dispatcher.uuid]
     assert f">{record.hostname}:{record.pid}<" in row
     assert f'title="{dispatcher.uuid}"' in row
-    assert re.search(r'data-zasync-state="alive"[^>]*>Alive<', row)
+    assert re.search(r'data-zasync-state="alive"><span class="badge[^"]*">Alive<', row)
     seen = re.search(r'class="zasync-last-seen" title="([^"]+)">([^<]+)<', row)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", seen.group(1))
     assert re.fullmatch(r"(\d+ s|\d+ min \d+ s) ago|just now", seen.group(2))

@@ -45,9 +45,9 @@ def test_the_workers_table_and_the_rest_api_say_alive_stopped_or_dead(functional
         uuid: re.search(r'<span class="badge[^"]*">\s*(\w+)\s*<', row).group(1)
         for uuid, row in rows.items()
     }
-    assert words.pop("stopped-worker") == "stopped"
-    assert words.pop("dead-worker") == "dead"
-    assert words == {functional["dispatcher"].uuid: "alive"}
+    assert words.pop("stopped-worker") == "Stopped"
+    assert words.pop("dead-worker") == "Dead"
+    assert words == {functional["dispatcher"].uuid: "Alive"}
 
     b.addHeader("Accept", "application/json")
     b.open(f"{portal.absolute_url()}/@async-workers")
