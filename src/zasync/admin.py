@@ -238,8 +238,9 @@ def cancel(job: Job) -> str:
     holds (assigned or running), a cancel is requested: the job stops at its
     next ``zasync.local.check()`` or ``progress()`` with JobCancelled, its
     work rolled back, and is never run again; a job that does not check is
-    interrupted after its worker's ``interrupt_grace`` (zasync.watchdog). The request writes a small object of the worker's thread,
-    not the job, so it does not conflict with the job's transaction.
+    interrupted after its worker's ``interrupt_grace`` (zasync.watchdog).
+    The request writes a small object of the worker's thread, not the job,
+    so it does not conflict with the job's transaction.
     Raises BadStatusError for a job that finished or runs its callbacks."""
     status = job.status
     if status == PENDING:

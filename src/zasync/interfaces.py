@@ -68,8 +68,8 @@ class JobTimeout(TimeoutError):  # noqa: N818 - the name users expect (Celery, D
     """The running job ran past its ``timeout``: raised by
     ``zasync.local.check()`` and ``progress()`` in the job, or in its thread
     by the worker's watchdog once it did not stop within the grace period.
-    Its work is rolled back; its retry policy decides whether it runs again (RetryPolicy:
-    only when ``retry_on`` names JobTimeout)."""
+    Its work is rolled back; its retry policy decides whether it runs again
+    (RetryPolicy: only when ``retry_on`` names JobTimeout)."""
 
 
 class ConfigurationError(ZasyncError):
