@@ -10,6 +10,7 @@ installer in a real site.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,13 @@ from plone.app.testing import (
 from plone.base.utils import get_installer
 from plone.testing.zope import Browser
 from tests.plone.helpers import WAIT
+from tests.plone.test_restapi import (
+    DOCS,
+    SCHEDULES,
+    http_blocks,
+    matches,
+    split_message,
+)
 from zope.pytestlayer import fixture
 from ZPublisher.HTTPRequest import HTTPRequest
 
@@ -624,3 +632,29 @@ def test_the_tab_refuses_get_forged_and_unauthorized_actions(rest):
     member = client(rest, TEST_USER_NAME, TEST_USER_PASSWORD)
     refused = member.get(f"{BASE}/@@async-schedules", expect_errors=True)
     assert refused.status_int in (401, 403) or "require_login" in refused.location
+
+
+def test_restapi_documentation_of_schedules(rest):
+    """Every request of docs/restapi.md's section on schedules gets the
+    documented response."""
+    path = DOCS / "restapi.md"
+    section = path.read_text(encoding="utf-8").split(SCHEDULES)[1]
+    blocks = http_blocks(section)
+    assert len(blocks) >= 2 and len(blocks) % 2 == 0, "requests and responses pair"
+    app = Browser(rest["app"]).testapp
+    for (_, request), (_, response) in zip(blocks[::2], blocks[1::2], strict=True):
+        first, headers, body = split_message(request)
+        method, target, _version = first.split()
+        reply = app.request(
+            f"http://{headers.pop('Host')}{target}",
+            method=method,
+            headers=headers,
+            body=body.encode() if body else b"",
+            expect_errors=True,
+        )
+        status_line, expected_headers, expected_body = split_message(response)
+        where = f"{path.name}: {method} {target}"
+        assert reply.status == status_line.split(" ", 1)[1], f"{where}: {reply.text}"
+        for name, value in expected_headers.items():
+            assert reply.headers.get(name) == value, f"{where}: {name}"
+        matches(json.loads(expected_body), reply.json, where)

@@ -100,7 +100,8 @@ def _seconds(period: Any) -> float | None:
 def describe(queue_name: str, schedule: Any) -> dict[str, Any]:
     """A JSON-ready description of a schedule: what it runs, where, as
     whom, when, and how its last run went (``last_status`` is the kind of
-    its last job, as the job lists say it, or None before a first run)."""
+    its last job, as the job lists say it, or None before a first run;
+    ``last_error`` why the last slot started no job, or None)."""
     origin = schedules.origin_of(schedule)
     last_job = schedule.last_job
     user = None
@@ -124,6 +125,7 @@ def describe(queue_name: str, schedule: Any) -> dict[str, Any]:
         "last_run": _iso(schedule.last_run),
         "last_job": last_job.id if last_job is not None else None,
         "last_status": admin.kind(last_job) if last_job is not None else None,
+        "last_error": schedule.last_error,
     }
 
 
