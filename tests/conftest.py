@@ -247,7 +247,11 @@ MULTIPROCESS_TESTS = {
     "test_running.py::test_status_refuses_a_limit_that_is_no_duration",
 }
 #: modules that drive a real browser (Playwright's Chromium)
-BROWSER_MODULES = {"test_browser.py", "test_browser_cancel.py"}
+BROWSER_MODULES = {
+    "test_browser.py",
+    "test_browser_cancel.py",
+    "test_browser_schedules.py",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
