@@ -245,6 +245,7 @@ MULTIPROCESS_TESTS = {
     "test_storage.py::test_postgresql_processes_opening_a_new_database_at_once",
     "test_running.py::test_status_lists_running_jobs_and_flags_long_ones",
     "test_running.py::test_status_refuses_a_limit_that_is_no_duration",
+    "test_notify_sender.py::test_a_process_that_queues_and_exits_at_once_still_notifies",
 }
 #: modules that drive a real browser (Playwright's Chromium)
 BROWSER_MODULES = {
