@@ -38,6 +38,7 @@ from zope.pytestlayer import fixture
 from ZPublisher.HTTPRequest import HTTPRequest
 
 from zasync.plone import exportimport, schedules
+from zasync.plone.interfaces import UserNotFoundError
 from zasync.plone.runner import run_as_user
 from zasync.plone.schedules import Declaration, ScheduleError, ScheduleOrigin
 from zasync.plone.tests.addon import jobs as addon_jobs
@@ -373,6 +374,18 @@ def test_a_slot_fired_by_the_worker_runs_as_the_user(working):
     wait_until(fired, timeout=WAIT, message="the worker fired no slot")
     result = wait_for_result(schedule.last_job, WAIT)
     assert result["user"] == TEST_USER_ID and result["context"] == "/plone"
+
+
+def test_a_run_as_a_user_deleted_since_fails_saying_so(working):
+    portal = working["portal"]
+    portal.acl_users.userFolderAddUser("robot", "secret-robot", ["Member"], [])
+    schedules.declare(portal, declaration(user="robot"))
+    portal.acl_users.userFolderDelUsers(["robot"])
+    job = queue(portal).schedules["nightly"].run_now()
+    transaction.commit()
+    failure = wait_for_result(job, WAIT)
+    assert failure.check(UserNotFoundError)
+    assert "user 'robot', who queued this job, no longer exists" in str(failure.value)
 
 
 # -- REST: @async-schedules ----------------------------------------------------------
