@@ -4,8 +4,12 @@ by a WSGI server, with a worker running in the same process.
 
 A user logs in, finds "Asynchronous jobs" in Site Setup, watches a job's
 progress bar move to the end without reloading the page, reads a failed
-job's traceback, retries it and cancels a scheduled job. Screenshots go to
-``test-artifacts/browser/``.
+job's traceback, retries it and cancels a scheduled job; the pages fit a
+phone's width and a desktop's, their buttons are readable, and only POSTs
+change anything. Screenshots go to ``var/screenshots/`` (the path is
+printed); with ``ZASYNC_DOCS_SCREENSHOT=1`` the desktop overview is also
+saved as ``docs/_static/controlpanel.png``, which the docs show (a run
+without it leaves the committed picture alone).
 
 Needs ``/usr/bin/chromium`` and the ``playwright`` package (``.ci/run``
 installs both): without them these tests are skipped, except under CI,
@@ -42,13 +46,16 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "var" / "screenshots"
+DOCS_SCREENSHOT = ROOT / "docs" / "_static" / "controlpanel.png"
 SITE_ADMIN = "siteadmin"
 SITE_ADMIN_PASSWORD = "secret-siteadmin"
 #: how often the pages refresh in these tests (ms); the default is 2000
 REFRESH = 300
-#: the longest any step may take (ms)
-TIMEOUT = 20_000
+#: the longest any step may take (ms): a first page renders its templates,
+#: slowly on a busy machine
+TIMEOUT = 45_000
 
 #: the functional layer (a worker per test), served over HTTP. The tests
 #: are a TestCase with this layer, so that zope.pytestlayer runs them after
@@ -88,7 +95,7 @@ def chromium():
 
 
 class Shots:
-    """Numbered screenshots of a test, in test-artifacts/browser/."""
+    """Numbered screenshots of a test, in var/screenshots/."""
 
     def __init__(self, page, test_name):
         self.page = page
@@ -97,6 +104,7 @@ class Shots:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         for old in ARTIFACTS.glob(f"{self.prefix}-*.png"):
             old.unlink()
+        print(f"screenshots of {test_name}: {ARTIFACTS}/{self.prefix}-*.png")
 
     def __call__(self, name):
         self.count += 1
@@ -118,6 +126,73 @@ def mark_page(page):
 
 def assert_not_reloaded(page):
     assert page.evaluate("window.zasyncNoReload === true"), "the page was reloaded"
+
+
+#: the width of the document beyond the window's, in CSS pixels
+OVERFLOW = "document.scrollingElement.scrollWidth - window.innerWidth"
+
+#: the contrast ratio (WCAG 2) of each visible button's text against what
+#: is behind it: its own background, or its ancestors' (blended, over white)
+CONTRASTS = """
+(elements) => {
+  const parse = (text) => {
+    const m = /^rgba?\\(([^)]*)\\)$/.exec(text);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, under) =>
+    under.map((v, i) => top[i] * top[3] + v * (1 - top[3]));
+  const luminance = (rgb) => {
+    const [r, g, b] = rgb.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  return elements
+    .filter((el) => el.offsetParent !== null)
+    .map((el) => {
+      const style = getComputedStyle(el);
+      const colour = parse(style.color);
+      const layers = [];
+      for (let node = el; node; node = node.parentElement) {
+        const raw = getComputedStyle(node).backgroundColor;
+        const background = parse(raw);
+        if (background === null) return { text: el.textContent.trim(), problem: raw };
+        if (background[3] > 0) layers.unshift(background);
+        if (background[3] >= 1) break;
+      }
+      if (colour === null) return { text: el.textContent.trim(), problem: style.color };
+      let behind = [255, 255, 255];
+      for (const layer of layers) behind = over(layer, behind);
+      const front = over(colour, behind);
+      const [light, dark] = [luminance(front), luminance(behind)].sort((a, b) => b - a);
+      return {
+        text: el.textContent.trim(),
+        ratio: (light + 0.05) / (dark + 0.05),
+        colour: style.color,
+        behind: behind.map(Math.round).join(","),
+      };
+    });
+}
+"""
+#: WCAG AA for normal text
+MIN_CONTRAST = 4.5
+
+
+def check_layout(page, where):
+    """No horizontal overflow of the page; every button and badge of ours
+    readable (Plone's own are Plone's)."""
+    overflow = page.evaluate(OVERFLOW)
+    assert overflow <= 0, f"{where}: the page is {overflow} px wider than the window"
+    ours = ":is(#zasync-jobs, #zasync-demo) :is(.btn, .badge)"
+    found = page.locator(ours).evaluate_all(CONTRASTS)
+    assert found, (
+        f"{where}: no button found at {page.url} ({page.locator(ours).count()} hidden)"
+    )
+    problems = [f for f in found if "problem" in f or f["ratio"] < MIN_CONTRAST]
+    assert not problems, f"{where}: buttons hard to read: {problems}"
 
 
 class TestControlPanelInChromium(unittest.TestCase):
@@ -194,7 +269,8 @@ class TestControlPanelInChromium(unittest.TestCase):
         page.shots("job-100")
         uijobs.release(token)  # let it finish
         assert wait_for_result(job, 30) == "3 steps done"
-        expect(page.locator("[data-zasync-kind]")).to_have_text("completed")
+        expect(page.locator("[data-zasync-kind]")).to_have_text("Completed")
+        expect(page.locator("#zasync-job-fields")).to_contain_text("ran ")
         expect(page.locator("#zasync-result")).to_have_text("'3 steps done'")
         page.shots("job-completed")
         assert_not_reloaded(page)
@@ -238,24 +314,132 @@ class TestControlPanelInChromium(unittest.TestCase):
         mark_page(page)
         fields = page.locator("#zasync-job-fields")
         expect(fields.locator("tr", has_text="Attempts")).to_contain_text("2")
-        expect(page.locator("[data-zasync-kind]")).to_have_text("failed")
+        expect(page.locator("[data-zasync-kind]")).to_have_text("Failed")
+        # The breadcrumbs follow the job's state as it refreshes.
+        crumbs = page.locator("#zasync-crumbs")
+        expect(crumbs).to_contain_text("Failed jobs")
+        expect(crumbs).not_to_contain_text("Pending jobs")
         page.shots("retried-failed-again")
         assert_not_reloaded(page)
 
         # Cancel the scheduled job, confirmed.
-        page.get_by_role("link", name="← Asynchronous jobs").click()
+        page.locator("#zasync-crumbs").get_by_role(
+            "link", name="Asynchronous jobs"
+        ).click()
         page.locator('[data-zasync-tab="scheduled"]').click()
         page.locator(f'tr[data-job-id="{scheduled.id}"]').get_by_role(
             "link", name=scheduled.id
         ).click()
-        expect(page.locator("[data-zasync-kind]")).to_have_text("scheduled")
+        expect(page.locator("[data-zasync-kind]")).to_have_text("Scheduled")
+        expect(page.locator("#zasync-crumbs")).to_contain_text("Scheduled jobs")
         page.get_by_role("link", name="Cancel job…").click()
         page.shots("cancel-confirm")
         page.locator("#zasync-confirm").get_by_role("button", name="Cancel job").click()
         expect(page.locator(".portalMessage")).to_contain_text(
             f"Job {scheduled.id} (tests.plone.uijobs.echo) is cancelled."
         )
-        expect(page.locator("[data-zasync-kind]")).to_have_text("failed")
+        expect(page.locator("[data-zasync-kind]")).to_have_text("Cancelled")
+        expect(page.locator("#zasync-crumbs")).to_contain_text("Failed jobs")
         expect(page.locator("#zasync-error")).to_contain_text("CancelledError")
         page.shots("cancelled")
         assert "CancelledError" in wait_for_result(scheduled, 30).type_name
+
+    def test_layout_at_phone_and_desktop_widths(self):
+        """Every page of the panel fits 390 px and 1280 px without a
+        horizontal scroll of the page, and its buttons are readable; the
+        test job's button shows a job run to its end."""
+        site_url, page = self.site_url, self.page
+        portal = self.layer["portal"]
+        failed = service().queueJob(uijobs.fail_with, portal, "x" * 300)
+        done = [service().queueJob(uijobs.echo, portal, n) for n in range(3)]
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        service().queueJobWithDelay(None, later, uijobs.echo, portal, "later")
+        transaction.commit()
+        for job in (failed, *done):
+            wait_for_result(job, 30)
+
+        page.goto(f"{site_url}/@@async-jobs?refresh={REFRESH}")
+        page.get_by_role("button", name="Queue a test job").click()
+        expect(page.locator(".portalMessage")).to_contain_text("Queued the test job")
+        expect(page.locator("[data-zasync-kind]")).to_have_text("Completed")
+        expect(page.locator("#zasync-crumbs")).to_contain_text("Completed jobs")
+        expect(page.locator("#zasync-result")).to_contain_text("demo job done")
+
+        pages = {
+            "overview": "",
+            "failed": "?status=failed",
+            "scheduled": "?status=scheduled",
+            "job": f"/{failed.id}",
+            "retry-confirm": f"/{failed.id}?confirm=retry",
+            "clear-confirm": "?confirm=prune&older_than=24",
+        }
+        for width, height, device in ((390, 844, "phone"), (1280, 800, "desktop")):
+            page.set_viewport_size({"width": width, "height": height})
+            for name, path in pages.items():
+                page.goto(f"{site_url}/@@async-jobs{path}")
+                expect(page.locator("#zasync-jobs")).to_be_visible()
+                check_layout(page, f"{name} at {width} px")
+                page.shots(f"{device}-{name}")
+        page.goto(f"{site_url}/@@async-jobs")
+        expect(page.locator("#zasync-chart-finished")).to_have_attribute("role", "img")
+        if os.environ.get("ZASYNC_DOCS_SCREENSHOT"):
+            DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.locator("#zasync-jobs").screenshot(path=str(DOCS_SCREENSHOT))
+
+    def test_only_a_post_changes_anything(self):
+        """The URLs of the actions, opened (GET) with every field a POST
+        would carry, even the token, change nothing; the forms that only
+        ask (Clear…, the filters) keep the token out of their URL."""
+        site_url, page = self.site_url, self.page
+        portal = self.layer["portal"]
+        failed = service().queueJob(uijobs.fail_with, portal, "stays failed")
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        scheduled = service().queueJobWithDelay(None, later, uijobs.echo, portal, 1)
+        transaction.commit()
+        wait_for_result(failed, 30)
+        page.goto(f"{site_url}/@@async-jobs?confirm=prune&older_than=0")
+        token = page.locator("#zasync-confirm input[name=_authenticator]")
+        token = token.get_attribute("value")
+        assert token
+        queued = len(list(service().getQueues(portal)[""]))
+
+        base = f"{site_url}/@@async-jobs"
+        for url in (
+            f"{base}/{failed.id}?action=retry&confirmed=1&_authenticator={token}",
+            f"{base}/{failed.id}?action=remove&confirmed=1&_authenticator={token}",
+            f"{base}/{scheduled.id}?action=cancel&confirmed=1&_authenticator={token}",
+            f"{base}?action=prune&older_than=0&confirmed=1&_authenticator={token}",
+            f"{base}?action=queue-demo&_authenticator={token}",
+        ):
+            response = page.goto(url)
+            assert response.status == 200, url
+            expect(page.locator(".portalMessage")).to_have_count(0)
+        transaction.begin()
+        assert failed.failed and failed.attempts == 1, "retried by a GET"
+        assert scheduled.status == "pending-status", "cancelled by a GET"
+        assert len(list(service().getQueues(portal)[""])) == queued, "queued by a GET"
+        page.goto(f"{base}?status=failed")
+        expect(page.locator(f'tr[data-job-id="{failed.id}"]')).to_have_count(1)
+
+        # The forms that only ask keep the token out of their URL.
+        page.goto(base)
+        page.get_by_role("button", name="Clear…").click()
+        expect(page.locator("#zasync-confirm")).to_contain_text("Remove")
+        assert "confirm=prune" in page.url and "_authenticator" not in page.url
+        page.goto(f"{base}?status=failed")
+        page.get_by_role("button", name="Filter").click()
+        assert "status=failed" in page.url and "_authenticator" not in page.url
+
+    def test_the_demo_page_is_html_and_its_form_posts(self):
+        site_url, page = self.site_url, self.page
+        response = page.goto(f"{site_url}/@@zasync-demo-queue")
+        assert response.headers["content-type"].startswith("text/html")
+        form = page.locator("#zasync-demo form, form:has(button[name=queue])")
+        assert form.first.get_attribute("method") == "post"
+        with page.expect_navigation() as navigation:
+            page.get_by_role("button", name="Queue a demo job").click()
+        response = navigation.value
+        assert response.request.method == "POST"
+        assert response.headers["content-type"].startswith("text/html")
+        expect(page.locator("#zasync-demo-queued")).to_contain_text("Queued job")
+        check_layout(page, "the demo page")
