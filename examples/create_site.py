@@ -22,6 +22,9 @@ log = logging.getLogger("examples.create_site")
 
 DEFAULT_SITE = "Plone"
 DEFAULT_ADMIN = ("admin", "admin")
+#: the add-on of docs/first-job.md (examples/first_job), installed in the
+#: site when its package is installed (``make run`` and ``make cluster`` do)
+FIRST_JOB = "zasync_first_job"
 
 
 def settings(environ=os.environ) -> tuple[str, str, str]:
@@ -45,8 +48,8 @@ def ensure_admin(app, *, name: str, password: str) -> bool:
 
 def ensure_site(app, *, site_id: str) -> bool:
     """Create the Plone site ``site_id`` (Classic UI, with example content)
-    unless it exists, and install zasync in it unless installed; True if
-    the site was created."""
+    unless it exists, and install zasync and the first job's add-on in it
+    unless installed; True if the site was created."""
     from plone.base.utils import get_installer
     from Products.CMFPlone.factory import addPloneSite
     from zope.component.hooks import setSite
@@ -66,6 +69,14 @@ def ensure_site(app, *, site_id: str) -> bool:
     installer = get_installer(site)
     if not installer.is_product_installed("zasync.plone"):
         installer.install_product("zasync.plone")
+    # Its ZCML is loaded (plone.autoinclude) only where its package is
+    # installed, and its profile found only then.
+    if installer.is_product_installed(FIRST_JOB):
+        pass
+    elif installer.is_product_installable(FIRST_JOB):
+        installer.install_product(FIRST_JOB)
+    else:
+        log.info("%s is not installed: pip install -e examples/first_job", FIRST_JOB)
     return created
 
 

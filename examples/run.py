@@ -98,6 +98,8 @@ def main(argv=None) -> int:
         f"  (log in as {user} / {password})\n"
         f"  queue a demo job:  http://localhost:{args.port}/{site_id}"
         f"/@@zasync-demo-queue\n"
+        f"  your first job:    Actions > Count words on any page"
+        f" (docs/first-job.md)\n"
         f"  a worker runs in this process; data in {var}\n"
         f"  Ctrl-C to stop\n",
         flush=True,

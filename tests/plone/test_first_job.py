@@ -22,6 +22,7 @@ from plone.base.utils import get_installer
 from plone.testing import zope as zope_testing
 from plone.testing.zope import Browser
 from tests.plone.helpers import WAIT
+from tests.plone.test_plone_docs import DOCS, run_markdown
 from zasync_first_job import jobs
 from zasync_first_job.testing import (
     FIRST_JOB_FUNCTIONAL_TESTING,
@@ -211,3 +212,8 @@ def test_who_may_not_edit_may_not_count(working, texts):
     # Plone answers Unauthorized with its login form, never with the page.
     assert re.search(r"/(require_login|login|insufficient-privileges)", b.url)
     assert "Count words" not in b.contents
+
+
+def test_the_walkthrough_runs(working):
+    """docs/first-job.md's Python session, under the add-on's layer."""
+    run_markdown(DOCS / "first-job.md", {"layer": working})
