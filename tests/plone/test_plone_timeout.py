@@ -96,7 +96,7 @@ def test_a_plone_job_past_the_default_timeout_is_interrupted(functional):
     assert stuck_since(job) is None
 
 
-def test_rest_shows_since_when_a_job_was_stuck(functional):
+def test_rest_and_the_control_panel_show_since_when_a_job_was_stuck(functional):
     quick_watchdog(functional)
     portal = functional["portal"]
     applyProfile(portal, "plone.restapi:default")
@@ -120,6 +120,11 @@ def test_rest_shows_since_when_a_job_was_stuck(functional):
         f"{base}/@async-jobs/{plain.id}", headers={"Accept": "application/json"}
     ).json
     assert "stuck_since" not in other
+    # The control panel's page of the job says it too.
+    page = app.get(f"{base}/@@async-jobs/{job.id}").text
+    assert "Stuck since" in page
+    assert "its worker thread was abandoned and replaced" in page
+    assert "Stuck since" not in app.get(f"{base}/@@async-jobs/{plain.id}").text
 
 
 def test_uninstall_removes_the_record(integration):

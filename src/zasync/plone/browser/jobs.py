@@ -27,6 +27,7 @@ from zasync.plone import settings
 from zasync.plone.browser import display
 from zasync.plone.runner import JobOrigin, iter_origins, run_as_user
 from zasync.running import LONG_RUNNING_SECONDS, describe_running
+from zasync.stuck import stuck_since_iso
 from zasync.workerstate import state_of
 
 #: the filters of a job list (status, then these), as query parameters
@@ -251,7 +252,8 @@ def progress_of(job: Job) -> dict[str, Any] | None:
 def describe(job: Job, *, full: bool = False) -> dict[str, Any]:
     """A JSON-ready description of a job for the control panel and the REST
     API: what ``zasync.admin.describe`` says, with the function, arguments,
-    context and user of a Plone job. ``full`` adds the traceback, result,
+    context and user of a Plone job, and ``stuck_since`` for a job its worker
+    thread got stuck in (zasync.watchdog). ``full`` adds the traceback, result,
     annotations and the members of a batch."""
     data = admin.describe(job)
     args, kwargs = call_arguments(job)
@@ -267,6 +269,8 @@ def describe(job: Job, *, full: bool = False) -> dict[str, Any]:
             "progress": progress_of(job),
         }
     )
+    if (since := stuck_since_iso(job)) is not None:
+        data["stuck_since"] = since  # its worker thread got stuck in it
     if job.begin_after is not None and data["kind"] == "scheduled":
         data["due_in_seconds"] = round(job.begin_after.timestamp() - time.time())
     members = getattr(job, "jobs", None)

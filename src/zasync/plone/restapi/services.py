@@ -33,7 +33,6 @@ from zasync import admin
 from zasync.interfaces import BadStatusError
 from zasync.plone.browser import jobs
 from zasync.plone.browser.controlpanel import queues_for, scope_for
-from zasync.stuck import stuck_since_iso
 
 
 @implementer(IPublishTraverse)
@@ -70,10 +69,6 @@ class _JobsService(Service):
     def serialize(self, job: Any, *, full: bool) -> dict:
         data = jobs.describe(job, full=full)
         data["@id"] = self.job_url(job.id)
-        since = stuck_since_iso(job)
-        if since is not None:
-            # Its worker thread got stuck in it (zasync.watchdog).
-            data["stuck_since"] = since
         if data.get("context"):
             data["context_url"] = self.request.physicalPathToURL(
                 data["context"].split("/")
