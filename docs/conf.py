@@ -13,20 +13,19 @@ from pathlib import Path
 
 project = "zasync"
 author = "zasync developers"
-copyright = "zasync developers"  # noqa: A001 - Sphinx's name
+copyright = "zasync developers"
 release = importlib.metadata.version("zasync")
 version = release
 
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
-    "sphinx.ext.intersphinx",
     "repoze.sphinx.autointerface",
 ]
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md"]
+exclude_patterns = ["_build"]
 
 # MyST: ``{eval-rst}`` blocks for autodoc's directives, heading anchors for
 # links such as [x](first-job.md#how-workers-find-job-modules).
@@ -48,10 +47,13 @@ DOCS = Path(__file__).resolve().parent
 nitpick_ignore_regex = [
     ("myst", rf"{re.escape(str(DOCS.parent))}/(?!docs/).*"),
     # Type hints that name the standard library's, ZODB's and zope's types
-    # (no intersphinx inventories: the build has no network), type
-    # variables and private helpers: shown as text.
-    ("py:class", r"(collections|datetime|uuid_module|typing|ZODB|BTrees|persistent"
-     r"|zope|transaction)\..*"),
+    # (documented elsewhere: the build fetches no other site's inventory),
+    # type variables and private helpers: shown as text.
+    (
+        "py:class",
+        r"(collections|datetime|uuid_module|typing|ZODB|BTrees|persistent"
+        r"|zope|transaction)\..*",
+    ),
     ("py:class", r"(.*\.)?_\w+|zasync\.\w+\.T"),
 ]
 
@@ -59,9 +61,6 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 autodoc_default_options = {"members": True}
-
-# No network at build time: intersphinx has no inventories to fetch.
-intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 
 html_theme = "furo"
 html_title = f"zasync {release}"
