@@ -1,6 +1,7 @@
 """Cooperative cancel of a running job (issue #21): zasync.admin.cancel
 records a request the job sees at its next local.check() or progress();
-it stops with JobCancelled, its writes rolled back, never retried."""
+it stops with JobCancelled, its writes rolled back, never retried (jobs
+that do not check: tests/test_watchdog.py)."""
 
 from __future__ import annotations
 
@@ -67,10 +68,14 @@ def test_a_running_job_stops_at_its_next_check(how, zasync_db, queue, start_disp
     )
 
 
-def test_a_job_that_never_checks_runs_to_its_end(zasync_db, queue, start_dispatcher):
+def test_a_job_that_returns_within_the_grace_keeps_its_result(
+    zasync_db, queue, start_dispatcher
+):
+    """A job that does not check is interrupted only after the worker's
+    interrupt_grace: one that ends before keeps its result."""
     job = queue.put(Job(coop_jobs.sleeper, "deaf", 0.5))
     transaction.commit()
-    start_dispatcher()
+    start_dispatcher(interrupt_grace=5)
     wait_until(lambda: "deaf" in coop_jobs.running, message="the job did not start")
     assert cancel_from_another_connection(zasync_db, job)[0] == "requested"
     assert wait_for_result(job, 10) == "slept"
