@@ -235,8 +235,8 @@ class Execution:
                 deadline=deadline,
             )
             body = runner.body
-            body.enter(run)
             try:
+                body.enter(run)  # interruptible from here
                 result = job._call()
             finally:
                 body.leave()
@@ -251,6 +251,7 @@ class Execution:
         run = self.runner.last_run
         found = Body.failure_of(error, run)
         if run is not None and found is run.failure:
+            self.runner.interrupted = True
             log.warning(
                 "job %s (%s) interrupted: %s",
                 job.id,

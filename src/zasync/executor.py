@@ -121,6 +121,8 @@ class SlotRunner:
         #: and ends once its job returns
         self.discarded = False
         self._gate = _Gate(self)
+        #: set when a job of the current batch was interrupted
+        self.interrupted = False
 
     # -- connections ------------------------------------------------------
 
@@ -138,6 +140,16 @@ class SlotRunner:
                 self.tm.unregisterSynch(self._gate)
             self.conn = None
         self.live.close()
+
+    def fresh_cache(self) -> None:
+        """After a job was interrupted (zasync.interrupts), maybe while it
+        loaded objects: a new, empty cache for this thread's connection,
+        so that no half-loaded object is used again."""
+        self.interrupted = False
+        with self.lock:
+            self.tm.abort()
+            # ZODB's own way to drop a connection's cache (resetCaches()).
+            self.conn._resetCache()
 
     def discard(self) -> None:
         """Abandon this thread (zasync.watchdog): from now on it starts
@@ -179,6 +191,8 @@ class SlotRunner:
             chunk, outcomes = ran
             del pending[: len(chunk)]
             self.callbacks.after_commit(outcomes)
+            if self.interrupted:
+                self.fresh_cache()
         self._adapt(count, self.working)
 
     def _run_batch(

@@ -116,10 +116,16 @@ class Body:
         """The job's callable returned or raised: no interruption reaches
         the thread after this returns (one raised in this very call may
         propagate from it instead: the job failed with it)."""
-        with self._lock:
+        try:
+            with self._lock:
+                self._inside = False
+                self.run = None
+                _raise_in(threading.get_ident(), None)
+        finally:
+            # Delivered above, before it was forgotten: it was the only one
+            # (raised once per call), so this runs to its end.
             self._inside = False
             self.run = None
-            _raise_in(threading.get_ident(), None)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
