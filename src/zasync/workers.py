@@ -153,6 +153,9 @@ class WorkerRecord(persistent.Persistent):
     heartbeat_interval: float = 60.0
     #: set when the worker stopped cleanly or was found dead
     stopped: float | None = None
+    #: its threads abandoned in a stuck job that still run it: {job id:
+    #: stuck since (epoch seconds)}, kept by its watchdog (zasync.watchdog)
+    stuck: dict | None = None
     #: set by __init__ in every version: None only as the class-level default
     heartbeat: Heartbeat = cast(Heartbeat, None)
     slots: tuple = ()
