@@ -9,13 +9,16 @@
   (zope.conf) wrap the storage section in ``<zasyncnotify>`` after
   ``%import zasync``.
 - RelStorage learns of commits only when it polls. Producers send a
-  PostgreSQL NOTIFY after their commit and dispatchers LISTEN
+  PostgreSQL NOTIFY after their commit, from a thread of their own (the
+  commit does not wait for it), and dispatchers LISTEN
   (:class:`PostgresListener`); polling stays as the fallback.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import select
 import threading
 import weakref
@@ -156,10 +159,64 @@ def _adapter_dsn(storage: Any) -> str | None:
 
 
 def notify_postgres(db: ZODB.DB) -> None:
-    """Send a NOTIFY for ``db``'s listeners (after a commit that queued)."""
+    """Have a NOTIFY sent for ``db``'s listeners (after a commit that
+    queued), by this process's sender thread: the producer does not wait
+    for it, and the NOTIFYs asked for while one is sent go as one."""
     dsn = dsn_of(db)
-    if dsn is None:
-        return
+    if dsn is not None:
+        _sender.request(dsn)
+
+
+class _Sender:
+    """The thread that sends this process's NOTIFYs, started at the first
+    one; what is still to send at the interpreter's exit is sent then."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending: set[str] = set()
+        self._busy = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def request(self, dsn: str) -> None:
+        with self._cond:
+            self._pending.add(dsn)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="zasync-notify", daemon=True
+                )
+                self._thread.start()
+                atexit.register(self.flush)
+            self._cond.notify()
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until every NOTIFY asked for was sent; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._pending and not self._busy, timeout
+            )
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                dsns, self._pending = self._pending, set()
+                self._busy = True
+            for dsn in dsns:
+                _send_notify(dsn)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+_sender = _Sender()
+# A child forked from a process that notified has no sender thread yet.
+os.register_at_fork(after_in_child=lambda: _sender.reset())
+
+
+def _send_notify(dsn: str) -> None:
     try:
         import psycopg2  # noqa: PLC0415 - optional: zasync[relstorage]
 
