@@ -740,3 +740,41 @@ def test_the_database_lets_one_of_two_firings_of_a_slot_commit(storage_db):
     finally:
         for connection in (first, late, observer):
             connection.close()
+
+
+def test_a_schedule_added_while_a_worker_fires_another_commits_too(
+    zasync_db, conn, wconn, queue
+):
+    """The application adds a schedule in a transaction that began before
+    a worker fired another of the queue: both commit. The earliest next
+    run kept is the lower of the two views (the application's, which had
+    not seen the fire): a worker looking then finds nothing due, and
+    reckons it again."""
+    queue.schedules.add("old", jobfuncs.noop, every=60, start=T0)
+    transaction.commit()
+    transaction.begin()
+    queue.schedules.add("new", jobfuncs.noop, every=600, start=T0)
+    assert fire(wconn, T0 + MINUTE) == 1  # commits first
+    transaction.commit()  # resolved: no ConflictError
+    transaction.begin()
+    assert sorted(queue.schedules) == ["new", "old"]
+    assert queue.schedules["old"].last_run == T0 + MINUTE
+    assert queue.schedules.earliest == T0 + MINUTE  # too early: harmless
+    assert fire(wconn, T0 + MINUTE + datetime.timedelta(seconds=1)) == 0
+    transaction.begin()
+    assert queue.schedules.earliest == T0 + 2 * MINUTE  # old's next run
+
+
+def test_two_changes_of_one_schedule_still_conflict(zasync_db, conn, wconn, queue):
+    """Pausing a schedule while a worker fires it: one commit fails."""
+    from ZODB.POSException import ConflictError
+
+    schedule = queue.schedules.add("one", jobfuncs.noop, every=60, start=T0)
+    transaction.commit()
+    transaction.begin()
+    schedule.pause()
+    assert fire(wconn, T0 + MINUTE) == 1
+    with pytest.raises(ConflictError):
+        transaction.commit()
+    transaction.abort()
+    assert not schedule.paused

@@ -7,8 +7,10 @@ workers arbitrate through the database, there is no process to run alone.
 A slot is fired in one transaction that moves the schedule's ``next_run``
 on and queues the slot's job, so two workers firing the same slot write
 the same Schedule: one commits, the other gets a ConflictError, aborts
-and, trying again, finds the slot taken. Schedule and Schedules resolve no
-conflicts, on purpose: merging two fires would start two jobs.
+and, trying again, finds the slot taken. A Schedule resolves no
+conflicts, on purpose: merging two fires would start two jobs. (Schedules
+lets changes to different schedules commit together, see
+``Schedules._p_resolveConflict``.)
 
 Workers find due schedules with one read per queue: Schedules keeps the
 earliest ``next_run`` of its schedules that are not paused. Reading
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import persistent
 from BTrees.OOBTree import OOBTree
+from ZODB.POSException import ConflictError
 
 from zasync.interfaces import ZasyncError
 from zasync.job import Job, now
@@ -363,6 +366,27 @@ class Schedules(persistent.Persistent):
     def _reckon(self) -> None:
         times = [s._next_us for s in self._data.values() if not s.paused]
         self._earliest_us = min(times) if times else None
+
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:  # noqa: N802 - ZODB's API
+        """Let two transactions that changed different schedules of the
+        queue (a worker firing one, an application adding another) both
+        commit. Each reckoned the earliest next run in its own view; the
+        lower of the two is never later than the true one (a schedule only
+        moves on when fired, and a fire or a change of the same schedule
+        conflicts on the Schedule itself): a worker that looks too early
+        finds nothing due and reckons it again. Any other change
+        conflicts."""
+        for key in set(old) | set(committed) | set(new):
+            if key != "_earliest_us" and not (
+                old.get(key) == committed.get(key) == new.get(key)
+            ):
+                raise ConflictError(f"schedules of a queue: {key} changed twice")
+        times = [
+            t
+            for t in (committed.get("_earliest_us"), new.get("_earliest_us"))
+            if t is not None
+        ]
+        return {**new, "_earliest_us": min(times) if times else None}
 
     def _fire(self, at: datetime.datetime) -> list[Job]:
         """Start the jobs of every slot due at ``at`` (in the caller's
