@@ -778,3 +778,21 @@ def test_two_changes_of_one_schedule_still_conflict(zasync_db, conn, wconn, queu
         transaction.commit()
     transaction.abort()
     assert not schedule.paused
+
+
+def test_adding_a_schedule_while_another_fires_commits_on_each_storage(storage_db):
+    managers = [transaction.TransactionManager(explicit=True) for _ in range(2)]
+    app, worker = (storage_db.open(transaction_manager=tm) for tm in managers)
+    try:
+        with managers[0]:
+            app.root()[KEY][""].schedules.add("old", jobfuncs.noop, every=60, start=T0)
+        managers[0].begin()
+        app.root()[KEY][""].schedules.add("new", jobfuncs.noop, every=600, start=T0)
+        assert fire(worker, T0 + MINUTE) == 1
+        managers[0].commit()
+        managers[0].begin()
+        assert sorted(app.root()[KEY][""].schedules) == ["new", "old"]
+        managers[0].abort()
+    finally:
+        app.close()
+        worker.close()
