@@ -152,3 +152,50 @@ def test_the_children_of_a_supervisor_get_the_same_grace():
     grace = command.index("--interrupt-grace")
     assert command[grace + 1] == "1.5"
     assert command[command.index("--stuck-delay") + 1] == "12.0"
+
+
+@pytest.mark.zeo
+def test_zasync_status_names_the_stuck_threads_while_they_run(zeo_server):
+    watchdog_jobs.reset()
+    db = open_db(zeo_server.uri)
+    install(db)
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    dispatcher = Dispatcher(
+        db,
+        threads=1,
+        poll_interval=0.2,
+        interrupt_grace=0.2,
+        stuck_delay=0.5,
+        name="watched",
+    ).start()
+    try:
+        job = conn.root()[KEY][""].put(
+            Job(watchdog_jobs.blocked, "status"), timeout=0.3
+        )
+        tm.commit()
+        assert wait_for_result(job, 10).check(JobTimeout)
+        wait_until(lambda: dispatcher.pool.abandoned, message="the abandonment")
+        since = stuck_since(job).isoformat()
+        status = run_zasync("status", "--json", "--db", zeo_server.uri)
+        assert status.returncode == 0, status.stderr
+        (worker,) = json.loads(status.stdout)["workers"]
+        assert worker["stuck"] == [{"job": job.id, "stuck_since": since}]
+        text = run_zasync("status", "--db", zeo_server.uri).stdout
+        assert (
+            f"watched: a thread stuck since {since} in job {job.id} "
+            f"(abandoned and replaced)"
+        ) in text
+        watchdog_jobs.release.set()  # the stuck thread returns and ends
+
+        def cleared() -> bool:
+            done = run_zasync("status", "--json", "--db", zeo_server.uri)
+            return not json.loads(done.stdout)["workers"][0]["stuck"]
+
+        wait_until(cleared, timeout=20, message="the stuck thread to be cleared")
+    finally:
+        watchdog_jobs.reset()
+        dispatcher.stop(10)
+        tm.abort()
+        conn.close()
+        db.close()

@@ -188,9 +188,17 @@ def test_the_late_work_of_an_abandoned_thread_never_commits(
     abandoned = dispatcher.pool.threads[0]
     assert wait_for_result(job, 10).check(JobTimeout)
     wait_until(lambda: abandoned in dispatcher.pool.abandoned)
+    # The worker's record names the stuck thread's job while it runs.
+    record = queue._p_jar.root()["zasync"].workers[dispatcher.uuid]
+    transaction.begin()
+    assert record.stuck == {job.id: stuck_since(job).timestamp()}
     watchdog_jobs.release.set()  # the old thread's job returns
     abandoned.join(10)
     assert not abandoned.is_alive()  # it ended
+    wait_until(
+        lambda: transaction.begin() and not record.stuck,
+        message="the ended thread to leave the worker's record",
+    )
     assert watchdog_jobs.ended["late swallowed"] == "AsyncTimeout"
     assert watchdog_jobs.ended["late"] == "returned"
     transaction.begin()

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: seconds between two looks at the running jobs
 WATCH_INTERVAL = 0.1
+#: seconds between two looks at the abandoned threads (have they ended?)
+TIDY_INTERVAL = 1.0
 
 
 class Watchdog:
@@ -48,6 +50,10 @@ class Watchdog:
         #: the calls whose cancel was seen, and when (time.monotonic())
         self._cancel_seen: dict[Run, float] = {}
         self._next_read = 0.0
+        #: the threads abandoned, by the id of the job they are stuck in;
+        #: the worker record's ``stuck`` is made to match it
+        self._stuck: dict[str, threading.Thread] = {}
+        self._next_tidy = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -77,6 +83,9 @@ class Watchdog:
     def step(self, clock: float) -> None:
         """Interrupt the jobs past their timeout or cancelled, and abandon
         the threads stuck in one, at time.monotonic() ``clock``."""
+        if clock >= self._next_tidy:
+            self._next_tidy = clock + TIDY_INTERVAL
+            self._tidy_stuck()
         calls = [
             (runner, run)
             for runner in list(self.pool.runners)
@@ -172,6 +181,7 @@ class Watchdog:
         if not recorded:
             return  # it ended meanwhile: not stuck
         if self.pool.replace(runner, run):
+            self._stuck[run.job_id or hex(run.oid)] = self.pool.abandoned[-1]
             log.error(
                 "job %s (%s) stuck in worker thread %d: the thread is abandoned "
                 "and replaced; the job failed with %s",
@@ -181,6 +191,20 @@ class Watchdog:
                 type(failure).__name__,
                 extra={"action": "stuck", "job_id": run.job_id},
             )
+
+    def _tidy_stuck(self) -> None:
+        """Make the worker record's ``stuck`` name the abandoned threads
+        still running: not those that ended, nor those of an earlier run
+        of this worker."""
+        self._stuck = {k: t for k, t in self._stuck.items() if t.is_alive()}
+        conn = self._connection()
+        for attempt in self._tm.attempts(5):
+            with attempt:
+                record = self.dispatcher.record_in(conn)
+                stuck = record.stuck or {}
+                kept = {k: v for k, v in stuck.items() if k in self._stuck}
+                if kept != stuck:
+                    record.stuck = kept or None
 
     def _record(
         self, runner: Any, run: Run, failure: BaseException, since: float
@@ -200,6 +224,8 @@ class Watchdog:
                 ):
                     return False  # it ended: nothing written
                 job.annotations[STUCK_SINCE] = since
+                record = self.dispatcher.record_in(conn)
+                record.stuck = {**(record.stuck or {}), job.id: since}
                 # Its run counts (its own count was never committed).
                 job._attempts += 1
                 if job.active_start is None:

@@ -5,6 +5,7 @@ the workers and the jobs look like, as a table (for people) or JSON
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import time
 from typing import Any
@@ -69,6 +70,7 @@ def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         for row in data["workers"]:
             record = queues.workers[row["uuid"]]
             row["state"] = state_of(record, clock, HEARTBEAT_INTERVAL).value
+            row["stuck"] = stuck_threads(record)
         return data
 
     try:
@@ -81,6 +83,7 @@ def run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     _print_queues(data["queues"])
     print()
     _print_workers(data["workers"])
+    _print_stuck(data["workers"])
     _print_running(data["workers"], args.long_after)
     print()
     for window, t in data["throughput"].items():
@@ -110,6 +113,29 @@ def _print_workers(workers: list[dict[str, Any]]) -> None:
             f"{w['uuid']:<38} {w['label']:<24} "
             f"{w['state']:<7} {w['threads']:>7} {len(w['running']):>7}  {seen}"
         )
+
+
+def stuck_threads(record: Any) -> list[dict[str, Any]]:
+    """The worker's threads abandoned in a stuck job that still run it
+    (see zasync.watchdog): ``job`` (its id) and ``stuck_since`` (ISO)."""
+    return [
+        {
+            "job": job_id,
+            "stuck_since": datetime.datetime.fromtimestamp(
+                since, datetime.UTC
+            ).isoformat(),
+        }
+        for job_id, since in sorted((record.stuck or {}).items(), key=lambda i: i[1])
+    ]
+
+
+def _print_stuck(workers: list[dict[str, Any]]) -> None:
+    for w in workers:
+        for stuck in w["stuck"]:
+            print(
+                f"{w['label']}: a thread stuck since {stuck['stuck_since']} in job "
+                f"{stuck['job']} (abandoned and replaced)"
+            )
 
 
 def _print_running(workers: list[dict[str, Any]], long_after: float) -> None:
