@@ -285,3 +285,24 @@ def test_a_queue_default_timeout_interrupts_too(queue, start_dispatcher):
     assert "ran past its timeout of 0.3 s and did not stop within 0.2 s" in (
         failure.getErrorMessage()
     )
+
+
+def test_stuck_threads_of_an_earlier_run_are_forgotten(zasync_db, start_dispatcher):
+    """A worker restarted under its UUID has none of the threads its
+    record said were stuck."""
+    first = start_dispatcher(threads=1)
+    first.stop(10)
+    tm = transaction.TransactionManager(explicit=True)
+    conn = zasync_db.open(transaction_manager=tm)
+    try:
+        with tm:
+            conn.root()["zasync"].workers[first.uuid].stuck = {"1a": 1.0}
+        start_dispatcher(uuid=first.uuid, threads=1)
+
+        def forgotten() -> bool:
+            with tm:
+                return not conn.root()["zasync"].workers[first.uuid].stuck
+
+        wait_until(forgotten, message="the earlier run's stuck threads forgotten")
+    finally:
+        conn.close()
