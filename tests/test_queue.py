@@ -259,6 +259,14 @@ def test_a_queue_stored_before_shard_counters_counts_in_its_counter(conn, queue)
     assert queue.counter() == 1 and list(queue) != [job]
     transaction.commit()
     assert len(queue) == 1
+    # install() gives it its shards' counters; what it counted stays.
+    zasync.install(conn.db())
+    with other_connection(conn.db()) as (other, _tm):
+        upgraded = other.root()[KEY][""]
+        assert len(upgraded._added) == len(upgraded.shards)
+        assert len(upgraded) == 1
+        upgraded.put(jobfuncs.noop)
+        assert upgraded.counter() == 1 and len(upgraded) == 2
 
 
 def test_withdraw_takes_out_a_job_as_if_never_put(conn, queue):

@@ -406,4 +406,7 @@ def _install(root: Any, names: Iterable[str]) -> Queues:
     for name in names:
         if name not in queues:
             queues[name] = Queue(name)
+    for queue in queues.values():
+        if not queue._added:  # stored by an earlier version: see Queue._added
+            queue._added = tuple(Length() for _ in queue.shards)
     return queues
