@@ -6,6 +6,7 @@ page. A real Plone site, a real dispatcher on the test's database."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import pytest
@@ -47,6 +48,7 @@ for _layer, _name in (
     )
 
 ADDON = "zasync_first_job"
+EXAMPLES = DOCS.parent / "examples"
 
 
 @pytest.fixture
@@ -134,6 +136,26 @@ def test_the_profile_adds_the_action_and_uninstalling_removes_it(site):
     assert installer.uninstall_product(ADDON)
     assert "count_words" not in object_buttons(site)
     assert installer.install_product(ADDON)
+    assert "count_words" in object_buttons(site)
+
+
+def load_create_site():
+    """examples/create_site.py, the site set-up of make run and make cluster."""
+    spec = importlib.util.spec_from_file_location(
+        "create_site", EXAMPLES / "create_site.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_run_installs_it_in_an_existing_site_too(site):
+    installer = get_installer(site)
+    assert installer.uninstall_product(ADDON)
+    app = site.getPhysicalRoot()
+    created = load_create_site().ensure_site(app, site_id=site.getId())
+    assert not created
+    assert installer.is_product_installed(ADDON)
     assert "count_words" in object_buttons(site)
 
 
