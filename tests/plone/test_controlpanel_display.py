@@ -16,7 +16,7 @@ from tests.plone.test_controlpanel import browser, site, text_of, url  # noqa: F
 
 from zasync.activity import Activity, Minute
 from zasync.admin import find_job
-from zasync.plone.browser import charts, display
+from zasync.plone.browser import activitycache, charts, display
 from zasync.plone.browser.jobs import function_name
 from zasync.testing import wait_for_result
 from zasync.workers import WorkerRecord
@@ -151,6 +151,21 @@ def test_charts_of_the_last_hour(site):  # noqa: F811
     assert "From the finished jobs the database keeps" in b.contents
     b.open(url(site, "?status=failed"))
     assert "zasync-chart" not in b.contents  # the overview's only
+
+
+def test_the_charts_figures_are_reused_for_a_few_seconds(site, monkeypatch):  # noqa: F811
+    portal = site["portal"]
+    monkeypatch.setattr(activitycache, "TTL", 3600)
+    run(service().queueJob(uijobs.echo, portal, 1))
+    b = browser(site)
+    b.open(url(site))
+    assert "1 job finished, 0 of them failed" in b.contents
+    run(service().queueJob(uijobs.echo, portal, 2))
+    b.open(url(site, "/parts"))
+    assert "1 job finished" in b.contents  # within TTL: the figures kept
+    monkeypatch.setattr(activitycache, "TTL", 0)
+    b.open(url(site, "/parts"))
+    assert "2 jobs finished, 0 of them failed" in b.contents
 
 
 def test_queue_a_test_job_from_the_panel(site):  # noqa: F811

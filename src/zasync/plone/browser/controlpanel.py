@@ -34,9 +34,10 @@ from zope.interface import implementer
 from zope.publisher.interfaces import IPublishTraverse
 
 from zasync import admin
-from zasync.activity import Activity, activity
+from zasync.activity import Activity
 from zasync.plone.browser import actions, charts, display, jobs
 from zasync.plone.browser.actions import JOB_ACTIONS, PRUNE_AGES
+from zasync.plone.browser.activitycache import recent_activity
 from zasync.plone.demo import STEP_SECONDS, STEPS
 from zasync.plone.interfaces import IAsyncService
 from zasync.running import human_duration
@@ -221,9 +222,11 @@ class JobsControlPanel(BrowserView):
     @cached_property
     def activity(self) -> Activity:
         """The last hour, minute by minute (zasync.activity), of the jobs
-        the user sees."""
+        the user sees (read at most every few seconds: activitycache)."""
         match = None if self.scope.everything else self.scope.__contains__
-        return activity(self.queues, clock=self.clock, match=match)
+        return recent_activity(
+            self.queues, scope=self.scope, clock=self.clock, match=match
+        )
 
     @cached_property
     def charts(self) -> dict[str, str]:
