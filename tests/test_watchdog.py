@@ -191,7 +191,7 @@ def test_the_late_work_of_an_abandoned_thread_never_commits(
     # The worker's record names the stuck thread's job while it runs.
     record = queue._p_jar.root()["zasync"].workers[dispatcher.uuid]
     transaction.begin()
-    assert record.stuck == {job.id: stuck_since(job).timestamp()}
+    assert record.stuck == {job.id: pytest.approx(stuck_since(job).timestamp())}
     watchdog_jobs.release.set()  # the old thread's job returns
     abandoned.join(10)
     assert not abandoned.is_alive()  # it ended

@@ -118,9 +118,10 @@ class Body:
         propagate from it instead: the job failed with it)."""
         try:
             with self._lock:
+                run, self.run = self.run, None
                 self._inside = False
-                self.run = None
-                _raise_in(threading.get_ident(), None)
+                if run is not None and run.failure is not None:
+                    _raise_in(threading.get_ident(), None)  # if not delivered
         finally:
             # Delivered above, before it was forgotten: it was the only one
             # (raised once per call), so this runs to its end.
@@ -135,8 +136,11 @@ class Body:
         with self._lock:
             inside, run = self._inside, self.run
             self._inside = False
-            _raise_in(threading.get_ident(), None)
-        if run is not None and run.failure is not None:
+            interrupted = run is not None and run.failure is not None
+            if interrupted:
+                _raise_in(threading.get_ident(), None)  # if not delivered
+        if interrupted:
+            assert run is not None and run.failure is not None
             raise run.failure
         try:
             yield
