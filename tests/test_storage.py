@@ -510,7 +510,11 @@ def test_describe_uri_hides_passwords() -> None:
 def test_parse_uri_results(tmp_path: Path) -> None:
     zeo = parse_uri("zeo://[::1]:8100?cache_size=100MB&storage=main")
     assert zeo.kind == "zeo" and zeo.uri.endswith("&wait_timeout=10")
-    assert parse_uri("zeo://h:1?wait_timeout=3").uri == "zeo://h:1?wait_timeout=3"
+    assert "cache_size=100MB" in zeo.uri and "cache_size=4MB" not in zeo.uri
+    assert (
+        parse_uri("zeo://h:1?wait_timeout=3").uri
+        == "zeo://h:1?wait_timeout=3&cache_size=4MB"
+    )
     pg = parse_uri("postgres://u:p%27w@/db?host=/run/pg&cache_local_mb=50")
     assert pg.kind == "relstorage" and pg.uri.startswith("postgresql://")
     assert "keep_history=false" in pg.uri and "connect_timeout=10" in pg.uri

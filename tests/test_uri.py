@@ -68,9 +68,21 @@ def test_zeo(zeo_server) -> None:
     db = open_db(zeo_server.uri + "?cache_size=1MB&wait_timeout=5")
     try:
         assert storage_kind(db) == "zeo"
+        assert db.storage._cache.maxsize == 1024 * 1024
     finally:
         db.close()
     roundtrip(zeo_server.uri)
+
+
+@pytest.mark.zeo
+def test_zeo_client_cache_is_4mb_unless_the_uri_says(zeo_server) -> None:
+    """zasync's default ZEO client cache, not ZEO's 20 MB (whose index
+    grows a worker as it fills with jobs read once)."""
+    db = open_db(zeo_server.uri)
+    try:
+        assert db.storage._cache.maxsize == 4 * 1024 * 1024
+    finally:
+        db.close()
 
 
 @pytest.mark.postgres

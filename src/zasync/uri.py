@@ -30,6 +30,13 @@ from zasync.interfaces import ZasyncError
 
 #: How long a ZEO client waits for its server when the URI does not say.
 DEFAULT_ZEO_WAIT_TIMEOUT = 10
+#: The ZEO client cache's size when the URI does not say ``cache_size=``.
+#: ZEO's own 20 MB keeps an index entry in memory for every record it holds
+#: (about 200 bytes each); a worker reads most jobs once, so a full 20 MB
+#: cache is mostly finished jobs, and filling it grows a worker by several
+#: MB over its first minutes. 4 MB still holds thousands of records, more
+#: than the queue's objects that every claim reads again.
+DEFAULT_ZEO_CACHE_SIZE = "4MB"
 #: How long libpq waits for PostgreSQL when the URI does not say (seconds).
 DEFAULT_PG_CONNECT_TIMEOUT = 10
 #: zodburi's documentation: the schemes and their query options
@@ -130,6 +137,7 @@ def _normalize(text: str, display: str) -> tuple[str, str]:
                 fix = "name the port, e.g. zeo://127.0.0.1:8100"
                 raise _error(display, f"{part!r} is not host:port", fix)
         text = _with_default(text, "wait_timeout", DEFAULT_ZEO_WAIT_TIMEOUT)
+        text = _with_default(text, "cache_size", DEFAULT_ZEO_CACHE_SIZE)
     elif scheme in ("postgresql", "postgres"):
         scheme = "postgresql"
         text = "postgresql" + text[text.index("://") :]
