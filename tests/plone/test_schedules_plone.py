@@ -34,9 +34,12 @@ from tests.plone.test_restapi import (
     matches,
     split_message,
 )
+from zope.configuration import xmlconfig
+from zope.configuration.exceptions import ConfigurationError
 from zope.pytestlayer import fixture
 from ZPublisher.HTTPRequest import HTTPRequest
 
+import zasync.plone
 from zasync.plone import exportimport, schedules
 from zasync.plone.interfaces import UserNotFoundError
 from zasync.plone.runner import run_as_user
@@ -331,6 +334,56 @@ def test_anonymous_runs(site):
     assert schedules.declare(site, declaration(user="anonymous")) == "created"
     origin = schedules.origin_of(queue(site).schedules["nightly"])
     assert origin.user_id is None and origin.user_folder_path is None
+
+
+def test_a_schedule_declared_in_zcml_comes_with_its_profile(site):
+    install(site)
+    setup = site.portal_setup
+    result = setup.runAllImportStepsFromProfile(f"profile-{ADDON}:zcml")
+    assert "created: addon-zcml" in result["messages"]["zasync-schedules"]
+    declared = queue(site).schedules["addon-zcml"]
+    assert declared.every == datetime.timedelta(minutes=30)
+    assert declared.description == "Declared in ZCML"
+    assert schedules.function_name(declared) == "zasync.plone.tests.addon.jobs.whoami"
+    assert schedules.profile_of(declared) == f"{ADDON}:zcml"
+    again = setup.runAllImportStepsFromProfile(f"profile-{ADDON}:zcml")
+    assert "unchanged: addon-zcml" in again["messages"]["zasync-schedules"]
+    uninstall(site)
+    assert names(site) == []
+
+
+@pytest.mark.parametrize(
+    "attributes, expected",
+    [
+        ('cron="0 3 * * *" every="1h"', 'or every="15m" (a period), not both'),
+        ('every="1h" colour="red"', "colour"),
+        ('every="1h" paused="maybe"', "Invalid value for 'paused'"),
+        ('every="never"', "every='never': give a period above zero"),
+    ],
+)
+def test_zcml_mistakes_are_reported_where_the_zcml_loads(attributes, expected):
+    context = xmlconfig.file("meta.zcml", package=zasync.plone, execute=False)
+    text = (
+        '<configure xmlns="http://namespaces.zope.org/zasync">'
+        '<schedule profile="my.addon:default" name="x" user="admin" '
+        f'function="zasync.plone.tests.addon.jobs.whoami" {attributes} />'
+        "</configure>"
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        xmlconfig.string(text, context=context, execute=False)
+    assert expected in str(raised.value)
+
+
+def test_zcml_needs_a_profile_id():
+    context = xmlconfig.file("meta.zcml", package=zasync.plone, execute=False)
+    text = (
+        '<configure xmlns="http://namespaces.zope.org/zasync">'
+        '<schedule profile="my.addon" name="x" user="admin" every="1h" '
+        'function="zasync.plone.tests.addon.jobs.whoami" />'
+        "</configure>"
+    )
+    with pytest.raises(ConfigurationError, match="e.g. profile='my.addon:default'"):
+        xmlconfig.string(text, context=context, execute=False)
 
 
 # -- running -----------------------------------------------------------------------

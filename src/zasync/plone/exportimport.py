@@ -33,6 +33,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from Acquisition import aq_inner, aq_parent
+from zope.testing.cleanup import addCleanUp
 
 from zasync.interfaces import ConfigurationError
 from zasync.plone import schedules
@@ -165,7 +166,12 @@ def _entry(element: Any, *, where: str) -> Entry:
             f"{where}: unknown element <{element.tag}>; <schedules> holds "
             f"<schedule .../> elements only"
         )
-    attrs = dict(element.attrib)
+    return entry_from(dict(element.attrib), where=where)
+
+
+def entry_from(attrs: dict[str, str], *, where: str) -> Entry:
+    """The schedule the attributes of a ``<schedule>`` declare (or remove);
+    ScheduleError naming ``where``, the schedule and the fix."""
     name = attrs.get("name", "").strip()
     if not name:
         raise ScheduleError(f'{where}: a schedule needs a name, e.g. name="cleanup"')
@@ -240,16 +246,39 @@ def _period(value: str, *, where: str) -> datetime.timedelta:
 # -- the import step -------------------------------------------------------------
 
 
+#: the schedules of ``zasync:schedule`` directives, by profile id, then by
+#: (queue, name), in the order of the ZCML
+_directives: dict[str, dict[tuple[str, str], Entry]] = {}
+addCleanUp(_directives.clear)
+
+
+def add_directive(profile: str, entry: Entry) -> None:
+    """Declare ``entry`` for ``profile`` as a ``zasync:schedule`` directive
+    does (the ZCML machinery refuses the same name twice)."""
+    _directives.setdefault(profile, {})[(entry.queue, entry.name)] = entry
+
+
 def import_schedules(context: Any) -> str | None:
-    """The import step: apply the profile's ``zasync.xml``, if it has one."""
+    """The import step: apply the schedules of the profile's ``zasync.xml``,
+    if it has one, and of the ``zasync:schedule`` directives naming the
+    profile."""
     data = context.readDataFile(FILENAME)
-    if data is None:
-        return None
     profile = current_profile()
     where = f"{profile}/{FILENAME}" if profile else FILENAME
+    entries = [(where, e) for e in parse(data, where=where)] if data is not None else []
+    in_file = {(e.queue, e.name) for _, e in entries}
+    for key, entry in _directives.get(profile or "", {}).items():
+        if key in in_file:
+            raise ScheduleError(
+                f"{where}: schedule {entry.name!r} is declared there and by a "
+                f"zasync:schedule directive for {profile}: keep one of them"
+            )
+        entries.append((f"zasync:schedule for {profile}", entry))
+    if not entries:
+        return None
     site = context.getSite()
     done: dict[str, list[str]] = {}
-    for entry in parse(data, where=where):
+    for source, entry in entries:
         try:
             if entry.declaration is None:
                 found = schedules.remove(site, entry.name, queue=entry.queue)
@@ -257,8 +286,8 @@ def import_schedules(context: Any) -> str | None:
             else:
                 outcome = schedules.declare(site, entry.declaration, profile=profile)
         except CoreScheduleError as e:  # this module's, or zasync.schedules'
-            raise ScheduleError(f"{where}: {e}") from None
+            raise ScheduleError(f"{source}: {e}") from None
         done.setdefault(outcome, []).append(entry.name)
     summary = "; ".join(f"{what}: {', '.join(names)}" for what, names in done.items())
-    context.getLogger("zasync-schedules").info("%s: %s", where, summary)
-    return f"zasync schedules of {where}: {summary}"
+    context.getLogger("zasync-schedules").info("%s: %s", profile, summary)
+    return f"zasync schedules of {profile or where}: {summary}"
