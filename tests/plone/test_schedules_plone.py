@@ -352,6 +352,22 @@ def test_a_schedule_declared_in_zcml_comes_with_its_profile(site):
     assert names(site) == []
 
 
+def test_a_name_in_zasync_xml_and_in_zcml_is_refused(site):
+    (twin,) = exportimport.parse(
+        one('name="addon-touch" function="m.f" user="u" every="1"')
+    )
+    exportimport.add_directive(f"{ADDON}:default", twin)
+    try:
+        with pytest.raises(ScheduleError) as raised:
+            install(site)
+    finally:
+        exportimport._directives.pop(f"{ADDON}:default")
+    assert str(raised.value) == (
+        f"{ADDON}:default/zasync.xml: schedule 'addon-touch' is declared there "
+        f"and by a zasync:schedule directive for {ADDON}:default: keep one of them"
+    )
+
+
 @pytest.mark.parametrize(
     "attributes, expected",
     [
