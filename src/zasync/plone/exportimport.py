@@ -21,6 +21,10 @@ GenericSetup's events around each import (:func:`profile_import_started`,
 A mistake in the file stops the import with a ScheduleError that names the
 file, the schedule and what to write instead; nothing of the import is
 committed.
+
+The ZCML directive ``zasync:schedule`` (zasync.plone.zcml) declares a
+schedule for a profile: the import step applies it with the profile's
+``zasync.xml``.
 """
 
 from __future__ import annotations
