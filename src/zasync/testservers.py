@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from zasync.logformat import ZCONFIG_DATEFORMAT, ZCONFIG_FORMAT
 from zasync.storage import describe_uri, parse_uri
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ class ZEOServer:
             "  level INFO\n"
             "  <logfile>\n"
             f"    path {self.log_path}\n"
-            "    format %(asctime)s %(levelname)s %(name)s %(message)s\n"
+            f"    format {ZCONFIG_FORMAT}\n"
+            f"    dateformat {ZCONFIG_DATEFORMAT}\n"
             "  </logfile>\n"
             "</eventlog>\n"
         )
