@@ -26,7 +26,6 @@ from zasync.interfaces import ACTIVE, ASSIGNED, JobCancelled, JobTimeout
 from zasync.interrupts import Run
 from zasync.job import now
 from zasync.keys import oid_bytes
-from zasync.live_channel import CHECK_INTERVAL
 from zasync.stuck import STUCK_SINCE
 from zasync.txn import close_connection
 
@@ -36,6 +35,8 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL = 0.1
 #: seconds between two looks at the abandoned threads (have they ended?)
 TIDY_INTERVAL = 1.0
+#: seconds between two reads of the cancels requested of running jobs
+CANCEL_READ_INTERVAL = 0.5
 
 
 class Watchdog:
@@ -53,7 +54,9 @@ class Watchdog:
         #: the threads abandoned, by the id of the job they are stuck in;
         #: the worker record's ``stuck`` is made to match it
         self._stuck: dict[str, threading.Thread] = {}
-        self._next_tidy = 0.0
+        #: when to look at them next (at once: the record may name those
+        #: of an earlier run of this worker)
+        self._next_tidy: float | None = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -83,9 +86,9 @@ class Watchdog:
     def step(self, clock: float) -> None:
         """Interrupt the jobs past their timeout or cancelled, and abandon
         the threads stuck in one, at time.monotonic() ``clock``."""
-        if clock >= self._next_tidy:
-            self._next_tidy = clock + TIDY_INTERVAL
+        if self._next_tidy is not None and clock >= self._next_tidy:
             self._tidy_stuck()
+            self._next_tidy = clock + TIDY_INTERVAL if self._stuck else None
         calls = [
             (runner, run)
             for runner in list(self.pool.runners)
@@ -99,7 +102,7 @@ class Watchdog:
         if not calls:
             return
         if clock >= self._next_read:
-            self._next_read = clock + CHECK_INTERVAL
+            self._next_read = clock + CANCEL_READ_INTERVAL
             self._read_cancels(calls, clock)
         settings = self.dispatcher.settings
         for runner, run in calls:
@@ -147,13 +150,18 @@ class Watchdog:
 
     def _read_cancels(self, calls: list[tuple[Any, Run]], clock: float) -> None:
         """Note the calls whose cancel is committed now."""
+        calls = [
+            (runner, run)
+            for runner, run in calls
+            if run not in self._cancel_seen and run.interrupted_at is None
+        ]
+        if not calls:
+            return
         conn = self._connection()
         self._tm.begin()
         try:
             record = self.dispatcher.record_in(conn)
             for runner, run in calls:
-                if run in self._cancel_seen:
-                    continue
                 requests = record.slots[runner.index].cancel_requests
                 if not requests or run.oid not in requests.jobs:
                     continue
@@ -180,6 +188,8 @@ class Watchdog:
         run.interrupted_at = float("inf")
         if not recorded:
             return  # it ended meanwhile: not stuck
+        # The record names it now: kept while the thread runs.
+        self._next_tidy = clock + TIDY_INTERVAL
         if self.pool.replace(runner, run):
             self._stuck[run.job_id or hex(run.oid)] = self.pool.abandoned[-1]
             log.error(
