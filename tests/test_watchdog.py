@@ -306,3 +306,28 @@ def test_stuck_threads_of_an_earlier_run_are_forgotten(zasync_db, start_dispatch
         wait_until(forgotten, message="the earlier run's stuck threads forgotten")
     finally:
         conn.close()
+
+
+def test_a_never_retry_job_abandoned_is_never_started_again(
+    zasync_db, queue, start_dispatcher
+):
+    job = queue.put(
+        Job(watchdog_jobs.blocked, "once stuck"),
+        timeout=0.3,
+        retry_policy_factory=NeverRetry,
+    )
+    transaction.commit()
+    dispatcher = start_dispatcher(threads=1, interrupt_grace=0.2, stuck_delay=0.5)
+    assert wait_for_result(job, 10).check(JobTimeout)
+    wait_until(lambda: dispatcher.pool.abandoned, message="the abandonment")
+    watchdog_jobs.release.set()  # its thread returns: nothing of it commits
+    dispatcher.pool.abandoned[0].join(10)
+    dispatcher.stop(10)
+    start_dispatcher(threads=1)  # recovery of this database: nothing to rerun
+    after = queue.put(Job(watchdog_jobs.quick, "after"))
+    transaction.commit()
+    assert wait_for_result(after, 10) == "quick"
+    transaction.begin()
+    assert watchdog_jobs.calls["once stuck"] == 1
+    assert job.status == COMPLETED and job.result.check(JobTimeout)
+    assert job.attempts == 1
