@@ -56,6 +56,8 @@ REFRESH = 300
 #: the longest any step may take (ms): a first page renders its templates,
 #: slowly on a busy machine
 TIMEOUT = 45_000
+#: the longest the server's first page may take (ms)
+FIRST_PAGE_TIMEOUT = 180_000
 
 #: the functional layer (a worker per test), served over HTTP. The tests
 #: are a TestCase with this layer, so that zope.pytestlayer runs them after
@@ -216,7 +218,9 @@ class TestControlPanelInChromium(unittest.TestCase):
         page = self.page = context.new_page()
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(f"{self.site_url}/login")
+        # The server's first page compiles the site's templates: slow on a
+        # busy machine, so the first load may take longer than a step.
+        page.goto(f"{self.site_url}/login", timeout=FIRST_PAGE_TIMEOUT)
         page.fill("#__ac_name", SITE_ADMIN)
         page.fill("#__ac_password", SITE_ADMIN_PASSWORD)
         page.get_by_role("button", name="Log in").click()
