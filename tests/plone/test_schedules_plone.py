@@ -23,6 +23,7 @@ from plone.app.testing import (
     TEST_USER_NAME,
     TEST_USER_PASSWORD,
     applyProfile,
+    login,
 )
 from plone.base.utils import get_installer
 from plone.testing.zope import Browser
@@ -400,6 +401,21 @@ def test_zcml_needs_a_profile_id():
     )
     with pytest.raises(ConfigurationError, match="e.g. profile='my.addon:default'"):
         xmlconfig.string(text, context=context, execute=False)
+
+
+def test_deleting_the_site_removes_its_schedules_only(site):
+    install(site)
+    other = ScheduleOrigin(
+        database="", site_path=("", "other"), context_path=("", "other")
+    )
+    queue(site).schedules.add(
+        "foreign", run_as_user, other, addon_jobs.whoami, cron="0 3 * * *"
+    )
+    app = site.getPhysicalRoot()
+    login(app, SITE_OWNER_NAME)
+    queues = schedules.get_queues(site._p_jar)
+    app.manage_delObjects(["plone"])
+    assert sorted(queues[""].schedules) == ["foreign"]
 
 
 # -- running -----------------------------------------------------------------------

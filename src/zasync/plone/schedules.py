@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +28,12 @@ from AccessControl.SpecialUsers import nobody
 
 from zasync import schedules as schedules_core
 from zasync.callables import ByName, callable_name, check_callable
+from zasync.interfaces import ConfigurationError
 from zasync.plone.location import get_queues
 from zasync.plone.runner import JobOrigin, run_as_user
 from zasync.plone.settings import DEFAULT_QUOTA
+
+log = logging.getLogger(__name__)
 
 #: the user name that runs a schedule as anonymous
 ANONYMOUS = "anonymous"
@@ -353,3 +357,24 @@ def remove_declared_by(site: Any, package: str) -> list[str]:
                 f"{queue_name}/{schedule.name}" if queue_name else schedule.name
             )
     return removed
+
+
+def site_removed(site: Any, event: Any) -> None:
+    """A Plone site (or a folder holding one) is being deleted: remove the
+    site's schedules, whose runs would fail from now on (the jobs they
+    started stay in the records)."""
+    if getattr(site, "_p_jar", None) is None:
+        return
+    try:
+        found = site_schedules(site)
+    except ConfigurationError:  # no queues in this database: no schedules
+        return
+    queues = get_queues(site._p_jar)
+    for queue_name, schedule in found:
+        queues[queue_name].schedules.remove(schedule.name)
+    if found:
+        log.info(
+            "removed the schedules of the deleted site %s: %s",
+            "/".join(site.getPhysicalPath()),
+            ", ".join(schedule.name for _, schedule in found),
+        )
