@@ -277,9 +277,6 @@ def test_several_zope_processes_need_a_uuid_file(tmp_path):
     result = run_zasync("worker", "--zope-conf", str(conf), "--processes", "2")
     assert result.returncode == EXIT_USAGE
     assert "needs --uuid-file FILE" in result.stderr
-    named = run_zasync("worker", "--zope-conf", str(conf), "--name", "x")
-    assert named.returncode == EXIT_USAGE
-    assert "--name cannot be used with --zope-conf" in named.stderr
 
 
 def test_jobs_outliving_the_stop_timeout_make_the_exit_code_1(

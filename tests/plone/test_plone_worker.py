@@ -146,6 +146,15 @@ def test_the_worker_uuid_file_is_created_once_and_read_after(tmp_path):
     assert first.threads == worker.DEFAULT_THREADS
 
 
+def test_the_worker_name_comes_from_the_environment(tmp_path):
+    environ = {"ZASYNC_UUID": str(tmp_path / "u")}
+    assert worker.WorkerSettings(environ).name is None
+    named = worker.WorkerSettings({**environ, "ZASYNC_WORKER_NAME": " reports "})
+    assert named.name == "reports"
+    with pytest.raises(ConfigurationError, match="ZASYNC_WORKER_NAME='x{101}'"):
+        worker.WorkerSettings({**environ, "ZASYNC_WORKER_NAME": "x" * 101})
+
+
 def test_a_zc_async_uuid_file_is_read(tmp_path):
     path = tmp_path / "instance-uuid.txt"
     path.write_text(ZC_ASYNC_FILE)

@@ -179,14 +179,14 @@ def check_zope_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     """--zope-conf (which argparse keeps apart from --db) excludes the
     dispatcher flags a Zope worker does not take: a usage error names the
     first one given."""
-    refused = {**DISPATCHER_FLAGS, "metrics_addr": "0.0.0.0", "name": None}
+    refused = {**DISPATCHER_FLAGS, "metrics_addr": "0.0.0.0"}
     for dest, default in refused.items():
         if getattr(args, dest) != default:
             flag = "--" + dest.replace("_", "-")
             parser.error(
                 f"worker: {flag} cannot be used with --zope-conf (a Zope "
                 f"worker's dispatcher has the default settings; only "
-                f"--uuid-file, --threads, --processes, --stop-timeout, "
+                f"--uuid-file, --threads, --processes, --name, --stop-timeout, "
                 f"--metrics-port and --log-format apply)"
             )
 
@@ -298,7 +298,10 @@ def _zope_worker(args: argparse.Namespace, link: ParentLink | None) -> int:
     signals = StopSignals().install()
     try:
         worker = zopeworker.start(
-            args.zope_conf, uuid_file=args.uuid_file, threads=args.threads
+            args.zope_conf,
+            uuid_file=args.uuid_file,
+            threads=args.threads,
+            name=args.name,
         )
     except ZasyncError:
         raise  # its message names the problem and the fix

@@ -18,7 +18,8 @@ Start-up goes through Zope's own events, no patching:
   queues exist (queue ``''`` with quota ``default`` of size 1, as
   plone.app.async did) and resolves its settings: the UUID from the file
   named by ``ZASYNC_UUID`` (or ``ZC_ASYNC_UUID``), created on first start,
-  and the number of threads from ``ZASYNC_THREADS`` (default 2);
+  the number of threads from ``ZASYNC_THREADS`` (default 2) and its name
+  from ``ZASYNC_WORKER_NAME`` (default: host:pid);
 - ``IProcessStarting`` (the server is about to serve): the worker starts
   its dispatcher. ``zasync worker --zope-conf`` starts Zope this way
   without serving HTTP. Zope's scripts (``zconsole run``) go through the
@@ -47,6 +48,7 @@ from zope.component import queryUtility
 from zope.interface import implementer
 
 from zasync import identity
+from zasync.cli.processes import MAX_NAME
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import ConfigurationError
 from zasync.plone.interfaces import IWorkerRole
@@ -103,6 +105,15 @@ class WorkerSettings:
                 f"ZASYNC_METRICS_PORT={port!r}: use a port number (1-65535)"
             )
         self.metrics_port = int(port) if port is not None else None
+        #: shown in ``zasync status`` and the control panel (else host:pid)
+        self.name = environ.get("ZASYNC_WORKER_NAME", "").strip() or None
+        if self.name is not None and (
+            len(self.name) > MAX_NAME or not self.name.isprintable()
+        ):
+            raise ConfigurationError(
+                f"ZASYNC_WORKER_NAME={self.name!r}: use 1 to {MAX_NAME} "
+                f"printable characters, e.g. reports or host-a"
+            )
 
 
 def _number(
@@ -201,7 +212,9 @@ def process_starting(event: Any = None) -> Any:
         settings = _state.settings
         if _state.dispatcher is not None or _state.db is None or settings is None:
             return _state.dispatcher
-        dispatcher = Dispatcher(_state.db, uuid=settings.uuid, threads=settings.threads)
+        dispatcher = Dispatcher(
+            _state.db, uuid=settings.uuid, threads=settings.threads, name=settings.name
+        )
         dispatcher.start()
         _state.dispatcher = dispatcher
         if settings.metrics_port is not None:

@@ -128,11 +128,12 @@ def start(
     *,
     uuid_file: str | None = None,
     threads: int | None = None,
+    name: str | None = None,
 ) -> ZopeWorker:
     """Start Zope from ``zope_conf`` as a zasync worker and return it once
     its dispatcher runs. ``uuid_file`` and ``threads``, when given, win
     over ``ZASYNC_UUID`` and ``ZASYNC_THREADS`` (from zope.conf or the
-    environment).
+    environment); so does ``name`` over ``ZASYNC_WORKER_NAME``.
 
     Raises ZopeConfigError (the file is missing or invalid, a database
     cannot be opened), ZopeStartError (the ZCML failed, or names no worker
@@ -144,6 +145,8 @@ def start(
         os.environ["ZASYNC_UUID"] = str(uuid_file)
     if threads is not None:
         os.environ["ZASYNC_THREADS"] = str(threads)
+    if name is not None:
+        os.environ["ZASYNC_WORKER_NAME"] = name
     zope_log = logging.getLogger("Zope")
     zope_log.addFilter(_not_zopes_ready_line)
     try:
@@ -167,15 +170,9 @@ def start(
     if dispatcher is None:
         close_databases()
         raise ZopeStartError(_no_worker_message(path))
-    started = ZopeWorker(
+    return ZopeWorker(
         config_path=path, dispatcher=dispatcher, role=queryUtility(IWorkerRole)
     )
-    log.info(
-        "zasync worker ready: %d threads on database %r (no HTTP served)",
-        started.threads,
-        started.database_name,
-    )
-    return started
 
 
 def _site_zcml() -> str:
