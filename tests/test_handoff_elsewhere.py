@@ -46,6 +46,16 @@ class Producer:
         self.tm.begin()
         return self.conn.root()[KEY].workers[uuid]
 
+    def sees(self, dispatcher) -> None:
+        """Wait until this view has the worker's record: ZEO tells the
+        other clients of its registration a moment after it commits."""
+
+        def seen() -> bool:
+            self.tm.begin()
+            return dispatcher.uuid in self.conn.root()[KEY].workers
+
+        wait_until(seen, timeout=10)
+
     def close(self):
         self.tm.abort()
         self.conn.close()
@@ -74,6 +84,7 @@ def worker(databases, start_dispatcher):
     first job (queued by the producer) ran."""
     worker_db, producer = databases
     dispatcher = start_dispatcher(db=worker_db, threads=2, poll_interval=30)
+    producer.sees(dispatcher)
     wait_for_result(producer.put(zasync.Job(jobfuncs.noop)))
     settled(dispatcher)
     return dispatcher
@@ -127,6 +138,7 @@ def test_with_every_thread_busy_the_job_waits_in_the_queue(databases, worker):
 def test_a_queue_the_worker_does_not_serve(databases, start_dispatcher):
     worker_db, producer = databases
     dispatcher = start_dispatcher(db=worker_db, queue_names=("",), poll_interval=30)
+    producer.sees(dispatcher)
     wait_for_result(producer.put(zasync.Job(jobfuncs.noop)))
     job = producer.put(zasync.Job(jobfuncs.noop), "mail")
     assert job.status == PENDING and len(producer.queue("mail")) == 1
@@ -136,6 +148,7 @@ def test_a_queue_the_worker_does_not_serve(databases, start_dispatcher):
 def test_a_stopped_worker_is_handed_nothing(databases, start_dispatcher):
     worker_db, producer = databases
     dispatcher = start_dispatcher(db=worker_db, poll_interval=30)
+    producer.sees(dispatcher)
     wait_for_result(producer.put(zasync.Job(jobfuncs.noop)))
     dispatcher.stop(10)
     # ZEO tells the producer of the stop a moment after it commits (a job
@@ -150,6 +163,7 @@ def test_a_worker_not_seen_for_three_heartbeats_is_handed_nothing(
 ):
     worker_db, producer = databases
     dispatcher = start_dispatcher(db=worker_db, poll_interval=30)
+    producer.sees(dispatcher)
     wait_for_result(producer.put(zasync.Job(jobfuncs.noop)))
     settled(dispatcher)
     # As if it had died silently 181 s ago (3 heartbeats of 60 s).
@@ -194,6 +208,7 @@ def test_a_worker_that_stops_before_starting_a_handed_job_requeues_it(
     back at the front of its queue, as not started (no interruption)."""
     worker_db, producer = databases
     dispatcher = start_dispatcher(db=worker_db, threads=1, poll_interval=30)
+    producer.sees(dispatcher)
     gate = jobfuncs.gate("hold")
     held = producer.put(zasync.Job(jobfuncs.wait_for, "hold"))
     wait_until(lambda: len(dispatcher.pool.idle) == 0)
