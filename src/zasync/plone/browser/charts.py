@@ -154,7 +154,7 @@ def wait_chart(activity: Activity) -> str:
     minutes = activity.minutes
     started = [m for m in minutes if m.started]
     top = nice_ceiling(max((m.wait_p95 or 0.0 for m in started), default=0.0))
-    body = list(_axes(activity, top, _wait_label(top), "wait"))
+    body = list(_axes(activity, top, f"{top:g} s", "wait"))
     for index, minute in enumerate(minutes):
         if minute.wait_p50 is None or minute.wait_p95 is None:
             continue
