@@ -18,6 +18,7 @@ from zasync.activity import Activity, Minute
 from zasync.admin import find_job
 from zasync.plone.browser import activitycache, charts, display
 from zasync.plone.browser.jobs import function_name
+from zasync.running import human_duration
 from zasync.testing import wait_for_result
 from zasync.workers import WorkerRecord
 
@@ -75,6 +76,9 @@ def test_workers_by_name_with_their_uuid_aside(site):  # noqa: F811
     seen = re.search(r'class="zasync-last-seen" title="([^"]+)">([^<]+)<', row)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", seen.group(1))
     assert re.fullmatch(r"(\d+ s|\d+ min \d+ s) ago|just now", seen.group(2))
+    # An alive worker is seen at each heartbeat: "12 s ago" is not stale.
+    every = re.search(r'class="text-muted zasync-heartbeat">seen every ([^<]+)<', row)
+    assert every.group(1) == human_duration(record.heartbeat_interval)
     record.name = "web-1"  # what zasync worker --name sets
     transaction.commit()
     b.open(url(site))

@@ -288,7 +288,8 @@ def describe(job: Job, *, full: bool = False) -> dict[str, Any]:
 
 def overview(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> dict:
     """Per queue: counts by status (completed and failed over the last hour),
-    quotas and their use; the workers (with the ``name`` the panel shows);
+    quotas and their use; the workers (with the ``name`` the panel shows
+    and their ``heartbeat_interval``);
     jobs done and failed over the last 5
     and 60 minutes; the running jobs with their progress."""
     match = None if scope.everything else scope.__contains__
@@ -307,6 +308,8 @@ def overview(queues: Any, *, scope: Scope, heartbeat_interval: float = 60.0) -> 
     )
     for row in data["workers"]:
         row["name"] = worker_name(queues, row["uuid"])
+        record = queues.workers.get(row["uuid"])
+        row["heartbeat_interval"] = record.heartbeat_interval if record else None
     data["running"] = [job for worker in data["workers"] for job in worker["jobs"]]
     return data
 
