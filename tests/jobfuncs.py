@@ -80,6 +80,10 @@ def add(a, b):
     return a + b
 
 
+def call(func, *args):
+    return func(*args)
+
+
 def identity(value):
     return value
 

@@ -10,6 +10,10 @@ Instead the worker puts an :class:`UnimportableCallable` in the callable's
 place before it claims the job; calling it raises ImportError, so the job
 fails (callbacks and retry policy as for any error) with a message that
 says what to do. The dotted name is kept, and shown as the job's callable.
+
+The same holds for a function or class passed as an argument (a Plone
+job's function is an argument of ``run_as_user``): each such argument gets
+a stand-in, which raises the same ImportError when the job calls it.
 """
 
 from __future__ import annotations
@@ -55,21 +59,50 @@ def _broken_global(func: Any) -> tuple[str, str] | None:
     return None
 
 
-def replace_unimportable(job: Any) -> str | None:
-    """If ``job``'s callable (or the function of a ``functools.partial``)
-    could not be imported here, put an UnimportableCallable in its place
-    and return the dotted name; otherwise change nothing and return None."""
-    func = job.callable
-    if isinstance(func, functools.partial):
-        found = _broken_global(func.func)
+def _stand_in(value: Any) -> tuple[Any, str] | None:
+    """A storable stand-in for ``value`` and the dotted name it replaces,
+    if ``value`` (or the function of a ``functools.partial``) could not be
+    imported here; else None."""
+    if isinstance(value, functools.partial):
+        found = _broken_global(value.func)
         if found is None:
             return None
-        job.callable = functools.partial(
-            UnimportableCallable(*found), *func.args, **(func.keywords or {})
+        partial = functools.partial(
+            UnimportableCallable(*found), *value.args, **(value.keywords or {})
         )
-    else:
-        found = _broken_global(func)
-        if found is None:
-            return None
-        job.callable = UnimportableCallable(*found)
-    return ".".join(found)
+        return partial, ".".join(found)
+    found = _broken_global(value)
+    if found is None:
+        return None
+    return UnimportableCallable(*found), ".".join(found)
+
+
+def replace_unimportable(job: Any) -> str | None:
+    """Put stand-ins in the place of ``job``'s callable and arguments that
+    could not be imported here (see the module's docstring) and return
+    their dotted names, comma-separated; change nothing and return None
+    when there are none."""
+    names = []
+    replaced = _stand_in(job.callable)
+    if replaced is not None:
+        job.callable, name = replaced
+        names.append(name)
+    args = list(job._stored_args())
+    kwargs = dict(job._stored_kwargs())
+    changed = False
+    for index, arg in enumerate(args):
+        replaced = _stand_in(arg)
+        if replaced is not None:
+            args[index], name = replaced
+            names.append(name)
+            changed = True
+    for key, arg in kwargs.items():
+        replaced = _stand_in(arg)
+        if replaced is not None:
+            kwargs[key], name = replaced
+            names.append(name)
+            changed = True
+    if changed:
+        job.args = args
+        job.kwargs = kwargs
+    return ", ".join(names) or None

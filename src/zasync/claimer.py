@@ -53,7 +53,8 @@ def check_importable(job: Any) -> None:
     name = replace_unimportable(job)
     if name is not None:
         log.error(
-            "job %s calls %s, which this worker cannot import: it will fail",
+            "job %s calls or is passed %s, which this worker cannot import: "
+            "it will fail",
             job.id,
             name,
             extra={"action": "claim", "job_id": job.id, "callable": name},
