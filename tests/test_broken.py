@@ -40,6 +40,14 @@ def test_a_partial_of_a_broken_function_keeps_its_arguments():
     assert isinstance(job.callable.func, UnimportableCallable)
 
 
+def test_a_stand_in_calls_the_function_once_it_can_be_imported():
+    """A job that failed for want of its module runs when retried after
+    the module is installed."""
+    assert UnimportableCallable("tests.jobfuncs", "add")(2, 3) == 5
+    with pytest.raises(ImportError, match="tests.jobfuncs.nowhere cannot be"):
+        UnimportableCallable("tests.jobfuncs", "nowhere")()
+
+
 def test_an_importable_callable_is_left_alone():
     job = Job(functools.partial(mp_jobs.add, "path"), 1, 2)
     before = job.callable

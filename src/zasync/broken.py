@@ -19,6 +19,7 @@ a stand-in, which raises the same ImportError when the job calls it.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import socket
 from typing import Any
@@ -41,6 +42,14 @@ class UnimportableCallable:
         self.__qualname__ = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function if it can be imported now (a job retried once
+        its module is installed), else raise ImportError naming it."""
+        try:
+            func = getattr(importlib.import_module(self.module), self.name)
+        except (ImportError, AttributeError):
+            pass
+        else:
+            return func(*args, **kwargs)
         raise ImportError(
             f"{self.module}.{self.name} cannot be imported in the worker "
             f"(pid {os.getpid()} on {socket.gethostname()}): define job "
