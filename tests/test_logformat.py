@@ -115,9 +115,10 @@ def test_the_zconfig_format_writes_the_same_line_as_the_command() -> None:
     assert logging.Formatter(ZCONFIG_FORMAT, ZCONFIG_DATEFORMAT).format(record) == line
 
 
-def test_the_example_instance_logs_the_same_line() -> None:
+@pytest.mark.parametrize("example", ["cluster/instance", "run"])
+def test_the_example_instances_log_the_same_line(example: str) -> None:
     ini = configparser.ConfigParser(interpolation=None)
-    ini.read(EXAMPLES / "cluster" / "instance" / "etc" / "zope.ini")
+    ini.read(EXAMPLES / example / "etc" / "zope.ini")
     section = ini["formatter_generic"]
     formatter = logging.Formatter(section["format"], section.get("datefmt"))
     record = a_record()
