@@ -248,7 +248,7 @@ def test_interrupts_at_the_deadline_never_land_in_the_bookkeeping(
     timeout, grace = 0.1, 0.05
     jobs = [
         queue.put(
-            Job(watchdog_jobs.until, f"edge {i}", timeout + grace + i * 0.002),
+            Job(watchdog_jobs.until, f"edge {i}", timeout + grace - 0.1 + i * 0.02),
             timeout=timeout,
         )
         for i in range(20)
@@ -259,6 +259,9 @@ def test_interrupts_at_the_deadline_never_land_in_the_bookkeeping(
     results = [wait_for_result(job, 30) for job in jobs]
     for result in results:
         assert result == "done" or result.check(JobTimeout), result
+    # Some returned before the deadline, some were interrupted after it.
+    assert "done" in results
+    assert any(r != "done" for r in results)
     assert not dispatcher.pool.abandoned
     assert not any(r.discarded for r in dispatcher.pool.runners)
     transaction.begin()
