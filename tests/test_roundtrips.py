@@ -1,7 +1,8 @@
 """What an enqueue asks of a ZEO server, counted (not timed): a producer
 that queues one job per transaction, with a worker of another client
 running, makes at most one round trip besides its commit's own, whether
-the job is handed to an idle thread or left to a claim.
+the job is handed to an idle thread or left to a claim; back to back, a
+counter read a moment ago stands in for a load.
 
 The counting is benchmarks.roundtrips' (the enqueue rows of the
 benchmarks): the ZEO client's calls that wait for the server, wrapped on
@@ -9,18 +10,21 @@ the producer's storage."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import pytest
 import transaction
 from benchmarks import roundtrips
+from transaction.interfaces import NoTransaction
 
 import jobfuncs
 import zasync
+from dbviews import other_connection
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import KEY
 from zasync.storage import open_db
 from zasync.testing import wait_until
-
-pytestmark = pytest.mark.zeo
 
 JOBS = 30
 
@@ -58,6 +62,7 @@ def _besides_commit(calls: dict[str, int]) -> int:
     )
 
 
+@pytest.mark.zeo
 def test_an_enqueue_handed_to_an_idle_worker_makes_one_round_trip(
     worker_and_producer,
 ):
@@ -81,6 +86,7 @@ def test_an_enqueue_handed_to_an_idle_worker_makes_one_round_trip(
         conn.close()
 
 
+@pytest.mark.zeo
 def test_enqueues_in_a_row_while_a_worker_claims_make_one_round_trip(
     worker_and_producer,
 ):
@@ -119,3 +125,42 @@ def _peers_seen(conn, tm) -> bool:
         return len(conn.root()[KEY].workers) == 1
     finally:
         tm.abort()
+
+
+def test_back_to_back_a_counter_read_a_moment_ago_stands_in_for_a_load(
+    zasync_db, monkeypatch
+):
+    """The queue's counter of jobs taken only goes down: read a moment ago,
+    it bounds the queue's length from above, and while it says another job
+    waits the hand-off is given up without loading the counter again."""
+    from zasync import handoff
+
+    monkeypatch.setattr(handoff, "SEEN_SECONDS", 60.0)
+    tm = transaction.TransactionManager(explicit=True)
+    conn = zasync_db.open(transaction_manager=tm)
+    try:
+        with tm:
+            queue = conn.root()[KEY][""]
+            queue.put_many([zasync.Job(jobfuncs.noop) for _ in range(3)])
+        tm.begin()
+        queue = conn.root()[KEY][""]
+        assert not handoff._ghost(queue.counter)
+        handoff._seen[queue.counter] = (queue.counter(), time.monotonic())
+        tm.abort()
+        with other_connection(zasync_db) as (other, other_tm):
+            # as a claim elsewhere: the counter of jobs taken changes
+            elsewhere = other.root()[KEY][""]
+            elsewhere.take(next(iter(elsewhere)))
+            other_tm.commit()
+        tm.begin()
+        queue = conn.root()[KEY][""]
+        assert handoff._ghost(queue.counter)
+        assert handoff._waits_surely(queue, [queue.counter])  # 3 - 0 > 1
+        assert handoff._ghost(queue.counter)  # not loaded for it
+        assert len(queue) == 2
+        handoff._seen[queue.counter] = (queue.counter(), time.monotonic() - 61)
+        assert not handoff._waits_surely(queue, [queue.counter])  # too old
+    finally:
+        with contextlib.suppress(NoTransaction):
+            tm.abort()
+        conn.close()

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any
 
 import zope.interface
@@ -160,8 +161,12 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     # tell at no cost whether another job waits; else they are fetched
     # with the slots, in the one round trip the choice makes.
     stale = [c for c in (queue.counter, *queue._added) if _ghost(c)]
-    if not stale and len(queue) != 1:
-        return False  # another job waits: not to be overtaken
+    if not stale:
+        _seen[queue.counter] = (queue.counter(), time.monotonic())
+        if len(queue) != 1:
+            return False  # another job waits: not to be overtaken
+    if stale and _waits_surely(queue, stale):
+        return False
     queues = conn.root().get(KEY)
     if queues is None:
         return False
@@ -182,6 +187,7 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     slots = [slot for slot in owner.slots[: owner.threads] if slot.inbox is not None]
     objs = stale + [obj for slot in slots for obj in (slot.active, slot.inbox)]
     conn.prefetch([obj for obj in objs if _ghost(obj)])
+    _seen[queue.counter] = (queue.counter(), time.monotonic())
     if len(queue) != 1:
         return False
     for slot in slots:
@@ -193,6 +199,30 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
             owner._extend_lease(time.time())
             return True
     return False
+
+
+#: the value of a queue's counter of jobs taken that this process last
+#: read, and when (time.monotonic()), by the counter object (per connection)
+_seen: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+#: how long such a value stands in for a load
+SEEN_SECONDS = 0.005
+
+
+def _waits_surely(queue: Any, stale: list[Any]) -> bool:
+    """Whether another job surely waits in ``queue``, though its counter of
+    jobs taken changed since this view read it (claims took jobs out): that
+    counter only goes down (a queue with counters per shard), so its value
+    read a moment ago and the current counts of the shards bound the
+    queue's length from above. Only for a moment (SEEN_SECONDS): producers
+    queueing back to back load the counter once every few enqueues instead
+    of after every claim; one queueing now and then reads it afresh."""
+    counter = queue.counter
+    if stale != [counter] or not queue._added:
+        return False
+    seen = _seen.get(counter)
+    if seen is None or time.monotonic() - seen[1] > SEEN_SECONDS:
+        return False
+    return seen[0] + sum(added() for added in queue._added) > 1
 
 
 def _ghost(obj: Any) -> bool:
