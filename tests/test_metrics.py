@@ -203,3 +203,15 @@ def test_metrics_addr_is_refused_with_zope_conf(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--metrics-addr cannot be used with --zope-conf" in result.stderr
+
+
+def test_a_zope_worker_takes_interrupt_grace_and_stuck_delay(tmp_path: Path) -> None:
+    """They reach zasync.plone.worker as ZASYNC_INTERRUPT_GRACE and
+    ZASYNC_STUCK_DELAY; the other dispatcher flags are --db only."""
+    conf = str(tmp_path / "zope.conf")
+    taken = run_zasync("worker", "--zope-conf", conf, "--stuck-delay", "10")
+    assert "cannot be used with --zope-conf" not in taken.stderr
+    assert "zope.conf" in taken.stderr and taken.returncode == 3  # no such file
+    refused = run_zasync("worker", "--zope-conf", conf, "--lease", "5")
+    assert refused.returncode == 2
+    assert "--lease cannot be used with --zope-conf" in refused.stderr

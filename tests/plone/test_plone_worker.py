@@ -155,6 +155,17 @@ def test_the_worker_name_comes_from_the_environment(tmp_path):
         worker.WorkerSettings({**environ, "ZASYNC_WORKER_NAME": "x" * 101})
 
 
+def test_interrupt_grace_and_stuck_delay_come_from_the_environment(tmp_path):
+    environ = {"ZASYNC_UUID": str(tmp_path / "u")}
+    default = worker.WorkerSettings(environ)
+    assert (default.interrupt_grace, default.stuck_delay) == (5.0, 30.0)
+    environ |= {"ZASYNC_INTERRUPT_GRACE": "1.5", "ZASYNC_STUCK_DELAY": "10"}
+    assert worker.WorkerSettings(environ).interrupt_grace == 1.5
+    assert worker.WorkerSettings(environ).stuck_delay == 10.0
+    with pytest.raises(ConfigurationError, match="ZASYNC_STUCK_DELAY='soon'"):
+        worker.WorkerSettings({**environ, "ZASYNC_STUCK_DELAY": "soon"})
+
+
 def test_a_zc_async_uuid_file_is_read(tmp_path):
     path = tmp_path / "instance-uuid.txt"
     path.write_text(ZC_ASYNC_FILE)

@@ -44,6 +44,12 @@ DISPATCHER_FLAGS: dict[str, Any] = {
     "stuck_delay": 30.0,
 }
 
+#: dispatcher flags a Zope worker takes, as the variables it reads
+ZOPE_ENVIRONMENT = {
+    "interrupt_grace": "ZASYNC_INTERRUPT_GRACE",
+    "stuck_delay": "ZASYNC_STUCK_DELAY",
+}
+
 EPILOG = """\
 examples:
   zasync worker --db zeo://127.0.0.1:8100 --threads 8 --import myapp.jobs
@@ -179,7 +185,10 @@ def check_zope_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     """--zope-conf (which argparse keeps apart from --db) excludes the
     dispatcher flags a Zope worker does not take: a usage error names the
     first one given."""
-    refused = {**DISPATCHER_FLAGS, "metrics_addr": "0.0.0.0"}
+    refused = {
+        **{k: v for k, v in DISPATCHER_FLAGS.items() if k not in ZOPE_ENVIRONMENT},
+        "metrics_addr": "0.0.0.0",
+    }
     for dest, default in refused.items():
         if getattr(args, dest) != default:
             flag = "--" + dest.replace("_", "-")
@@ -187,7 +196,8 @@ def check_zope_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) 
                 f"worker: {flag} cannot be used with --zope-conf (a Zope "
                 f"worker's dispatcher has the default settings; only "
                 f"--uuid-file, --threads, --processes, --name, --stop-timeout, "
-                f"--metrics-port and --log-format apply)"
+                f"--interrupt-grace, --stuck-delay, --metrics-port and "
+                f"--log-format apply)"
             )
 
 
@@ -295,6 +305,9 @@ def _zope_worker(args: argparse.Namespace, link: ParentLink | None) -> int:
     if args.metrics_port is not None:
         # read by zasync.plone.worker at start-up, as zope.conf would set it
         os.environ["ZASYNC_METRICS_PORT"] = str(args.metrics_port)
+    for dest, variable in ZOPE_ENVIRONMENT.items():
+        if getattr(args, dest) != DISPATCHER_FLAGS[dest]:
+            os.environ[variable] = str(getattr(args, dest))
     signals = StopSignals().install()
     try:
         worker = zopeworker.start(

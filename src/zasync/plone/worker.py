@@ -18,8 +18,10 @@ Start-up goes through Zope's own events, no patching:
   queues exist (queue ``''`` with quota ``default`` of size 1, as
   plone.app.async did) and resolves its settings: the UUID from the file
   named by ``ZASYNC_UUID`` (or ``ZC_ASYNC_UUID``), created on first start,
-  the number of threads from ``ZASYNC_THREADS`` (default 2) and its name
-  from ``ZASYNC_WORKER_NAME`` (default: host:pid);
+  the number of threads from ``ZASYNC_THREADS`` (default 2), its name
+  from ``ZASYNC_WORKER_NAME`` (default: host:pid), and the seconds before a
+  job that does not stop is interrupted and abandoned from
+  ``ZASYNC_INTERRUPT_GRACE`` (5) and ``ZASYNC_STUCK_DELAY`` (30);
 - ``IProcessStarting`` (the server is about to serve): the worker starts
   its dispatcher. ``zasync worker --zope-conf`` starts Zope this way
   without serving HTTP. Zope's scripts (``zconsole run``) go through the
@@ -55,6 +57,7 @@ from zasync.plone.interfaces import IWorkerRole
 from zasync.plone.location import ASYNC_DATABASE, queues_database_name
 from zasync.plone.settings import DEFAULT_QUEUES, DEFAULT_QUOTAS
 from zasync.queue import install
+from zasync.settings import INTERRUPT_GRACE, STUCK_DELAY
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,12 @@ class WorkerSettings:
                 f"ZASYNC_METRICS_PORT={port!r}: use a port number (1-65535)"
             )
         self.metrics_port = int(port) if port is not None else None
+        self.interrupt_grace = _number(
+            environ, "ZASYNC_INTERRUPT_GRACE", default=INTERRUPT_GRACE, kind=float
+        )
+        self.stuck_delay = _number(
+            environ, "ZASYNC_STUCK_DELAY", default=STUCK_DELAY, kind=float
+        )
         #: shown in ``zasync status`` and the control panel (else host:pid)
         self.name = environ.get("ZASYNC_WORKER_NAME", "").strip() or None
         if self.name is not None and (
@@ -213,7 +222,12 @@ def process_starting(event: Any = None) -> Any:
         if _state.dispatcher is not None or _state.db is None or settings is None:
             return _state.dispatcher
         dispatcher = Dispatcher(
-            _state.db, uuid=settings.uuid, threads=settings.threads, name=settings.name
+            _state.db,
+            uuid=settings.uuid,
+            threads=settings.threads,
+            name=settings.name,
+            interrupt_grace=settings.interrupt_grace,
+            stuck_delay=settings.stuck_delay,
         )
         dispatcher.start()
         _state.dispatcher = dispatcher
