@@ -155,6 +155,28 @@ class Body:
         if inside and run is not None and run.failure is not None:
             raise run.failure  # interrupted meanwhile
 
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[None]:
+        """Around cleanup inside a job (a ``finally`` that must run to its
+        end): no interruption starts while it runs; one that the watchdog
+        raises meanwhile is raised when it is done. Unlike :meth:`paused`,
+        one delivered before is not raised again at the start."""
+        with self._lock:
+            inside, run = self._inside, self.run
+            self._inside = False
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside = (
+                    inside
+                    and run is not None
+                    and self.run is run
+                    and run.failure is None
+                )
+        if inside and run is not None and run.failure is not None:
+            raise run.failure  # interrupted meanwhile
+
     def interrupt(self, run: Run, failure: BaseException) -> bool:
         """Raise ``failure``'s kind in the thread of ``run`` if it is still
         inside that call; True when raised. Once per call."""

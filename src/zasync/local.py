@@ -18,8 +18,10 @@ functions' own database work is never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from zasync.interfaces import KEY, NotInJobError
@@ -105,6 +107,21 @@ def getLiveAnnotation(  # noqa: N802 - compat name
 
 
 _missing = object()
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Run the block to its end even if the job is interrupted meanwhile
+    (a cancel or timeout it did not check for): for cleanup that must not
+    stop halfway, such as restoring the thread's site and user. The
+    interruption is raised when the block is done. Outside a job, only the
+    block runs."""
+    context = getattr(_state, "context", None)
+    if context is None:
+        yield
+        return
+    with context.runner.body.shielded():
+        yield
 
 
 def check() -> None:

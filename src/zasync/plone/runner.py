@@ -203,10 +203,13 @@ def plone_environment(
             app, origin.context_path, error=ContextNotFoundError, what="the context"
         )
     finally:
-        request.close()
-        setSecurityManager(old_security)
-        setSite(old_site)
-        setRequest(old_request)
+        # an interruption (a cancel or timeout the job did not check for)
+        # must not leave this thread's user and site to the next job
+        with local.shielded():
+            request.close()
+            setSecurityManager(old_security)
+            setSite(old_site)
+            setRequest(old_request)
 
 
 def _connection() -> Any:
