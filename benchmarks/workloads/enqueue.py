@@ -1,15 +1,16 @@
 """Enqueue: how fast a producer process queues jobs, and what each enqueue
 asks of the storage server.
 
-One idle ``zasync worker`` (4 threads) runs; a producer process
+As W1 queues its jobs (before its workers start), a producer process
 (``python -m benchmarks.procs.producer --count-trips``) queues ``add``
-jobs one per transaction as fast as it can. Figures: jobs per second, the
-same against the storage's commits/s alone measured in this run (when
-``storage`` ran), and per enqueue, counted in the producer
-(benchmarks.roundtrips): the round trips besides the commit's own, the
-commit's, the objects loaded and the objects written. On ZEO, then, a
-producer queues as many jobs with one ``queue.put_many`` in one
-transaction: jobs per second.
+jobs one per transaction as fast as it can, with no worker running.
+Figures: jobs per second, the same against the storage's commits/s alone
+measured in this run (when ``storage`` ran), and per enqueue, counted in
+the producer (benchmarks.roundtrips): the round trips besides the
+commit's own, the commit's, the objects loaded and the objects written.
+On ZEO, then, a producer queues as many jobs with one ``queue.put_many``
+in one transaction: jobs per second. (W2 counts the round trips of an
+enqueue with a worker idle, whose threads the jobs are handed to.)
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import json
 import sys
 
 from benchmarks import spawn
-from benchmarks.context import Context, Watcher, open_installed
+from benchmarks.context import Context, open_installed
 from benchmarks.setups import store_for
-from benchmarks.stamps import StampReader
 from benchmarks.workloads.storage_alone import RATE
 
 #: letter -> (label, storage kind, label of the storage alone)
 SETUPS = {
-    "b": ("b ZEO, 1 worker", "zeo", "ZEO"),
-    "d": ("d RelStorage, 1 worker", "relstorage", "RelStorage"),
+    "b": ("b ZEO", "zeo", "ZEO"),
+    "d": ("d RelStorage", "relstorage", "RelStorage"),
 }
 
 ONE = "jobs/s, one per transaction"
@@ -72,31 +72,15 @@ def run(ctx: Context) -> None:
 def _once(ctx: Context, kind: str) -> tuple[float, dict, float | None]:
     p = ctx.params
     work = ctx.scratch(f"enqueue-{kind}")
-    stamps = StampReader(work / "stamps")
     with store_for(kind, work / "server") as store:
-        db = open_installed(store.uri)
-        watcher = Watcher(db)
-        group = []
-        try:
-            group.append(
-                spawn.cli_worker(
-                    store.uri, stamps=work / "stamps", log=work / "logs" / "worker.log"
-                )
+        open_installed(store.uri).close()
+        one = _produce(work, store.uri, p.enqueue_jobs, "one")
+        bulk = None
+        if kind == "zeo":
+            count = p.enqueue_bulk
+            bulk = (
+                count / _produce(work, store.uri, count, "bulk", bulk=True)["seconds"]
             )
-            one = _produce(work, store.uri, p.enqueue_jobs, "one")
-            watcher.wait_completed(stamps, p.enqueue_jobs, timeout=120, workers=group)
-            bulk = None
-            if kind == "zeo":
-                spawn.stop_all(group)  # idle: put_many's figure is the producer's
-                group = []
-                bulk_result = _produce(
-                    work, store.uri, p.enqueue_bulk, "bulk", bulk=True
-                )
-                bulk = p.enqueue_bulk / bulk_result["seconds"]
-        finally:
-            spawn.stop_all(group)
-            watcher.close()
-            db.close()
     return p.enqueue_jobs / one["seconds"], one["trips"], bulk
 
 

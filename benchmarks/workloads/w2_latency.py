@@ -18,6 +18,8 @@ from benchmarks.workloads.w1_throughput import SETUPS
 LETTERS = "abcd"
 #: the figures from just before the producer's queue.put, not its commit
 FROM_CALL = "from the call"
+#: counted in the producer (benchmarks.roundtrips), as the enqueue rows do
+TRIPS = "round trips per enqueue besides its commit"
 
 
 def run(ctx: Context) -> None:
@@ -30,11 +32,13 @@ def run(ctx: Context) -> None:
             pooled: list[float] = []
             for index in range(p.runs):
                 once = _inproc if kind == "file" else _processes
-                (calls, commits), starts = once(ctx, kind, workers)
+                (calls, commits), starts, trips = once(ctx, kind, workers)
                 latencies = _latencies(commits, starts)
                 pooled.extend(latencies)
                 for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
                     ctx.results.add("W2", label, name, "ms", percentile(latencies, q))
+                if trips is not None:
+                    ctx.results.add("W2", label, TRIPS, "", trips["round_trips"])
                 from_call = _latencies(calls, starts)
                 for name, q in (("p50", 50), ("p99", 99)):
                     value = percentile(from_call, q)
@@ -67,7 +71,7 @@ def _inproc(ctx: Context, kind: str, workers: int):
             timeout=300,
         )
     times = (result["calls"], result["commits"])
-    return times, first_starts(StampReader(work / "stamps").all())
+    return times, first_starts(StampReader(work / "stamps").all()), None
 
 
 def _processes(ctx: Context, kind: str, workers: int):
@@ -93,7 +97,7 @@ def _processes(ctx: Context, kind: str, workers: int):
             producer = spawn.Proc(
                 "producer",
                 [sys.executable, "-m", "benchmarks.procs.producer", "--db", store.uri]
-                + ["--out", str(out), "--count", str(p.w2_jobs)]
+                + ["--out", str(out), "--count", str(p.w2_jobs), "--count-trips"]
                 + ["--interval", str(p.w2_interval)],
                 stamps=work / "stamps",
                 log=work / "logs" / "producer.log",
@@ -114,4 +118,4 @@ def _processes(ctx: Context, kind: str, workers: int):
             db.close()
     result = json.loads(out.read_text())
     times = (result["calls"], result["commits"])
-    return times, first_starts(stamps.all())
+    return times, first_starts(stamps.all()), result["trips"]
