@@ -54,7 +54,8 @@ workloads: storage (the storages alone), W1-W6, W7 (soak: 10 min, quick 1 min,
            one run whatever --runs says), enqueue (a producer process's
            jobs/s and round trips per enqueue, ZEO and RelStorage: setups b, d)
 setups: a FileStorage, b ZEO 1 worker, c ZEO 2 workers, d RelStorage,
-        e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own);
+        e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own),
+        f ZEO, one `zasync worker --processes 2` command (W1);
         W6: q default quota 1 thread, u no quota 4 threads (the default),
         p default quota 4 threads
 """
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only = _names(args.only, list(WORKLOADS), "--only", parser) if args.only else None
     setups = (
-        _names(args.setups, "abcdequp", "--setups", parser) if args.setups else None
+        _names(args.setups, "abcdefqup", "--setups", parser) if args.setups else None
     )
     if args.runs is not None and args.runs < 1:
         parser.error("--runs: use 1 or more")

@@ -197,10 +197,11 @@ def cli_worker(
     name: str = "worker",
     threads: int = 4,
     uuid_file: Path | None = None,
+    processes: int = 1,
 ) -> Proc:
     """``python -m zasync worker``, returned once its dispatcher runs (its
     ready line, logged at INFO; the other INFO lines are of conflicts and
-    retries)."""
+    retries); with ``processes`` > 1, once every process runs."""
     argv = [
         sys.executable,
         "-m",
@@ -217,11 +218,14 @@ def cli_worker(
     ]
     if uuid_file is not None:
         argv += ["--uuid-file", str(uuid_file)]
+    if processes > 1:
+        argv += ["--processes", str(processes)]
     proc = Proc(name, argv, stamps=stamps, log=log)
     try:
         # Versions before the ready line was logged printed "zasync worker
         # ..." on standard output instead (an A/B run's base may be one).
-        proc.wait_in_log(WORKER_READY, printed="zasync worker")
+        ready = f"{WORKER_READY}: {processes} processes" if processes > 1 else None
+        proc.wait_in_log(ready or WORKER_READY, printed="zasync worker")
     except ProcessFailedError:
         proc.kill()  # not left running when it was too slow to answer
         raise

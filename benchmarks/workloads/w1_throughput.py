@@ -5,6 +5,8 @@ and (file-based storages) the transactions the workers committed."""
 
 from __future__ import annotations
 
+import time
+
 from benchmarks import spawn
 from benchmarks.context import Context, Watcher, enqueue, open_installed
 from benchmarks.procs.worker import read_stats
@@ -18,6 +20,8 @@ SETUPS = {
     "c": ("c ZEO, 2 workers", "zeo", 2),
     "d": ("d RelStorage, 1 worker", "relstorage", 1),
     "e": ("e ZEO, 4 workers", "zeo", 4),
+    # one command, as Dramatiq, Celery and Huey users start their workers
+    "f": ("f ZEO, zasync worker --processes 2", "zeo-command", 2),
 }
 
 
@@ -28,7 +32,7 @@ def run(ctx: Context) -> None:
             continue
         with ctx.setup("W1", label):
             for index in range(p.runs):
-                once = _inproc if kind == "file" else _processes
+                once = {"file": _inproc, "zeo-command": _command}.get(kind, _processes)
                 figures = once(ctx, kind, workers)
                 for metric, unit, value in figures:
                     ctx.results.add("W1", label, metric, unit, value)
@@ -79,6 +83,45 @@ def _inproc(ctx: Context, kind: str, workers: int):
         result["run_bytes"],
         txns,
         first - result["started"],
+    )
+
+
+def _command(ctx: Context, kind: str, processes: int):
+    """Setup (f): one ``zasync worker --processes N`` command on ZEO. Its
+    first process starts claiming before the others are ready, so the time
+    runs from the first job's start to the last job's end."""
+    p = ctx.params
+    work = ctx.scratch(f"w1-command-{processes}")
+    stamps = StampReader(work / "stamps")
+    with store_for("zeo", work / "server") as store:
+        db = open_installed(store.uri)
+        watcher = Watcher(db)
+        try:
+            size0 = store.size()
+            enqueue(db, p.w1_jobs, batch=p.w1_batch)
+            size1 = store.size()
+            started = time.time()
+            command = spawn.cli_worker(
+                store.uri,
+                stamps=work / "stamps",
+                log=work / "logs" / "command.log",
+                name="zasync worker --processes",
+                uuid_file=work / "worker.uuid",
+                processes=processes,
+            )
+            try:
+                ended = watcher.wait_completed(
+                    stamps, p.w1_jobs, timeout=900, workers=[command]
+                )
+                size2 = store.size()
+            finally:
+                spawn.stop_all([command])
+        finally:
+            watcher.close()
+            db.close()
+    first = min(s.time for s in stamps.all())
+    return _figures(
+        p.w1_jobs, ended - first, size1 - size0, size2 - size1, None, first - started
     )
 
 
