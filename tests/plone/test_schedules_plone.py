@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import unittest
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -35,6 +36,7 @@ from tests.plone.test_restapi import (
     matches,
     split_message,
 )
+from zope.component import getGlobalSiteManager
 from zope.configuration import xmlconfig
 from zope.configuration.exceptions import ConfigurationError
 from zope.pytestlayer import fixture
@@ -42,7 +44,7 @@ from ZPublisher.HTTPRequest import HTTPRequest
 
 import zasync.plone
 from zasync.plone import exportimport, schedules
-from zasync.plone.interfaces import UserNotFoundError
+from zasync.plone.interfaces import IJobFailure, IJobSuccess, UserNotFoundError
 from zasync.plone.runner import run_as_user
 from zasync.plone.schedules import Declaration, ScheduleError, ScheduleOrigin
 from zasync.plone.tests.addon import jobs as addon_jobs
@@ -55,31 +57,43 @@ from zasync.queue import Queue
 from zasync.schedules import ScheduleError as CoreScheduleError
 from zasync.testing import wait_for_result, wait_until
 
-for _layer, _name in (
-    (SCHEDULES_INTEGRATION_TESTING, "sintegration"),
-    (SCHEDULES_FUNCTIONAL_TESTING, "sfunctional"),
-):
-    globals().update(
-        fixture.create(
-            _layer,
-            session_fixture_name=f"_{_name}_session",
-            class_fixture_name=f"_{_name}_class",
-            function_fixture_name=f"_{_name}_test",
-        )
-    )
+
+class TestIntegrationLayer(unittest.TestCase):
+    """The integration layer, as a TestCase: zope.pytestlayer then makes its
+    fixtures for the whole session, which the test functions here ask for
+    and on which tests/plone/test_browser_schedules.py's layer builds."""
+
+    layer = SCHEDULES_INTEGRATION_TESTING
+
+    def test_the_addon_is_known_not_installed(self):
+        installer = get_installer(self.layer["portal"])
+        assert installer.is_product_installable(ADDON)
+        assert not installer.is_product_installed(ADDON)
+
+
+class TestFunctionalLayer(unittest.TestCase):
+    """The functional layer, as a TestCase (see TestIntegrationLayer)."""
+
+    layer = SCHEDULES_FUNCTIONAL_TESTING
+
+    def test_a_worker_serves_the_test_database(self):
+        assert self.layer["dispatcher"].db is self.layer["zodbDB"]
 
 
 @pytest.fixture
-def site(_sintegration_session, _sintegration_test):
+def site(request):
     """The integration layer's site, with the add-on's profiles known (not
     installed)."""
-    return _sintegration_test["portal"]
+    name = fixture.LAYERS[SCHEDULES_INTEGRATION_TESTING]["function"]
+    return request.getfixturevalue(name)["portal"]
 
 
 @pytest.fixture
-def working(_sfunctional_session, _sfunctional_test):
+def working(request):
     """The functional layer (a worker on the test's own database)."""
-    return _sfunctional_test
+    return request.getfixturevalue(
+        fixture.LAYERS[SCHEDULES_FUNCTIONAL_TESTING]["function"]
+    )
 
 
 def install(portal):
@@ -471,6 +485,33 @@ def test_a_run_as_a_user_deleted_since_fails_saying_so(working):
     failure = wait_for_result(job, WAIT)
     assert failure.check(UserNotFoundError)
     assert "user 'robot', who queued this job, no longer exists" in str(failure.value)
+
+
+def test_runs_notify_job_success_and_job_failure(working):
+    portal = working["portal"]
+    heard = []
+
+    def handler(event):
+        heard.append((type(event).__name__, event.job.id))
+
+    gsm = getGlobalSiteManager()
+    for event in (IJobSuccess, IJobFailure):
+        gsm.registerHandler(handler, (event,))
+    try:
+        schedules.declare(portal, declaration(name="works", user="admin"))
+        portal.acl_users.userFolderAddUser("robot", "secret-robot", ["Member"], [])
+        schedules.declare(portal, declaration(name="fails", user="robot"))
+        portal.acl_users.userFolderDelUsers(["robot"])
+        works = queue(portal).schedules["works"].run_now()
+        transaction.commit()
+        wait_for_result(works, WAIT)
+        fails = queue(portal).schedules["fails"].run_now()
+        transaction.commit()
+        wait_for_result(fails, WAIT)
+    finally:
+        for event in (IJobSuccess, IJobFailure):
+            gsm.unregisterHandler(handler, (event,))
+    assert heard == [("JobSuccess", works.id), ("JobFailure", fails.id)]
 
 
 # -- REST: @async-schedules ----------------------------------------------------------

@@ -8,7 +8,8 @@ runs, and the profile that declared it) and whose second is the function,
 kept by its dotted name: each run is a job like those of the Plone
 service, shown in the site's control panel, that calls
 ``function(context)`` as the user, with the roles that user has when it
-runs.
+runs, and notifies IJobSuccess or IJobFailure when it ends
+(:func:`add_event_callback`).
 
 Schedules are declared by add-ons in ``zasync.xml`` (zasync.plone.
 exportimport) or in code with :func:`declare`; :class:`ScheduleOrigin` is
@@ -26,9 +27,12 @@ from typing import Any
 
 from AccessControl.SpecialUsers import nobody
 
+from zasync import hooks
 from zasync import schedules as schedules_core
 from zasync.callables import ByName, callable_name, check_callable
 from zasync.interfaces import ConfigurationError
+from zasync.job import Job
+from zasync.plone.events import notify_finished
 from zasync.plone.location import get_queues
 from zasync.plone.runner import JobOrigin, run_as_user
 from zasync.plone.settings import DEFAULT_QUOTA
@@ -378,3 +382,24 @@ def site_removed(site: Any, event: Any) -> None:
             "/".join(site.getPhysicalPath()),
             ", ".join(schedule.name for _, schedule in found),
         )
+
+
+def add_event_callback(queue: Any, job: Any) -> None:
+    """``hooks.on_queued``: a job that a Plone schedule starts notifies
+    IJobSuccess or IJobFailure when it ends, in its site, as the service's
+    jobs do (zasync.plone.events)."""
+    if job.callable is not run_as_user or schedules_core.schedule_slot(job) is None:
+        return
+    origin = job.args[0] if job.args else None
+    if not isinstance(origin, ScheduleOrigin):
+        return
+    site = JobOrigin(
+        database=origin.database,
+        site_path=origin.site_path,
+        context_path=origin.site_path,
+        site_url=origin.site_url,
+    )
+    job.addCallback(Job(notify_finished, site, job))
+
+
+hooks.on_queued(add_event_callback)
