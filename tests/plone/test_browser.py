@@ -116,8 +116,11 @@ class Shots:
 
 
 def expect(locator):
+    """Playwright's assertions, waiting as long as a step may take (its
+    own default is 5 s: too short on a busy machine)."""
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=TIMEOUT)
     return expect(locator)
 
 
