@@ -131,7 +131,8 @@ def _on_job(view: Any, action: str) -> str:
             if admin.cancel(job) == "requested":
                 text = (
                     f"Cancel requested for job {job.id} ({name}); the job "
-                    f"stops at its next check."
+                    f"stops at its next check, or is interrupted after the "
+                    f"worker's grace period."
                 )
             else:
                 text = f"Job {job.id} ({name}) is cancelled."
