@@ -128,42 +128,32 @@ class Body:
             self._inside = False
             self.run = None
 
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
+    def paused(self) -> contextlib.AbstractContextManager[None]:
         """Around zasync's own work inside a job (``zasync.local``): no
         interruption while it runs; one raised before is raised at the
         start instead."""
+        return self._outside(raise_pending=True)
+
+    def shielded(self) -> contextlib.AbstractContextManager[None]:
+        """Around cleanup inside a job (a ``finally`` that must run to its
+        end): no interruption starts while it runs; one that the watchdog
+        raises meanwhile is raised when it is done. Unlike :meth:`paused`,
+        one delivered before is not raised again at the start."""
+        return self._outside(raise_pending=False)
+
+    @contextlib.contextmanager
+    def _outside(self, *, raise_pending: bool) -> Iterator[None]:
+        """The block runs outside the job's own code (see paused and
+        shielded)."""
         with self._lock:
             inside, run = self._inside, self.run
             self._inside = False
-            interrupted = run is not None and run.failure is not None
+            interrupted = raise_pending and run is not None and run.failure is not None
             if interrupted:
                 _raise_in(threading.get_ident(), None)  # if not delivered
         if interrupted:
             assert run is not None and run.failure is not None
             raise run.failure
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inside = (
-                    inside
-                    and run is not None
-                    and self.run is run
-                    and run.failure is None
-                )
-        if inside and run is not None and run.failure is not None:
-            raise run.failure  # interrupted meanwhile
-
-    @contextlib.contextmanager
-    def shielded(self) -> Iterator[None]:
-        """Around cleanup inside a job (a ``finally`` that must run to its
-        end): no interruption starts while it runs; one that the watchdog
-        raises meanwhile is raised when it is done. Unlike :meth:`paused`,
-        one delivered before is not raised again at the start."""
-        with self._lock:
-            inside, run = self._inside, self.run
-            self._inside = False
         try:
             yield
         finally:
