@@ -72,8 +72,24 @@ def format_time(iso: str | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+class SiteJobsView(BrowserView):
+    """What each page of the jobs control panel knows of its site."""
+
+    @cached_property
+    def scope(self) -> jobs.Scope:
+        return scope_for(self.context)
+
+    @cached_property
+    def queues(self) -> Any:
+        return queues_for(self.context)
+
+    @cached_property
+    def can_manage(self) -> bool:
+        return bool(getSecurityManager().checkPermission(MANAGE_JOBS, self.context))
+
+
 @implementer(IPublishTraverse)
-class JobsControlPanel(BrowserView):
+class JobsControlPanel(SiteJobsView):
     """The overview, the job lists, a job's page and the actions."""
 
     index = ViewPageTemplateFile("templates/jobs.pt")
@@ -110,18 +126,6 @@ class JobsControlPanel(BrowserView):
         return self.index()
 
     # -- who, what, where --------------------------------------------------------
-
-    @cached_property
-    def scope(self) -> jobs.Scope:
-        return scope_for(self.context)
-
-    @cached_property
-    def queues(self) -> Any:
-        return queues_for(self.context)
-
-    @cached_property
-    def can_manage(self) -> bool:
-        return bool(getSecurityManager().checkPermission(MANAGE_JOBS, self.context))
 
     @cached_property
     def base_url(self) -> str:

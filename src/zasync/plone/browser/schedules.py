@@ -20,10 +20,9 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from AccessControl import Unauthorized, getSecurityManager
+from AccessControl import Unauthorized
 from plone.protect import CheckAuthenticator
 from plone.protect.authenticator import createToken
-from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
 from Products.statusmessages.interfaces import IStatusMessage
 from zExceptions import BadRequest, NotFound
@@ -31,11 +30,10 @@ from zExceptions import BadRequest, NotFound
 from zasync import admin
 from zasync.plone import schedules
 from zasync.plone.browser import jobs
-from zasync.plone.browser.controlpanel import queues_for, scope_for
+from zasync.plone.browser.controlpanel import SiteJobsView
 from zasync.running import human_duration
 from zasync.schedtiming import describe_every
 
-MANAGE_JOBS = "zasync: Manage jobs"
 #: what the page and the REST API can do to a schedule
 ACTIONS = {"pause": "Pause", "resume": "Resume", "run-now": "Run now"}
 
@@ -171,7 +169,7 @@ def period(seconds: float | None) -> str:
     return describe_every(round(seconds * 1_000_000)) if seconds else ""
 
 
-class SchedulesControlPanel(BrowserView):
+class SchedulesControlPanel(SiteJobsView):
     """``@@async-schedules``: the list, and the actions by POST."""
 
     index = ViewPageTemplateFile("templates/schedules.pt")
@@ -188,18 +186,6 @@ class SchedulesControlPanel(BrowserView):
                 "buttons), never by GET"
             )
         return self.index()
-
-    @cached_property
-    def scope(self) -> jobs.Scope:
-        return scope_for(self.context)
-
-    @cached_property
-    def queues(self) -> Any:
-        return queues_for(self.context)
-
-    @cached_property
-    def can_manage(self) -> bool:
-        return bool(getSecurityManager().checkPermission(MANAGE_JOBS, self.context))
 
     @cached_property
     def base_url(self) -> str:
