@@ -336,3 +336,20 @@ def test_a_never_retry_job_abandoned_is_never_started_again(
     assert watchdog_jobs.calls["once stuck"] == 1
     assert job.status == COMPLETED and job.result.check(JobTimeout)
     assert job.attempts == 1
+
+
+def test_the_watchdog_of_an_idle_worker_sleeps_until_a_job_starts(
+    queue, start_dispatcher
+):
+    """An idle worker costs no wake-ups: its watchdog waits for a job to
+    start, watches it (and interrupts it past its timeout) while it runs,
+    and sleeps again once it is done."""
+    dispatcher = start_dispatcher(threads=1, interrupt_grace=GRACE)
+    watchdog = dispatcher.pool.watchdog
+    wait_until(lambda: watchdog.asleep, message="the idle watchdog to sleep")
+    job = queue.put(Job(watchdog_jobs.busy_loop, "woken"), timeout=0.5)
+    transaction.commit()
+    started("woken")
+    wait_until(lambda: not watchdog.asleep, message="the watchdog to wake")
+    assert wait_for_result(job, 10).check(JobTimeout)  # watched, interrupted
+    wait_until(lambda: watchdog.asleep, message="the watchdog to sleep again")

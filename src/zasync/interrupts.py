@@ -105,12 +105,16 @@ class Body:
         self._inside = False
         #: the current call (None between jobs); read by the watchdog
         self.run: Run | None = None
+        #: set when a call starts: the watchdog's wake-up (zasync.pool)
+        self.entered: threading.Event | None = None
 
     def enter(self, run: Run) -> None:
         """The thread is about to call the job of ``run``."""
         with self._lock:
             self.run = run
             self._inside = True
+        if self.entered is not None:
+            self.entered.set()
 
     def leave(self) -> None:
         """The job's callable returned or raised: no interruption reaches

@@ -64,6 +64,7 @@ class ThreadPool:
     def _spawn(
         self, runner: SlotRunner, inbox: queue_module.SimpleQueue
     ) -> threading.Thread:
+        runner.body.entered = self.watchdog.wake  # a job starts: watch it
         thread = threading.Thread(
             target=self._main,
             args=(runner, inbox),
@@ -179,6 +180,7 @@ class ThreadPool:
         when every thread ended."""
         for inbox in self._inboxes:
             inbox.put(None)
+        self.watchdog.wake.set()  # it ends with the dispatcher's stopping
         for thread in self.abandoned:
             if thread.is_alive():
                 log.warning(

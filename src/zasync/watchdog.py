@@ -57,6 +57,10 @@ class Watchdog:
         #: when to look at them next (at once: the record may name those
         #: of an earlier run of this worker)
         self._next_tidy: float | None = 0.0
+        #: set when a job starts (each thread's Body) or the worker stops
+        self.wake = threading.Event()
+        #: whether it waits for a job to start (read by tests)
+        self.asleep = False
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -72,20 +76,30 @@ class Watchdog:
             self._thread.join(None if remaining is None else max(0.0, remaining))
 
     def _loop(self) -> None:
+        """Every WATCH_INTERVAL while a job runs or a thread is stuck;
+        asleep until a job starts (``wake``, set by its thread) or the
+        worker stops otherwise, so that an idle worker costs nothing."""
         stopping = self.dispatcher.stopping
         try:
             while not stopping.wait(WATCH_INTERVAL):
+                self.wake.clear()
                 try:
-                    self.step(time.monotonic())
+                    watching = self.step(time.monotonic())
                 except Exception:
                     log.exception("watchdog of dispatcher %s", self.dispatcher.uuid)
                     self._close()
+                    watching = True
+                if not watching:
+                    self.asleep = True
+                    self.wake.wait()
+                    self.asleep = False
         finally:
             self._close()
 
-    def step(self, clock: float) -> None:
+    def step(self, clock: float) -> bool:
         """Interrupt the jobs past their timeout or cancelled, and abandon
-        the threads stuck in one, at time.monotonic() ``clock``."""
+        the threads stuck in one, at time.monotonic() ``clock``. False when
+        there is nothing to watch: no job runs, no thread is stuck."""
         if self._next_tidy is not None and clock >= self._next_tidy:
             self._tidy_stuck()
             self._next_tidy = clock + TIDY_INTERVAL if self._stuck else None
@@ -100,7 +114,7 @@ class Watchdog:
             if any(run is r for _, r in calls)
         }
         if not calls:
-            return
+            return self._next_tidy is not None
         if clock >= self._next_read:
             self._next_read = clock + CANCEL_READ_INTERVAL
             self._read_cancels(calls, clock)
@@ -119,6 +133,7 @@ class Watchdog:
                     )
             elif clock >= run.interrupted_at + settings.stuck_delay:
                 self._abandon(runner, run, clock)
+        return True
 
     def _due(self, run: Run, clock: float, grace: float) -> BaseException | None:
         """The error to interrupt ``run`` with, if it is due."""
