@@ -150,6 +150,7 @@ def test_a_zeo_server_from_the_cluster_example_logs_the_same_line(tmp_path) -> N
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, EXAMPLE_VAR=str(tmp_path), ZEO_ADDRESS=f"127.0.0.1:{port}")
+    env.pop("INSTANCE_HOME", None)  # set by Zope in this process, not by a shell
     server = subprocess.Popen(
         [
             sys.executable,
