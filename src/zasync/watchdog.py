@@ -89,7 +89,9 @@ class Watchdog:
                     log.exception("watchdog of dispatcher %s", self.dispatcher.uuid)
                     self._close()
                     watching = True
-                if not watching:
+                # stop() sets stopping, then wake: a wake cleared above
+                # after a stop is seen here
+                if not watching and not stopping.is_set():
                     self.asleep = True
                     self.wake.wait()
                     self.asleep = False
