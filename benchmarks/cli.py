@@ -26,6 +26,7 @@ from benchmarks.workloads import (
     w5_contention,
     w6_plone,
     w7_soak,
+    w8_fairness,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,6 +41,7 @@ WORKLOADS = {
     "W5": w5_contention.run,
     "W6": w6_plone.run,
     "W7": w7_soak.run,
+    "W8": w8_fairness.run,
 }
 
 EPILOG = """\
@@ -52,7 +54,9 @@ examples:
 
 workloads: storage (the storages alone), W1-W6, W7 (soak: 10 min, quick 1 min,
            one run whatever --runs says), enqueue (a producer process's
-           jobs/s and round trips per enqueue, ZEO and RelStorage: setups b, d)
+           jobs/s and round trips per enqueue, ZEO and RelStorage: setups b, d),
+           W8 (fairness: free jobs behind jobs blocked in a full quota; the
+           cost of put with unique_key and lock; setup a only)
 setups: a FileStorage, b ZEO 1 worker, c ZEO 2 workers, d RelStorage,
         e ZEO 4 workers (W1, W2, W3; W4 and W5 have their own),
         f ZEO, one `zasync worker --processes 2` command (W1);
