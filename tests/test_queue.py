@@ -174,11 +174,14 @@ def test_iteration_is_run_order(queue):
     later = queue.put(jobfuncs.noop, begin_after=now() + datetime.timedelta(hours=1))
     first = queue.put(jobfuncs.noop)
     second = queue.put(jobfuncs.noop)
-    earlier = queue.put(jobfuncs.noop, begin_after=now() - datetime.timedelta(hours=1))
+    # A due time in the past counts as "queued now": no jumping the line.
+    backdated = queue.put(
+        jobfuncs.noop, begin_after=now() - datetime.timedelta(hours=1)
+    )
     urgent = Job(jobfuncs.noop)
     urgent.priority = 5
     urgent = queue.put(urgent, begin_after=now() + datetime.timedelta(minutes=5))
-    assert list(queue) == [urgent, earlier, first, second, later]
+    assert list(queue) == [urgent, first, second, backdated, later]
     assert len(queue) == 5
 
 

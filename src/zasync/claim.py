@@ -14,11 +14,13 @@ import random
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from zasync.admission import QuotaRoom, take
 from zasync.interfaces import CALLBACKS, PENDING
 from zasync.keys import oid_int
+from zasync.lanes import any_front, gate_key, gates_of
 from zasync.placement import BACKLOG_CHUNK, Rank
 from zasync.queue import Queue
-from zasync.shards import iter_due, live, near_end_keys
+from zasync.shards import iter_due, live
 from zasync.workers import Slot
 
 #: stale entries and tombstones met in front of due jobs before a shard is
@@ -105,6 +107,8 @@ def _fill(others: list, count: int, conn: Any, found_stale: set) -> list:
                 continue
             if job._status not in (PENDING, CALLBACKS):
                 continue  # claimed since
+            if job._status == PENDING and gate_key(job) is not None:
+                continue  # quotas and locks are checked in their turn
             found.append((key, job, shard, ()))
             if len(found) >= count:
                 return found
@@ -144,41 +148,6 @@ class _Scan:
     waits: list = dataclasses.field(default_factory=list)
     #: stale entries met, by shard index
     stale: dict = dataclasses.field(default_factory=dict)
-
-
-class _QuotaRoom:
-    """The room left in a queue's quotas while a claim chooses jobs, as if
-    all the jobs admitted so far were taken. A job of a full quota waits,
-    and so do the later jobs of that quota (a quota of 1 keeps strict
-    order)."""
-
-    def __init__(self, quotas: Any):
-        self.quotas = quotas
-        self.room: dict[str, int] = {}
-        self.blocked: set[str] = set()
-        #: jobs refused in a row
-        self.refused = 0
-
-    def block(self, names: tuple[str, ...]) -> None:
-        self.blocked.update(names)
-
-    def admit(self, names: tuple[str, ...]) -> bool:
-        if names and (self.blocked.intersection(names) or not self._fits(names)):
-            self.blocked.update(names)
-            self.refused += 1
-            return False
-        for name in names:
-            self.room[name] -= 1
-        self.refused = 0
-        return True
-
-    def _fits(self, names: tuple[str, ...]) -> bool:
-        room = self.room
-        for name in names:
-            if name not in room:
-                quota = self.quotas.get(name)
-                room[name] = 2**31 if quota is None else quota.size - len(quota)
-        return all(room[name] > 0 for name in names)
 
 
 def claim(
@@ -268,7 +237,7 @@ def claim(
     taken: list = []
     left_stale: list = []
     for queue, chosen in picks:
-        _take(queue, chosen, taken, left_stale)
+        take(queue, chosen, taken, left_stale)
     result = Claimed(_assign(taken, slots, worker, start_time))
     result.more = more
     result.compact = compact
@@ -292,14 +261,14 @@ def _scan(
     scan = _Scan()
     stale = scan.stale
     index_of = {id(shard): i for i, shard in enumerate(queue.shards)}
-    room = _QuotaRoom(queue.quotas)
+    room = QuotaRoom(queue)
     others_cap = (wanted + BACKLOG_CHUNK) * OTHERS_FACTOR
     limit = wanted * 4 if spread else wanted
     items = iter_due(queue, now_us, known, stale)
     split_loaded = rank is not None
-    if rank is not None and not len(room.quotas):
-        # No quotas: which jobs are this worker's is known from their
-        # oids alone, so the others' are passed over without loading.
+    if rank is not None and not len(room.quotas) and not any_front(gates_of(queue)):
+        # No quotas or locks: which jobs are this worker's is known from
+        # their oids alone, so the others' are passed over without loading.
         items = _mine(
             items, queue, rank, now_us, fresh_us, scan.others, scan.waits, others_cap
         )
@@ -324,9 +293,12 @@ def _scan(
                 break
             if left is not _Left.NO:
                 continue
-        names = job.quota_names if status == PENDING else ()
-        if not room.admit(names):
-            continue
+        if status == PENDING:
+            if not room.admit(job.quota_names, job):
+                continue
+            names = job.quota_names
+        else:
+            names = ()
         scan.candidates.append((key, job, shard, names))
         if len(scan.candidates) >= limit:
             break
@@ -335,7 +307,7 @@ def _scan(
 
 def _left_to_others(
     scan: _Scan,
-    room: _QuotaRoom,
+    room: QuotaRoom,
     queue: Queue,
     key: tuple,
     job: Any,
@@ -355,9 +327,9 @@ def _left_to_others(
         return _Left.NO
     if fresh:
         scan.waits.append(key[1] + fresh_us)
-        room.block(job.quota_names)
+        room.block(job.quota_names, job.lock)
         return _Left.WAITED_FOR
-    if job.quota_names:
+    if job.quota_names or job.lock:
         return _Left.NO
     scan.others.append((order, key, job, shard))
     return _Left.PASSED_OVER
@@ -398,33 +370,6 @@ def _first_only(picks: list[tuple[Queue, list]], room: int) -> list[tuple[Queue,
         trimmed.append((queue, chosen[:room]))
         room -= len(trimmed[-1][1])
     return trimmed
-
-
-def _take(queue: Queue, chosen: list, taken: list, left_stale: list) -> None:
-    """Take the ``chosen`` entries ((key, job, shard, quota names)) out of
-    ``queue``: count them in their quotas, remove them from the shards,
-    add their jobs to ``taken`` and the entries left stale to
-    ``left_stale`` ((shard oid, key))."""
-    quotas = queue.quotas
-    for _key, job, _shard, names in chosen:
-        for name in names:
-            quota = quotas.get(name)
-            if quota is not None:
-                quota.hold(job._p_oid)
-    # Where producers add (the shard's last entries), the shard is not
-    # written: the entry goes stale when the job stops naming it. Further
-    # from the end a tombstone is cheaper for later readers (they need not
-    # load the job to skip it). See zasync.shards.
-    near_end = near_end_keys(chosen)
-    for key, job, shard, _names in chosen:
-        if (id(shard), key) not in near_end:
-            shard[key] = None
-        else:
-            left_stale.append((shard._p_oid, key))
-        job._key = None
-        taken.append(job)
-    if chosen:
-        queue.count_taken(len(chosen))
 
 
 def _assign(

@@ -84,7 +84,9 @@ class CompositeJob(Job):
     def _queue_member(self, member: Job) -> None:
         member._parent = self
         member.addCallback(Job(_advance, self, member))
-        self._queue.put(member)
+        # At the composite's place in the line: a job queued after the
+        # composite waits for its members (also in a quota of size 1).
+        self._queue._put_in_place(member, self)
 
     def _advance(self, finished: Job) -> None:
         # Written by every member's advance, so that two advances running

@@ -92,6 +92,8 @@ def _before_commit(offered: list[tuple[Any, Any]], db: Any, txn: Any) -> None:
     queue, job = offered[0]
     if job.status != PENDING or job.quota_names or job._key is None:
         return
+    if job.lock or job.unique_key:
+        return  # a claim takes locks and frees unique keys
     if job._key[1] > now_us():
         return
     local = inprocess.serving(db)

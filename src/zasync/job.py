@@ -37,6 +37,7 @@ from zasync.interfaces import (
     IJob,
 )
 from zasync.jobfields import JobFields, Moment
+from zasync.jobopts import JobOptions
 from zasync.keys import hex_id
 from zasync.retry import policy_for
 
@@ -51,7 +52,7 @@ def now() -> datetime.datetime:
 
 
 @zope.interface.implementer(IJob)
-class Job(JobFields, persistent.Persistent):
+class Job(JobFields, JobOptions, persistent.Persistent):
     """``Job(callable, *args, **kwargs)``: a call to make later.
 
     Raises TypeError at once when the callable or an argument cannot be
@@ -85,9 +86,6 @@ class Job(JobFields, persistent.Persistent):
     _conflicts: int = 0
     _errors: int = 0
     _interruptions: int = 0
-    # Room for what comes next (priorities, unique keys): the queue key
-    # already sorts by priority.
-    priority: int = 0
     #: seconds the job may run before check()/progress() raise JobTimeout
     timeout: float | None = None
 

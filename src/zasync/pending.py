@@ -17,15 +17,20 @@ class NotPendingError(BadStatusError, LookupError):
     raised, and a BadStatusError)."""
 
 
-def in_run_order(shards: Iterable[Any]) -> Iterator[Any]:
-    """The pending jobs of a queue's shards, in run order."""
+def in_run_order(
+    shards: Iterable[Any], lanes: Iterable[Iterator[tuple[tuple, Any]]] = ()
+) -> Iterator[Any]:
+    """The pending jobs of a queue's shards, and of its ``lanes`` (for each,
+    (run-order key, job) in run order: zasync.lanes.iter_waiting), in run
+    order."""
 
     def items(shard: Any) -> Iterator[tuple[tuple, Any]]:
         for key, job in shard.items():
             if live(key, job):
                 yield key, job
 
-    merged = heapq.merge(*(items(s) for s in shards), key=lambda t: t[0])
+    sources = [items(s) for s in shards] + list(lanes)
+    merged = heapq.merge(*sources, key=lambda t: t[0])
     return (job for _key, job in merged)
 
 

@@ -10,7 +10,6 @@ runtime.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
@@ -19,24 +18,26 @@ import transaction
 import ZODB
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 
-from zasync import hooks
 from zasync.enqueue import Producing
+from zasync.entries import Entries
 from zasync.interfaces import (
     KEY,
     PENDING,
     ConfigurationError,
     IQueue,
 )
-from zasync.job import Job, now
-from zasync.keys import oid_int, to_us
+from zasync.job import Job
+from zasync.lanes import (
+    Gates,
+    iter_waiting,
+)
 from zasync.pending import NotPendingError, at_index, in_run_order, root_queues
 from zasync.queue_timeout import default_timeout
 from zasync.quota_merge import check_size, merge
 from zasync.schedules import schedules_of
-from zasync.shards import insert, new_shard, next_due, producer_shard, shard_index
+from zasync.shards import new_shard, next_due
 from zasync.workers import WorkerRegistry
 
 DEFAULT_SHARDS = 8
@@ -143,7 +144,7 @@ class Quotas(persistent.Persistent):
 
 
 @zope.interface.implementer(IQueue)
-class Queue(Producing, persistent.Persistent):
+class Queue(Entries, Producing, persistent.Persistent):
     """Pending jobs, in run order. ``put()`` joins the caller's transaction."""
 
     name: str = ""
@@ -158,6 +159,9 @@ class Queue(Producing, persistent.Persistent):
     #: jobs finished outside a worker (end time in microseconds -> job)
     _finished: Any = None
     _schedules: Any = None  # its Schedules, stored by the first schedule added
+    #: its zasync.lanes.Gates (None in queues stored by earlier versions
+    #: until install() or the first gated job adds it)
+    _gates: Any = None
     schedules = property(schedules_of)
     _default_timeout: float | None = None
     default_timeout = default_timeout  # seconds, see zasync.queue_timeout
@@ -170,6 +174,7 @@ class Queue(Producing, persistent.Persistent):
         self._length = Length()
         self._added = tuple(Length() for _ in range(shards))
         self.quotas = Quotas()
+        self._gates = Gates()
 
     # -- producing: put() and put_many() (zasync.enqueue) ------------------
 
@@ -198,76 +203,6 @@ class Queue(Producing, persistent.Persistent):
         they started), by end time in microseconds, or None."""
         return self._finished
 
-    def count_taken(self, count: int) -> None:
-        """Count ``count`` jobs a claim took out of the shards."""
-        self.counter.change(-count)
-
-    def _count_added(self, index: int, count: int) -> None:
-        added = self._added
-        (added[index] if added else self.counter).change(count)
-
-    def _insert(self, job: Job, due_us: int) -> None:
-        key = (-job.priority, due_us, oid_int(job))
-        index = producer_shard(len(self._shards))
-        job._key = insert(self._shards[index], job, key)
-        self._count_added(index, 1)
-
-    def _withdraw(self, job: Job) -> bool:
-        """Take out a job put in this very transaction as if it had never
-        been (its entry, its count; zasync.handoff), writing nothing a
-        worker writes; False when it is not pending here."""
-        shards = self._shards
-        index = shard_index(shards, job, producer_shard(len(shards)))
-        if job._queue is not self or index is None:
-            return False
-        del shards[index][job._key]
-        job._key = None
-        self._count_added(index, -1)
-        return True
-
-    def record_finished(self, job: Job) -> None:
-        """Keep a job that finished outside a worker (cancelled, failed
-        before it started) with the finished jobs, for listing and
-        retention."""
-        if self._finished is None:
-            self._finished = LOBTree()
-        key = to_us(job.active_end or now())
-        while key in self._finished:
-            key += 1
-        self._finished[key] = job
-
-    def requeue(
-        self, job: Job, *, front: bool = False, when: datetime.datetime | None = None
-    ) -> None:
-        """Put a job back (a retry, an interruption, late callbacks)."""
-        if front:
-            # Before every job due in the usual way, later requeues first,
-            # and never the same key twice (readers remember stale keys).
-            due = -to_us(now())
-        else:
-            when = when or now()
-            due = to_us(when)
-            job.begin_after = when
-        self._insert(job, due)
-        job._requeued()
-        if self._p_jar is not None:
-            hooks.queues_changed(self._p_jar)
-
-    # -- consuming ----------------------------------------------------------
-
-    def _shard_of(self, job: Job) -> Any:
-        index = shard_index(self._shards, job)
-        return None if index is None else self._shards[index]
-
-    def take(self, job: Job) -> None:
-        """Remove a pending job from its shard (no status change)."""
-        shard = self._shard_of(job)
-        if shard is None:
-            raise NotPendingError(f"{job!r} is not pending in queue {self.name!r}")
-        del shard[job._key]
-        job._key = None
-        self.counter.change(-1)
-
     def remove(self, job: Job) -> None:
         """Remove a pending job; it becomes NEW again. NotPendingError (a
         LookupError and a BadStatusError) when it is not pending here."""
@@ -288,7 +223,7 @@ class Queue(Producing, persistent.Persistent):
         return cast(Job, at_index(self, index, len(self), self.name))
 
     def __iter__(self) -> Iterator[Job]:
-        return in_run_order(self._shards)
+        return in_run_order(self._shards, iter_waiting(self._gates))
 
     def __len__(self) -> int:
         if self._length is None:
@@ -409,4 +344,6 @@ def _install(root: Any, names: Iterable[str]) -> Queues:
     for queue in queues.values():
         if not queue._added:  # stored by an earlier version: see Queue._added
             queue._added = tuple(Length() for _ in queue.shards)
+        if queue._gates is None:  # stored by an earlier version
+            queue._gates = Gates()
     return queues

@@ -20,6 +20,7 @@ from zasync.interfaces import (
 )
 from zasync.job import now
 from zasync.keys import to_us
+from zasync.lanes import release_key, release_lock
 from zasync.retry import policy_for
 from zasync.workers import Slot
 
@@ -42,10 +43,15 @@ def at_most_once(job: Any) -> bool:
 
 
 def release_quotas(job: Any) -> None:
-    """Free the quotas ``job`` holds in its queue."""
+    """Free the quotas and the lock ``job`` holds in its queue, and its
+    unique key once it has finished."""
     queue = job.queue
-    if queue is None or not job.quota_names:
+    if queue is None:
         return
+    if job.lock:
+        release_lock(queue, job)
+    if job.unique_key and job._status in (CALLBACKS, COMPLETED):
+        release_key(queue, job)
     for name in job.quota_names:
         quota = queue.quotas.get(name)
         if quota is not None:

@@ -1,0 +1,349 @@
+"""The gates of a queue: where jobs under quotas or a lock wait their
+turn, which locks are held, and which unique keys.
+
+A queue's shards (zasync.shards) hold the jobs a claim may take. A job
+that needs quotas or a lock (a *gated* job) joins them only when its lane
+has room. A job's lane is its quota names and lock (its *gate key*); at
+most ``capacity`` jobs of a lane (the smallest size of its quotas; 1 with
+a lock) are in the shards at once: the lane's *front*. The others wait in
+the ``waiting`` tree, in run order within their lane. When a claim takes
+a job of a front, or the job is removed, the next waiting job of its lane
+joins the shards in the same transaction, under the key it was queued
+with. So a claim meets at most ``capacity`` jobs of a full quota, however
+many wait behind them, and its cost grows neither with that backlog nor
+with the number of lanes.
+
+Only jobs due when they are queued go through lanes: a scheduled job
+waits in the shards (its quotas are checked when it is due, as for any
+job in the shards), so that it never holds back the due jobs of its lane.
+
+The front is soft: a job put back at the front of its queue (a retry, a
+recovery) goes into the shards at once, and two producers filling an idle
+lane at the same moment may both add theirs. A claim checks every quota
+and lock all the same (zasync.claim), so this only lets a few more
+blocked jobs into the shards.
+
+The trees, kept on one Gates object per queue, each with a head and a
+sentinel entry, so that no bucket is emptied or loses its first key while
+other transactions change it (as in zasync.shards):
+
+- ``waiting``: (gate key, -priority, due us, oid int) -> job;
+- ``front``: gate key -> (shard key, oid int) of its jobs in the shards,
+  in run order;
+- ``held``: lock -> the oid (bytes) of the job holding it;
+- ``unique``: unique key -> (job, writes). A producer that finds the key
+  held rewrites the entry, so that its commit conflicts with one that
+  frees the key meanwhile (it then tries again, and queues its own job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import persistent
+from BTrees.OOBTree import OOBTree
+from ZODB.POSException import POSKeyError
+
+from zasync.interfaces import ACTIVE, ASSIGNED, PENDING
+from zasync.keys import oid_bytes, oid_int
+
+#: the gate keys before and after every real one: (quota names, lock)
+GATE_HEAD: tuple = ((), "")
+GATE_SENTINEL: tuple = (("\U0010ffff",), "")
+#: the string keys before and after every lock and unique key
+NAME_HEAD = ""
+NAME_SENTINEL = "\U0010ffff"
+#: after every (-priority, ...) within a lane
+AFTER_LANE = 2**62
+#: the capacity of a lane whose quotas are all gone
+UNLIMITED = 2**31
+
+
+def _tree(head: Any, sentinel: Any, empty: Any) -> OOBTree:
+    tree = OOBTree()
+    tree[head] = empty
+    tree[sentinel] = empty
+    return tree
+
+
+class Gates(persistent.Persistent):
+    """The waiting jobs, fronts, held locks and unique keys of a queue."""
+
+    def __init__(self) -> None:
+        self.waiting = _tree((GATE_HEAD,), (GATE_SENTINEL,), None)
+        self.front = _tree(GATE_HEAD, GATE_SENTINEL, ())
+        self.held = _tree(NAME_HEAD, NAME_SENTINEL, None)
+        self.unique = _tree(NAME_HEAD, NAME_SENTINEL, None)
+
+
+def gates_of(queue: Any, *, create: bool = False) -> Gates | None:
+    """The queue's Gates (made when ``create`` and missing: a queue stored
+    by an earlier version)."""
+    gates = getattr(queue, "_gates", None)
+    if gates is None and create:
+        gates = queue._gates = Gates()
+        if queue._p_jar is not None:
+            queue._p_jar.add(gates)
+    return gates
+
+
+def gate_key(job: Any) -> tuple | None:
+    """The lane of a job: (quota names, lock or ""); None for a job that
+    needs neither."""
+    names = job.quota_names
+    lock = job.lock
+    if not names and not lock:
+        return None
+    return (tuple(names), lock or "")
+
+
+def capacity(queue: Any, gate: tuple) -> int:
+    """How many jobs of lane ``gate`` may be in the shards at once."""
+    names, lock = gate
+    sizes = [
+        quota.size for name in names if (quota := queue.quotas.get(name)) is not None
+    ]
+    if lock:
+        sizes.append(1)
+    return max(1, min(sizes, default=UNLIMITED))
+
+
+def in_lane(job: Any) -> bool:
+    """Whether a pending job waits in its lane (not in the shards)."""
+    key = job._key
+    return key is not None and len(key) == 4
+
+
+def waiting_of(gates: Gates, gate: tuple) -> Iterator[tuple[tuple, Any]]:
+    """(key, job) of the jobs waiting in lane ``gate``, in run order."""
+    return iter(gates.waiting.items(min=(gate,), max=(gate, AFTER_LANE)))
+
+
+#: puts a job into a shard under its due time (Queue._place)
+Place = Callable[[Any, int], None]
+
+
+def enter(queue: Any, job: Any, due_us: int, place: Place) -> None:
+    """Queue a gated ``job``, due now: into the shards (through
+    ``place(job, due_us)``) when it is among the first ``capacity`` jobs
+    of its lane (the last of those then goes back to wait in the lane),
+    else at its place in the lane."""
+    gate = gate_key(job)
+    assert gate is not None
+    gates = gates_of(queue, create=True)
+    assert gates is not None
+    front = gates.front.get(gate, ())
+    key = (-job.priority, due_us, oid_int(job))
+    if len(front) >= capacity(queue, gate) or next(waiting_of(gates, gate), None):
+        if not front or key >= front[-1][0] or not _demote(queue, gates, gate, front):
+            gates.waiting[(gate, *key)] = job
+            job._key = (gate, *key)
+            return
+        front = front[:-1]
+    place(job, due_us)
+    gates.front[gate] = _with(front, job)
+
+
+def _with(front: tuple, job: Any) -> tuple:
+    """``front`` ((shard key, oid int), in run order) with ``job`` in it."""
+    oid = oid_int(job)
+    return tuple(sorted((*(e for e in front if e[1] != oid), (job._key, oid))))
+
+
+def _demote(queue: Any, gates: Gates, gate: tuple, front: tuple) -> bool:
+    """Send the last job of a lane's front back to wait in the lane (a
+    better job is queued); False when it cannot be found pending in the
+    shards (it is then left alone)."""
+    key, oid = front[-1]
+    jar = queue._p_jar
+    job = jar.get(oid_bytes(oid)) if jar is not None else None
+    if job is None or job._status != PENDING or job._key != key:
+        return False
+    if not queue._unplace(job):
+        return False
+    gates.waiting[(gate, *key)] = job
+    job._key = (gate, *key)
+    return True
+
+
+def join_front(queue: Any, job: Any) -> None:
+    """Count a gated job put straight into the shards (put back at the
+    front of its queue) in its lane's front."""
+    gate = gate_key(job)
+    gates = gates_of(queue, create=True)
+    if gate is None or gates is None:
+        return
+    gates.front[gate] = _with(gates.front.get(gate, ()), job)
+
+
+def left_shards(queue: Any, job: Any, place: Place) -> None:
+    """A gated job left the shards (claimed, removed): its lane's next
+    waiting jobs join them, as many as its front has room for."""
+    gates = gates_of(queue)
+    gate = gate_key(job)
+    if gates is None or gate is None:
+        return
+    front = gates.front.get(gate)
+    oid = oid_int(job)
+    if front is None or all(entry[1] != oid for entry in front):
+        return
+    promote(queue, gates, gate, tuple(e for e in front if e[1] != oid), place)
+
+
+def promote(queue: Any, gates: Gates, gate: tuple, front: tuple, place: Place) -> int:
+    """Move the first waiting jobs of lane ``gate`` into the shards while
+    its ``front`` has room; store the front. Returns how many moved."""
+    room = capacity(queue, gate) - len(front)
+    moving = []
+    if room > 0:
+        for key, job in waiting_of(gates, gate):
+            moving.append((key, job))
+            if len(moving) >= room:
+                break
+    for key, job in moving:
+        del gates.waiting[key]
+        if job._key != key or job._status != PENDING:
+            continue  # not pending here any more
+        place(job, key[2])
+        front = _with(front, job)
+    if front:
+        gates.front[gate] = front
+    elif gate in gates.front:
+        del gates.front[gate]
+    return len(moving)
+
+
+def leave_lane(queue: Any, job: Any) -> bool:
+    """Take a pending job out of its lane (removed before it ran); False
+    when it does not wait in one."""
+    gates = gates_of(queue)
+    key = job._key
+    if gates is None or not in_lane(job) or gates.waiting.get(key) is not job:
+        return False
+    del gates.waiting[key]
+    job._key = None
+    return True
+
+
+def any_front(gates: Gates | None) -> bool:
+    """Whether gated jobs may be in the shards (read from one key)."""
+    if gates is None:
+        return False
+    first = next(iter(gates.front.keys(min=GATE_HEAD, excludemin=True)), None)
+    return first is not None and first != GATE_SENTINEL
+
+
+def iter_waiting(gates: Gates | None) -> list[Iterator[tuple[tuple, Any]]]:
+    """For each lane, (run-order key, job) of its waiting jobs, in run
+    order (one look-up per lane to find the lanes)."""
+    if gates is None:
+        return []
+    found: list[Iterator[tuple[tuple, Any]]] = []
+    low: tuple = (GATE_HEAD, AFTER_LANE)
+    tree = gates.waiting
+    while True:
+        first = next(iter(tree.keys(min=low, excludemin=True)), None)
+        if first is None or first[0] == GATE_SENTINEL:
+            return found
+        found.append(_live_waiting(waiting_of(gates, first[0])))
+        low = (first[0], AFTER_LANE)
+
+
+def _live_waiting(items: Iterator[tuple[tuple, Any]]) -> Iterator[tuple[tuple, Any]]:
+    for key, job in items:
+        if job is not None and job._key == key:
+            yield key[1:], job
+
+
+# -- locks ------------------------------------------------------------------
+
+
+def holder(queue: Any, lock: str) -> Any:
+    """The job running under ``lock`` (assigned or active), or None."""
+    gates = gates_of(queue)
+    oid = gates.held.get(lock) if gates is not None else None
+    if oid is None or queue._p_jar is None:
+        return None
+    try:
+        job = queue._p_jar.get(oid)
+        status = job._status
+    except (POSKeyError, KeyError):
+        return None
+    return job if status in (ASSIGNED, ACTIVE) and job.lock == lock else None
+
+
+def lock_free(queue: Any, lock: str, job: Any) -> bool:
+    """Whether ``job`` may take ``lock``: nobody holds it, or ``job`` does
+    (put back after an interruption), or a job that holds it no longer runs
+    (its release was lost with a crash)."""
+    gates = gates_of(queue)
+    oid = gates.held.get(lock) if gates is not None else None
+    if oid is None or oid == job._p_oid:
+        return True
+    return holder(queue, lock) is None
+
+
+def hold_lock(queue: Any, job: Any) -> None:
+    gates = gates_of(queue, create=True)
+    assert gates is not None
+    if gates.held.get(job.lock) != job._p_oid:
+        gates.held[job.lock] = job._p_oid
+
+
+def release_lock(queue: Any, job: Any) -> None:
+    """``job`` no longer holds its lock (it finished, or goes back to its
+    queue)."""
+    gates = gates_of(queue)
+    lock = job.lock
+    if lock and gates is not None and gates.held.get(lock) == job._p_oid:
+        del gates.held[lock]
+
+
+# -- unique keys --------------------------------------------------------------
+
+
+def holds_key(queue: Any, job: Any, key: str) -> bool:
+    """Whether ``job`` holds unique ``key`` in ``queue``: pending or
+    scheduled there, or (``unique_until="finished"``) running."""
+    if job.unique_key != key or job._queue is not queue:
+        return False
+    status = job._status
+    if status == PENDING:
+        return True
+    return job.unique_until == "finished" and status in (ASSIGNED, ACTIVE)
+
+
+def unique_holder(queue: Any, key: str) -> Any:
+    """The job holding unique ``key`` in ``queue``, or None."""
+    gates = gates_of(queue)
+    entry = gates.unique.get(key) if gates is not None else None
+    if entry is None:
+        return None
+    job = entry[0]
+    return job if holds_key(queue, job, key) else None
+
+
+def touch_key(queue: Any, key: str) -> None:
+    """Rewrite the entry of a held key (see the module docstring)."""
+    gates = gates_of(queue)
+    assert gates is not None
+    job, writes = gates.unique[key]
+    gates.unique[key] = (job, writes + 1)
+
+
+def hold_key(queue: Any, job: Any) -> None:
+    gates = gates_of(queue, create=True)
+    assert gates is not None
+    gates.unique[job.unique_key] = (job, 0)
+
+
+def release_key(queue: Any, job: Any) -> None:
+    """Free ``job``'s unique key if it holds the entry."""
+    key = job.unique_key
+    gates = gates_of(queue)
+    if not key or gates is None:
+        return
+    entry = gates.unique.get(key)
+    if entry is not None and entry[0] is job:
+        del gates.unique[key]

@@ -1,0 +1,316 @@
+"""Quota lanes, per-key locks, unique keys and priorities in one process
+(zasync.lanes, zasync.admission): claims on a real FileStorage, stepped
+by hand. The guarantees under several processes are attacked in
+test_unique_locks_multiprocess.py and test_fairness.py."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+import transaction
+
+import jobfuncs
+from zasync import serial
+from zasync.claim import claim
+from zasync.interfaces import COMPLETED, NEW, PENDING, BadStatusError
+from zasync.job import Job
+from zasync.keys import to_us
+from zasync.lanes import GATE_HEAD, GATE_SENTINEL, NAME_HEAD, NAME_SENTINEL
+from zasync.recovery import release_quotas
+from zasync.workers import Slot
+
+UTC = datetime.UTC
+
+
+def now():
+    return datetime.datetime.now(UTC)
+
+
+def take(queue, capacity=1):
+    """One claim for one slot of ``capacity``, due jobs as of now."""
+    taken = claim(
+        [queue],
+        slots=[(Slot(0), capacity)],
+        worker="w",
+        now_us=to_us(now()) + 1_000_000,
+        start_time=now(),
+    )
+    return taken.get(0, [])
+
+
+def finish(job):
+    """What a worker does when a job ends: free what it holds."""
+    job._finish(None, now())
+    release_quotas(job)
+
+
+def only_sentinels(queue):
+    gates = queue._gates
+    return (
+        list(gates.waiting.keys()) == [(GATE_HEAD,), (GATE_SENTINEL,)]
+        and list(gates.front.keys()) == [GATE_HEAD, GATE_SENTINEL]
+        and list(gates.held.keys()) == [NAME_HEAD, NAME_SENTINEL]
+        and list(gates.unique.keys()) == [NAME_HEAD, NAME_SENTINEL]
+    )
+
+
+# -- priorities ---------------------------------------------------------------
+
+
+def test_higher_priority_runs_first_then_order_queued(queue):
+    low = queue.put(jobfuncs.noop)
+    high = queue.put(jobfuncs.noop, priority=10)
+    negative = queue.put(jobfuncs.noop, priority=-1)
+    also_high = queue.put(jobfuncs.noop, priority=10)
+    assert list(queue) == [high, also_high, low, negative]
+    assert [j.priority for j in take(queue, 4)] == [10, 10, 0, -1]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "words"),
+    [
+        ("5", TypeError, "must be a whole number"),
+        (True, TypeError, "must be a whole number"),
+        (2.5, TypeError, "must be a whole number"),
+        (10**7, ValueError, "out of range"),
+    ],
+)
+def test_a_bad_priority_is_refused_naming_the_fix(queue, value, error, words):
+    with pytest.raises(error, match=words):
+        queue.put(jobfuncs.noop, priority=value)
+    assert len(queue) == 0
+
+
+def test_priority_is_set_while_new_only(queue):
+    job = queue.put(jobfuncs.noop)
+    with pytest.raises(BadStatusError, match="while a job is new"):
+        job.priority = 3
+
+
+def test_a_backdated_job_does_not_jump_the_line(queue):
+    first = queue.put(jobfuncs.noop)
+    backdated = queue.put(jobfuncs.noop, begin_after=now() - datetime.timedelta(days=1))
+    assert list(queue) == [first, backdated]
+
+
+# -- quota lanes ----------------------------------------------------------------
+
+
+def test_free_jobs_are_not_starved_behind_a_full_quota(queue):
+    queue.quotas.create("slow", size=1)
+    blocked = queue.put_many(
+        [jobfuncs.noop for _ in range(2000)], quota_names=("slow",)
+    )
+    free = queue.put_many([jobfuncs.noop for _ in range(5)])
+    assert take(queue) == [blocked[0]]  # holds the quota from now on
+    # The other 1,999 wait in the lane; one of them is in the shards.
+    assert len(queue._gates.front[(("slow",), "")]) == 1
+    assert take(queue, 10) == free
+    assert len(queue) == 1999
+    assert list(queue)[:3] == blocked[1:4]
+
+
+def test_a_lane_runs_in_order_as_its_quota_frees(queue):
+    queue.quotas.create("one", size=1)
+    jobs = queue.put_many([jobfuncs.noop for _ in range(5)], quota_names=("one",))
+    order = []
+    for _ in jobs:
+        (job,) = take(queue, 3)
+        assert take(queue, 3) == []  # the quota is full
+        order.append(job)
+        finish(job)
+    assert order == jobs
+    assert only_sentinels(queue)
+
+
+def test_a_quota_of_two_lets_two_run(queue):
+    queue.quotas.create("two", size=2)
+    jobs = queue.put_many([jobfuncs.noop for _ in range(6)], quota_names=("two",))
+    assert take(queue, 5) == jobs[:2]
+    finish(jobs[0])
+    assert take(queue, 5) == jobs[2:3]
+
+
+def test_a_higher_priority_job_takes_the_front_of_its_lane(queue):
+    queue.quotas.create("one", size=1)
+    jobs = queue.put_many([jobfuncs.noop for _ in range(3)], quota_names=("one",))
+    urgent = queue.put(jobfuncs.noop, quota_names=("one",), priority=5)
+    assert list(queue) == [urgent, *jobs]
+    assert take(queue) == [urgent]
+    finish(urgent)
+    assert take(queue) == [jobs[0]]
+
+
+def test_a_scheduled_job_does_not_hold_back_its_lane(queue):
+    queue.quotas.create("one", size=1)
+    later = queue.put(
+        jobfuncs.noop,
+        quota_names=("one",),
+        begin_after=now() + datetime.timedelta(hours=1),
+    )
+    due = queue.put(jobfuncs.noop, quota_names=("one",))
+    assert take(queue) == [due]
+    assert list(queue) == [later]
+
+
+def test_removing_a_waiting_job_and_a_front_job(queue):
+    queue.quotas.create("one", size=1)
+    a, b, c = queue.put_many([jobfuncs.noop for _ in range(3)], quota_names=("one",))
+    queue.remove(b)  # waits in the lane
+    assert b.status == NEW
+    queue.remove(a)  # in the shards: c takes its place
+    assert list(queue) == [c]
+    assert take(queue) == [c]
+    finish(c)
+    assert only_sentinels(queue)
+
+
+def test_a_job_queued_after_a_serial_batch_waits_for_all_its_members(queue):
+    queue.quotas.create("one", size=1)
+    members = [Job(jobfuncs.noop) for _ in range(3)]
+    for member in members:
+        member.quota_names = ("one",)
+    batch = queue.put(serial(*members), quota_names=("one",))
+    after = queue.put(jobfuncs.noop, quota_names=("one",))
+    assert take(queue) == [batch]
+    batch._launch()  # queues the first member, where the batch was
+    release_quotas(batch)
+    started = []
+    while True:
+        (job,) = take(queue)
+        started.append(job)
+        if job is after:
+            break
+        finish(job)
+        batch._advance(job)  # what the member's callback does
+    assert started == [*members, after]
+
+
+# -- per-key locks ----------------------------------------------------------------
+
+
+def test_jobs_with_one_lock_never_run_together_and_keep_their_order(queue):
+    first = queue.put(jobfuncs.noop, lock="order:42")
+    other = queue.put(jobfuncs.noop, lock="order:7")
+    second = queue.put(jobfuncs.noop, lock="order:42")
+    free = queue.put(jobfuncs.noop)
+    assert take(queue, 5) == [first, other, free]
+    assert queue.lock_holder("order:42") is first
+    assert take(queue, 5) == []
+    finish(first)
+    assert queue.lock_holder("order:42") is None
+    assert take(queue, 5) == [second]
+    finish(second)
+    finish(other)
+    assert only_sentinels(queue)
+
+
+def test_thousands_of_lock_keys_leave_nothing_behind(queue):
+    queue.put_many([jobfuncs.noop for _ in range(3000)])
+    queue.put_many([jobfuncs.noop for _ in range(3)], lock="k")
+    keyed = [queue.put(jobfuncs.noop, lock=f"key:{i % 1000}") for i in range(2000)]
+    while len(queue):
+        batch = take(queue, 500)
+        assert batch
+        locks = [job.lock for job in batch if job.lock]
+        assert len(locks) == len(set(locks))  # no two under one lock
+        for job in batch:
+            finish(job)
+    assert all(job.status == COMPLETED for job in keyed)
+    assert only_sentinels(queue)
+
+
+def test_a_lock_left_by_a_crashed_holder_is_taken_over(queue):
+    first = queue.put(jobfuncs.noop, lock="x")
+    second = queue.put(jobfuncs.noop, lock="x")
+    assert take(queue) == [first]
+    first._finish(None, now())  # its worker died before it freed the lock
+    assert take(queue) == [second]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "words"),
+    [
+        ("", ValueError, "is empty"),
+        (42, TypeError, "must be a string"),
+        ("x" * 201, ValueError, "at most 200"),
+    ],
+)
+def test_a_bad_lock_or_unique_key_is_refused(queue, value, error, words):
+    with pytest.raises(error, match=words):
+        queue.put(jobfuncs.noop, lock=value)
+    with pytest.raises(error, match=words):
+        queue.put(jobfuncs.noop, unique_key=value)
+    assert len(queue) == 0
+
+
+# -- unique keys ----------------------------------------------------------------
+
+
+def test_a_unique_key_returns_the_job_already_pending(queue):
+    first = queue.put(jobfuncs.noop, unique_key="reindex:/Plone/doc")
+    again = queue.put(Job(jobfuncs.noop), unique_key="reindex:/Plone/doc")
+    assert again is first
+    assert len(queue) == 1
+    assert queue.unique_job("reindex:/Plone/doc") is first
+
+
+def test_a_unique_key_is_free_once_its_job_started(queue):
+    first = queue.put(jobfuncs.noop, unique_key="k")
+    assert take(queue) == [first]
+    assert queue.unique_job("k") is None
+    second = queue.put(jobfuncs.noop, unique_key="k")
+    assert second is not first
+    assert second.status == PENDING
+
+
+def test_unique_until_finished_holds_the_key_while_it_runs(queue):
+    first = queue.put(jobfuncs.noop, unique_key="k", unique_until="finished")
+    assert take(queue) == [first]
+    assert queue.put(jobfuncs.noop, unique_key="k") is first
+    finish(first)
+    assert queue.put(jobfuncs.noop, unique_key="k") is not first
+    assert queue.unique_job("k").status == PENDING
+
+
+def test_replace_takes_the_pending_ones_place(queue):
+    first = queue.put(jobfuncs.noop, unique_key="k")
+    second = queue.put(jobfuncs.noop, unique_key="k", replace=True)
+    assert second is not first
+    assert first.status == NEW
+    assert list(queue) == [second]
+    assert queue.unique_job("k") is second
+
+
+def test_a_removed_job_frees_its_key(queue):
+    first = queue.put(jobfuncs.noop, unique_key="k")
+    queue.remove(first)
+    assert queue.unique_job("k") is None
+    assert only_sentinels(queue)
+
+
+def test_one_job_per_key_within_one_put_many(queue):
+    jobs = [Job(jobfuncs.noop) for _ in range(3)]
+    for job in jobs:
+        job.unique_key = "same"
+    assert queue.put_many(jobs) == [jobs[0]] * 3
+    assert len(queue) == 1
+
+
+def test_unique_options_without_a_key_are_refused(queue):
+    with pytest.raises(ValueError, match="go with a unique_key"):
+        queue.put(jobfuncs.noop, replace=True)
+    with pytest.raises(ValueError, match="use 'started'"):
+        queue.put(jobfuncs.noop, unique_key="k", unique_until="never")
+
+
+def test_lanes_and_keys_survive_a_commit(conn, queue):
+    queue.quotas.create("one", size=1)
+    jobs = queue.put_many([jobfuncs.noop for _ in range(3)], quota_names=("one",))
+    keyed = queue.put(jobfuncs.noop, unique_key="k", lock="l", priority=3)
+    transaction.commit()
+    conn.cacheMinimize()
+    assert queue.unique_job("k") is keyed
+    assert [j.priority for j in queue] == [3, 0, 0, 0]
+    assert list(queue)[1:] == jobs
