@@ -80,6 +80,15 @@ def test_a_job_runs_in_the_site_as_the_user_with_its_own_keyword_arguments(
     assert seen == [job.id]
 
 
+def test_in_the_multi_database_set_up_jobs_are_kept_in_the_async_database(multidb):
+    folder = multidb["test-folder"]
+    job = api.queue(jobs.create_document, folder, "Multi", lock="multi")
+    assert job._p_jar.db().database_name == "async"
+    assert job.queue is service().getQueues()[""]
+    assert run(job) == "multi"
+    assert folder["multi"].getOwner().getId() == TEST_USER_ID
+
+
 def test_the_defaults_are_those_of_the_service(integration):
     job = api.queue(funcs.addNumbers, integration["test-folder"], 1, 2)
     same = service().queueJob(funcs.addNumbers, integration["test-folder"], 1, 2)

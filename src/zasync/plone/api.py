@@ -72,7 +72,7 @@ def queue(
     - ``unique_key``: while a job queued with this key is held in the
       queue, queuing another returns that job and queues nothing. It is
       held until the job starts (``unique_until="started"``) or until it
-      finished (``"finished"``). ``replace=True`` replaces a held job that
+      completes (``"finished"``). ``replace=True`` replaces a held job that
       has not started yet with the new one.
     - ``lock``: jobs of the queue with the same lock never run at the same
       time, on any worker, and start in the order queued.
