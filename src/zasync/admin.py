@@ -29,6 +29,7 @@ from zasync.interfaces import (
     ZasyncError,
 )
 from zasync.job import Job
+from zasync.jobfilters import option_matcher
 from zasync.keys import oid_int, parse_hex_id, to_us
 
 if TYPE_CHECKING:
@@ -155,20 +156,30 @@ def list_jobs(
     callable_contains: str | None = None,
     match: Callable[[Job], bool] | None = None,
     scan_limit: int | None = None,
+    priority: int | None = None,
+    min_priority: int | None = None,
+    lock: str | None = None,
+    unique_key: str | None = None,
 ) -> JobList:
     """Jobs matching the filters: active first, then pending and scheduled
-    in run order, then finished ones newest first. ``match``, when given,
-    must also return true for each job listed (applied last). With
-    ``scan_limit``, at most that many finished jobs are read (newest
-    first), so that a filter matching few jobs stays quick in a database of
-    many; the result says whether it stopped there."""
+    in run order, then finished ones newest first. ``priority`` keeps the
+    jobs of exactly that priority, ``min_priority`` those of that priority
+    or higher; ``lock`` and ``unique_key`` the jobs queued with that lock
+    or unique key. ``match``, when given, must also return true for each
+    job listed (applied last). With ``scan_limit``, at most that many
+    finished jobs are read (newest first), so that a filter matching few
+    jobs stays quick in a database of many; the result says whether it
+    stopped there. Raises ValueError (or TypeError) naming a bad filter."""
     unknown = set(status) - set(FILTERS)
     if unknown:
         raise ValueError(
             f"unknown status {sorted(unknown)}: use one of {', '.join(FILTERS)}"
         )
     wanted = set(status or FILTERS)
-    keep = _matcher(wanted, queue_names, callable_contains, match)
+    options = option_matcher(
+        priority=priority, min_priority=min_priority, lock=lock, unique_key=unique_key
+    )
+    keep = _matcher(wanted, queue_names, callable_contains, options, match)
     found = JobList()
     for source in _sources(queues, wanted, queue_names, scan_limit, found):
         for job in source:
@@ -183,6 +194,7 @@ def _matcher(
     wanted: set[str],
     queue_names: tuple[str, ...],
     callable_contains: str | None,
+    options: Callable[[Job], bool] | None,
     match: Callable[[Job], bool] | None,
 ) -> Callable[[Job], bool]:
     """Whether a job passes list_jobs' filters."""
@@ -197,6 +209,8 @@ def _matcher(
             kind(job, clock) in wanted
             or ("active" in wanted and job.status == CALLBACKS)
         ):
+            return False
+        if options is not None and not options(job):
             return False
         return match is None or match(job)
 
@@ -349,8 +363,11 @@ def prune(
 
 
 def describe(job: Job) -> dict[str, Any]:
-    """A JSON-ready description of a job; ``retry_at`` (ISO time) for a job
-    that ran and waits to run again later (its retry policy's delay)."""
+    """A JSON-ready description of a job; ``priority``, ``unique_key``
+    (with ``unique_until``: ``started`` or ``finished``) and ``lock`` are
+    the options it was queued with (None: not given); ``retry_at`` (ISO
+    time) for a job that ran and waits to run again later (its retry
+    policy's delay)."""
 
     def iso(value: Any) -> str | None:
         return value.isoformat() if isinstance(value, datetime.datetime) else None
@@ -363,6 +380,10 @@ def describe(job: Job) -> dict[str, Any]:
         "kind": kind(job),
         "queue": job.queue.name if job.queue is not None else None,
         "quota_names": list(job.quota_names),
+        "priority": job.priority,
+        "unique_key": job.unique_key,
+        "unique_until": job.unique_until if job.unique_key else None,
+        "lock": job.lock,
         "args": [_short(a) for a in job.args],
         "kwargs": {k: _short(v) for k, v in job.kwargs.items()},
         "begin_after": iso(job.begin_after),

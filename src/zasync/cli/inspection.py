@@ -13,13 +13,28 @@ from typing import Any
 from zasync import admin, overview
 from zasync.cli.database import in_transaction, one_job, open_database
 from zasync.cli.exitcodes import EXIT_OK
-from zasync.cli.options import add_db, add_json, positive_float, positive_int
+from zasync.cli.options import (
+    add_db,
+    add_json,
+    key,
+    positive_float,
+    positive_int,
+    priority,
+)
 from zasync.running import LONG_RUNNING_SECONDS, human_duration
 from zasync.stuck import stuck_since_iso
 from zasync.workerstate import state_of
 
 #: seconds between a worker's heartbeats, as the workers' default
 HEARTBEAT_INTERVAL = 60.0
+
+JOBS_EPILOG = """\
+examples:
+  zasync jobs --db zeo://127.0.0.1:8100 --status failed
+  zasync jobs --db zeo://127.0.0.1:8100 --min-priority 10 --status pending
+  zasync jobs --db zeo://127.0.0.1:8100 --lock report:42 --json
+  zasync jobs --db zeo://127.0.0.1:8100 --unique-key nightly-export
+"""
 
 
 def add_parsers(sub: Any) -> None:
@@ -35,12 +50,37 @@ def add_parsers(sub: Any) -> None:
     )
     add_json(status)
 
-    jobs = sub.add_parser("jobs", help="list jobs")
+    jobs = sub.add_parser(
+        "jobs",
+        help="list jobs",
+        description="List jobs: running first, then pending and scheduled in "
+        "the order they run, then finished ones, newest first.",
+        epilog=JOBS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_db(jobs)
     jobs.add_argument("--status", action="append", default=[], choices=admin.FILTERS)
     jobs.add_argument("--queue", action="append", default=[], metavar="NAME")
     jobs.add_argument(
         "--callable", metavar="TEXT", help="only callables whose name contains TEXT"
+    )
+    jobs.add_argument(
+        "--priority", type=priority, metavar="N", help="only jobs of priority N"
+    )
+    jobs.add_argument(
+        "--min-priority",
+        type=priority,
+        metavar="N",
+        help="only jobs of priority N or higher",
+    )
+    jobs.add_argument(
+        "--lock", type=key, metavar="KEY", help="only jobs queued with lock KEY"
+    )
+    jobs.add_argument(
+        "--unique-key",
+        type=key,
+        metavar="KEY",
+        help="only jobs queued with unique key KEY",
     )
     jobs.add_argument("--limit", type=positive_int, default=50)
     add_json(jobs)
@@ -161,6 +201,10 @@ def run_jobs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             queue_names=tuple(args.queue),
             limit=args.limit,
             callable_contains=args.callable,
+            priority=args.priority,
+            min_priority=args.min_priority,
+            lock=args.lock,
+            unique_key=args.unique_key,
         )
         return [admin.describe(job) for job in jobs]
 
@@ -171,15 +215,37 @@ def run_jobs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    print(f"{'id':<10} {'kind':<10} {'queue':<10} {'callable':<40} when")
+    _print_jobs(rows)
+    return EXIT_OK
+
+
+#: the widest lock or unique key a table row shows (longer ones are cut)
+KEY_WIDTH = 20
+
+
+def _print_jobs(rows: list[dict[str, Any]]) -> None:
+    """The jobs as a table; the lock and unique key columns only when a
+    job listed has one."""
+    extra = [name for name in ("lock", "unique_key") if any(r[name] for r in rows)]
+    header = f"{'id':<10} {'kind':<10} {'queue':<10} {'callable':<40} {'prio':>5} {'when':<19}"
+    for name in extra:
+        header += f" {name.replace('_', ' '):<{KEY_WIDTH}}"
+    print(header.rstrip())
     for r in rows:
         when = r["active_end"] or r["active_start"] or r["begin_after"] or ""
-        print(
-            f"{r['id']:<10} {r['kind']:<10} {_queue_label(r['queue']):<10} {r['callable'][:40]:<40} {when[:19]}"
+        line = (
+            f"{r['id']:<10} {r['kind']:<10} {_queue_label(r['queue']):<10} "
+            f"{r['callable'][:40]:<40} {r['priority']:>5} {when[:19]:<19}"
         )
+        for name in extra:
+            line += f" {_cut(r[name] or '-', KEY_WIDTH):<{KEY_WIDTH}}"
+        print(line.rstrip())
     if not rows:
         print("(no jobs)")
-    return EXIT_OK
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _queue_label(name: str | None) -> str:
@@ -192,10 +258,10 @@ def print_job(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    for key, value in data.items():
-        if key == "traceback":
+    for name, value in data.items():
+        if name == "traceback" or (name == "unique_until" and value is None):
             continue
-        print(f"{key:>13}: {value}")
+        print(f"{name:>13}: {value}")
     if "traceback" in data:
         print()
         print(data["traceback"].rstrip())

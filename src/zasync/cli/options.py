@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any
 
+from zasync.jobopts import MAX_KEY_LENGTH, MAX_PRIORITY
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: commands that run for a while and say what they do; the others log only
 #: warnings, so that their output (and a one-line error) stands alone
@@ -73,3 +75,31 @@ def days(text: str) -> float:
             f"{text} is not a number of days from 0 to {MAX_DAYS}"
         )
     return value
+
+
+def priority(text: str) -> int:
+    """An argparse type: a job's priority (see zasync.jobopts)."""
+    span = f"give a whole number from {-MAX_PRIORITY} to {MAX_PRIORITY}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a priority: {span}"
+        ) from None
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: {span}")
+    return value
+
+
+def key(text: str) -> str:
+    """An argparse type: a lock or unique key (see zasync.jobopts)."""
+    if not text.strip() or len(text) > MAX_KEY_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"{_short(text)} is not a key: give a name of 1 to {MAX_KEY_LENGTH} "
+            f"characters, as the jobs were queued with"
+        )
+    return text
+
+
+def _short(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
