@@ -14,8 +14,10 @@ stops, do not count).
 ``python -m benchmarks.procs.fairness enqueue --dir DIR --jobs M``: on a
 fresh FileStorage each, with no worker, ``M`` puts one per transaction as
 fast as they go: plain, with a distinct ``unique_key`` each, with ``lock``
-one of :data:`LOCKS` keys. Prints the seconds of each (``null`` where the
-engine has no such option, with its error under ``unsupported``).
+one of :data:`LOCKS` keys, taking turns. Prints for each kind the
+seconds, the CPU seconds of the putting thread and the bytes the
+FileStorage grew (``null`` where the engine has no such option, with its
+error under ``unsupported``), and ``puts``, how many of each were timed.
 
 Each prints one JSON object on its last line.
 """
@@ -41,6 +43,10 @@ from zasync.storage import open_db
 THREADS = 4  # the default of zasync worker
 BATCH = 1000  # blocked jobs per put_many transaction
 LOCKS = 50
+VARIANTS = ("plain", "unique_key", "lock")
+#: turns each kind of put takes (each commit's fsync varies with what
+#: else the disk does: many short turns spread that over all kinds)
+ROUNDS = 10
 #: seconds the free jobs have to start after the producer's last commit
 START_TIMEOUT = 30.0
 #: the blocked jobs' first argument (free jobs: 0; the holder: 2)
@@ -114,40 +120,93 @@ def _options(variant: str, i: int) -> dict:
     return {}
 
 
-def _puts(directory: Path, jobs: int, variant: str) -> float:
-    """Seconds from the first put to the last commit."""
-    directory.mkdir(parents=True)
-    db = open_db(f"file://{directory / 'Data.fs'}")
-    try:
-        zasync.install(db)
-        tm = transaction.TransactionManager(explicit=True)
-        conn = db.open(transaction_manager=tm)
-        try:
-            began = time.perf_counter()
-            for i in range(jobs):
-                with tm:
-                    queue = conn.root()[zasync.KEY][""]
-                    queue.put(zasync.Job(add, 3, i), **_options(variant, i))
-            return time.perf_counter() - began
-        finally:
-            conn.close()
-    finally:
-        db.close()
+class _Putter:
+    """One kind of put on a FileStorage of its own, with no worker."""
+
+    def __init__(self, directory: Path, variant: str):
+        directory.mkdir(parents=True)
+        self.variant = variant
+        self.db = open_db(f"file://{directory / 'Data.fs'}")
+        zasync.install(self.db)
+        self.tm = transaction.TransactionManager(explicit=True)
+        self.conn = self.db.open(transaction_manager=self.tm)
+        self.path = directory / "Data.fs"
+        self.done = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds = self.cpu = 0.0
+        self.bytes = 0
+
+    def puts(self, count: int) -> None:
+        """``count`` more puts, one per transaction, timed."""
+        tm, variant = self.tm, self.variant
+        size = os.path.getsize(self.path)
+        began, cpu = time.perf_counter(), time.thread_time()
+        for i in range(self.done, self.done + count):
+            with tm:
+                queue = self.conn.root()[zasync.KEY][""]
+                queue.put(zasync.Job(add, 3, i), **_options(variant, i))
+        self.seconds += time.perf_counter() - began
+        self.cpu += time.thread_time() - cpu
+        self.bytes += os.path.getsize(self.path) - size
+        self.done += count
+
+    def check(self) -> None:
+        """RuntimeError unless every put queued a job."""
+        with self.tm:
+            pending = len(self.conn.root()[zasync.KEY][""])
+        if pending != self.done:
+            raise RuntimeError(f"put({self.variant}): {pending} of {self.done} queued")
+
+    def close(self) -> None:
+        self.conn.close()
+        self.db.close()
 
 
 def run_enqueue(directory: Path, jobs: int) -> dict:
-    _puts(directory / "warm-up", min(jobs, 200), "plain")
-    seconds: dict[str, float | None] = {}
-    unsupported: dict[str, str] = {}
-    for variant in ("plain", "unique_key", "lock"):
-        try:
-            seconds[variant] = _puts(directory / variant, jobs, variant)
-        except TypeError as e:  # an engine without the option
-            if variant == "plain":
-                raise
-            seconds[variant] = None
-            unsupported[variant] = str(e)
-    return {"seconds": seconds, "unsupported": unsupported}
+    """The kinds take turns, :data:`ROUNDS` times ``jobs / ROUNDS`` puts
+    each (the first kind changing each round), so that a change in the
+    machine's speed falls on all of them."""
+    putters = [_Putter(directory / "warm-up", "plain")]
+    try:
+        putters[0].puts(min(jobs, 200))
+        unsupported: dict[str, str] = {}
+        kinds = []
+        for variant in VARIANTS:
+            putter = _Putter(directory / variant, variant)
+            putters.append(putter)
+            try:
+                putter.puts(1)  # an engine without the option fails here
+            except TypeError as e:
+                if variant == "plain":
+                    raise
+                unsupported[variant] = str(e)
+                continue
+            putter.reset()  # its keys go on from 1: all distinct
+            kinds.append(putter)
+        per_round = jobs // ROUNDS
+        for index in range(ROUNDS):
+            for putter in kinds[index % len(kinds) :] + kinds[: index % len(kinds)]:
+                putter.puts(per_round)
+        seconds: dict[str, float | None] = dict.fromkeys(VARIANTS)
+        cpu: dict[str, float | None] = dict.fromkeys(VARIANTS)
+        written: dict[str, int | None] = dict.fromkeys(VARIANTS)
+        for putter in kinds:
+            putter.check()
+            seconds[putter.variant] = putter.seconds
+            cpu[putter.variant] = putter.cpu
+            written[putter.variant] = putter.bytes
+        return {
+            "seconds": seconds,
+            "cpu": cpu,
+            "bytes": written,
+            "puts": per_round * ROUNDS,
+            "unsupported": unsupported,
+        }
+    finally:
+        for putter in putters:
+            putter.close()
 
 
 def main(argv: list[str] | None = None) -> int:
