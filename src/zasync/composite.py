@@ -58,6 +58,16 @@ class CompositeJob(Job):
         """The composite's jobs, in order (its ``args``)."""
         return tuple(self._stored_args())
 
+    def _member_quotas(self) -> tuple[str, ...]:
+        """The quota names of its members, in order, each once: a batch put
+        without quotas of its own takes these, and holds them while it
+        queues its members (then at their place in the line)."""
+        names: dict[str, None] = {}
+        for member in self._stored_args():
+            if isinstance(member, Job):
+                names.update(dict.fromkeys(member.quota_names))
+        return tuple(names)
+
     @property
     def callable_name(self) -> str:
         kind = "parallel" if self.parallel else "serial"
@@ -120,6 +130,13 @@ class CompositeJob(Job):
         else:
             result = list(self.jobs)
         _finish_elsewhere(self, result)
+
+
+def in_serial(job: Job) -> bool:
+    """Whether ``job`` is a member of a serial batch (the batch queues the
+    next member when this one's callbacks run)."""
+    parent = job._parent
+    return isinstance(parent, CompositeJob) and not parent.parallel
 
 
 def _finish_elsewhere(job: Job, result: Any) -> None:

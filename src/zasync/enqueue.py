@@ -137,23 +137,28 @@ def check_items(queue: Any, items: Iterable[Any], options: Options) -> list[Job]
     return jobs
 
 
+#: the options prepare() sets on a job when they are given (not None)
+_SET_WHEN_GIVEN = (
+    "retry_policy_factory",
+    "timeout",
+    "priority",
+    "lock",
+    "unique_key",
+    "unique_until",
+)
+
+
 def prepare(jar: Any, queue: Any, job: Job, options: Options) -> int:
     """Set the fields ``options`` give ``job`` (checked), add it to ``jar``
     and return its due time in microseconds, for the queue to insert it."""
     if options.quota_names is not None:
         job.quota_names = options.quota_names
-    if options.retry_policy_factory is not None:
-        job.retry_policy_factory = options.retry_policy_factory
-    if options.timeout is not None:
-        job.timeout = options.timeout
-    if options.priority is not None:
-        job.priority = options.priority
-    if options.lock is not None:
-        job.lock = options.lock
-    if options.unique_key is not None:
-        job.unique_key = options.unique_key
-    if options.unique_until is not None:
-        job.unique_until = options.unique_until
+    elif not job.quota_names and hasattr(job, "_member_quotas"):
+        job.quota_names = job._member_quotas()  # a batch: see zasync.composite
+    for name in _SET_WHEN_GIVEN:
+        value = getattr(options, name)
+        if value is not None:
+            setattr(job, name, value)
     if job._p_jar is None:
         jar.add(job)
     moment = now()

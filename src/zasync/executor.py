@@ -22,9 +22,11 @@ from transaction.interfaces import TransientError
 
 from zasync.alone import Alone
 from zasync.callbacks import Callbacks
+from zasync.composite import in_serial
 from zasync.execution import Execution
 from zasync.failure import Failure
 from zasync.interfaces import (
+    CALLBACKS,
     COMPLETED,
 )
 from zasync.interrupts import Body, Run
@@ -364,9 +366,12 @@ class SlotRunner:
         )
 
     def settle(self, job: Job, slot: Any) -> None:
-        """After the job's work: free its quotas; a completed job leaves the
-        slot's active jobs for its done jobs."""
-        release_quotas(job)
+        """After the job's work: free its quotas (a member of a serial batch
+        keeps them until its callbacks, which queue the next member, have
+        run: no other job of its quota slips in between); a completed job
+        leaves the slot's active jobs for its done jobs."""
+        if not (job._status == CALLBACKS and in_serial(job)):
+            release_quotas(job)
         if job._status == COMPLETED:
             oid = oid_int(job)
             if slot.active.get(oid) is job:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from transaction.interfaces import TransientError
 
 from zasync.interfaces import KEY, WorkerError
+from zasync.lanes import needs_repair, repair
 from zasync.recovery import recover_slot
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def run(dispatcher: Dispatcher) -> None:
             and _first_key(queue.finished) is not None
             and _first_key(queue.finished) < cutoff_us
         ]
+        stalled = [name for name, queue in queues.items() if needs_repair(queue)]
         expired = [
             record.uuid
             for record in registry.values()
@@ -124,8 +126,25 @@ def run(dispatcher: Dispatcher) -> None:
             ),
         ):
             pass
+    for name in stalled:
+        _in_lease(dispatcher, lambda registry, name=name: _repair(dispatcher, name))
     for uuid in expired:
         _in_lease(dispatcher, lambda registry, uuid=uuid: _expire(registry, uuid))
+
+
+def _repair(dispatcher: Dispatcher, name: str) -> int:
+    queue = dispatcher.conn.root()[KEY].get(name)
+    if queue is None:
+        return 0
+    dropped = repair(queue, queue._place)
+    if dropped:
+        log.warning(
+            "queue %r: %d lost entries of its lanes and locks repaired",
+            name,
+            dropped,
+            extra={"action": "repair", "queue": name},
+        )
+    return dropped
 
 
 def _prune_tree(tree: Any, cutoff_us: int) -> int:

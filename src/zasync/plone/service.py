@@ -232,13 +232,14 @@ class AsyncService:
                 f"queue {target.name!r} has no quota {missing[0]!r}; add it to "
                 f"the registry record zasync.plone.quotas"
             )
-        # The members hold the quota, not the batch: a batch holding a size-1
-        # quota would wait forever for members that need it too.
+        # The members hold the quota; the batch holds it only while it queues
+        # them (zasync.composite), so that they keep the batch's place in the
+        # line: a job queued after the batch runs after its members.
         timeout = default_timeout()
         for member in members:
             member.quota_names = names
             member.timeout = timeout
         batch = (make_parallel if parallel else make_serial)(*members)
-        batch = target.put(batch, quota_names=())
+        batch = target.put(batch)
         _add_event_callback(batch, site)
         return batch
