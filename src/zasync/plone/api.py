@@ -29,7 +29,7 @@ from zasync.plone.interfaces import IAsyncService
 from zasync.plone.runner import find_site
 from zasync.plone.service import (
     JobInfo,
-    _add_event_callback,
+    add_event_callback,
     default_timeout,
     makeJob,
     wrap_job,
@@ -115,7 +115,7 @@ def queue(
     )
     if queued is job:
         # A job found by its unique key already has its callback.
-        _add_event_callback(job, site)
+        add_event_callback(job, site)
     return queued
 
 
@@ -171,7 +171,7 @@ def queue_many(
     )
     for (job, site), result in zip(wrapped, queued, strict=True):
         if result is job:
-            _add_event_callback(job, site)
+            add_event_callback(job, site)
     return queued
 
 

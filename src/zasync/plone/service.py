@@ -91,7 +91,7 @@ def _site_origin(site: Any) -> JobOrigin:
     return origin
 
 
-def _add_event_callback(job: Job, site: Any) -> None:
+def add_event_callback(job: Job, site: Any) -> None:
     job.addCallback(Job(notify_finished, _site_origin(site), job))
 
 
@@ -188,7 +188,7 @@ class AsyncService:
             quota_names=_quota_names(quota_names),
             timeout=default_timeout(),
         )
-        _add_event_callback(job, find_site(context))
+        add_event_callback(job, find_site(context))
         return job
 
     # -- batches ------------------------------------------------------------
@@ -241,5 +241,5 @@ class AsyncService:
             member.timeout = timeout
         batch = (make_parallel if parallel else make_serial)(*members)
         batch = target.put(batch)
-        _add_event_callback(batch, site)
+        add_event_callback(batch, site)
         return batch
