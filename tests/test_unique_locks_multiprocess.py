@@ -23,7 +23,7 @@ from tests.processes import ROOT, subprocess_env
 from transaction.interfaces import NoTransaction, TransientError
 from ZEO.Exceptions import ClientDisconnected
 
-from zasync.admin import find_job, iter_active, iter_done, iter_pending
+from zasync.admin import find_job, iter_active, iter_done, iter_pending, kind
 from zasync.interfaces import COMPLETED, KEY
 from zasync.job import Job
 from zasync.queue import install
@@ -412,3 +412,77 @@ def test_a_lock_held_by_a_killed_worker_is_released_after_recovery(
         assert rescued[0].end is not None and rescued[0].end <= waited[0].start
     assert client.read(lambda conn: client.queue.lock_holder("lock-a")) is None
     assert "Traceback" not in survivor.log()
+    outcome = client.read(lambda conn: kind(find_job(conn, holder)))
+    print(
+        f"\nthe killed worker's job: {outcome}, run again: {bool(rescued)}; the "
+        f"next job of its lock started {waited[0].start - killed_at:.2f} s after "
+        f"the kill (lease 2 s)"
+    )
+
+
+def test_no_two_jobs_of_a_lock_overlap_when_a_worker_is_killed_under_load(
+    zeo_server, client, workers, stamps
+):
+    """400 jobs of 20 to 50 ms over 20 locks, three workers; one is killed
+    (SIGKILL) while it runs some: its jobs run again elsewhere once its
+    lease ran out, and still no two jobs of a lock overlapped (a run cut
+    short counts as running until the kill), and the jobs of each lock
+    started, for the last time, in the order queued."""
+    pool = [
+        workers(zeo_server.uri, threads=2, imports=IMPORTS, args=FAST_RESCUE).start()
+        for _ in range(3)
+    ]
+    victim = pool[0]
+    ids = []
+    for first in range(0, 400, 50):
+        for attempt in client.tm.attempts(100):
+            with attempt:
+                jobs = [
+                    client.queue.put(
+                        Job(
+                            lock_jobs.locked,
+                            str(stamps),
+                            f"lock-{n % 20}",
+                            n,
+                            0.02 + (n * 7 % 31) / 1000,
+                        ),
+                        lock=f"lock-{n % 20}",
+                    )
+                    for n in range(first, first + 50)
+                ]
+        ids += [job.id for job in jobs]
+
+    def victim_runs() -> list:
+        return [r for r in lock_jobs.intervals(stamps) if r.pid == victim.pid]
+
+    wait_until(lambda: len(victim_runs()) >= 20, timeout=30, message="victim runs")
+    victim.kill()
+    killed_at = time.time()
+    client.wait_completed(ids, 90)
+    runs = lock_jobs.intervals(stamps)
+    cut = [r for r in runs if r.end is None]
+    assert cut and all(r.pid == victim.pid for r in cut)
+    assert lock_jobs.overlapping(runs, until=killed_at) == []
+    last_starts: dict[str, lock_jobs.Interval] = {}
+    for run in runs:  # in the order they started
+        last_starts[run.job_id] = run
+    assert set(last_starts) == set(ids)
+    by_key: dict[str, list[int]] = collections.defaultdict(list)
+    for run in sorted(last_starts.values(), key=lambda run: run.start):
+        by_key[run.key].append(run.seq)
+    for key, seqs in by_key.items():
+        assert seqs == sorted(seqs), f"{key}: started out of order: {seqs}"
+    for run in cut:
+        again = last_starts[run.job_id]
+        assert again.pid != victim.pid and again.start > killed_at
+    holders = client.read(
+        lambda conn: [client.queue.lock_holder(f"lock-{n}") for n in range(20)]
+    )
+    assert holders == [None] * 20
+    for worker in pool[1:]:
+        assert_clean(worker)
+    print(
+        f"\nkilled a worker running {len(cut)} jobs; they ran again "
+        f"{max(last_starts[r.job_id].start for r in cut) - killed_at:.2f} s "
+        f"after the kill at the latest"
+    )
