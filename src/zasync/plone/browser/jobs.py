@@ -22,6 +22,7 @@ from typing import Any
 from zasync import admin
 from zasync import overview as overview_module
 from zasync.job import Job, callable_name
+from zasync.jobfilters import option_matcher
 from zasync.local import live_annotations
 from zasync.plone import settings
 from zasync.plone.browser import display
@@ -32,6 +33,8 @@ from zasync.workerstate import state_of
 
 #: the filters of a job list (status, then these), as query parameters
 FILTERS = ("queue", "callable", "user", "path")
+#: the filters on the options jobs were queued with, as query parameters
+OPTION_FILTERS = ("priority", "min_priority", "lock", "unique_key")
 #: page sizes the lists offer (the first is the default)
 PAGE_SIZES = (20, 50, 100)
 MAX_PAGE_SIZE = 200
@@ -104,18 +107,28 @@ def context_path(job: Job) -> str | None:
 class JobFilter:
     """The filters of a job list. Empty values filter nothing. ``path`` is
     a physical path (``/plone/folder``) or one relative to the site
-    (``/folder``); it matches that object and everything in it."""
+    (``/folder``); it matches that object and everything in it.
+    ``priority`` (exactly), ``min_priority`` (that or higher), ``lock``
+    and ``unique_key`` match the options the jobs were queued with.
+    ``problem`` says why a value of the form was not taken (that filter
+    is then empty, and the list shows no jobs)."""
 
     status: tuple[str, ...] = ()
     queue: str | None = None
     callable: str = ""
     user: str = ""
     path: str = ""
+    priority: int | None = None
+    min_priority: int | None = None
+    lock: str = ""
+    unique_key: str = ""
+    problem: str = ""
 
     @classmethod
     def from_form(cls, form: Any) -> JobFilter:
         """The filter a request's form asks for; ValueError naming a status
-        that is not one of ``zasync.admin.FILTERS``."""
+        that is not one of ``zasync.admin.FILTERS``. A bad priority, lock
+        or unique key sets ``problem`` (see :meth:`check`)."""
 
         def text(name: str) -> str:
             value = form.get(name, "")
@@ -135,13 +148,21 @@ class JobFilter:
         queue = form.get("queue")
         if isinstance(queue, (list, tuple)):
             queue = queue[0] if queue else None
+        options, problem = _options(text)
         return cls(
             status=status,
             queue=None if queue in (None, "*") else str(queue),
             callable=text("callable"),
             user=text("user"),
             path=text("path"),
+            problem=problem,
+            **options,
         )
+
+    def check(self) -> None:
+        """ValueError with the ``problem``, if the form had one."""
+        if self.problem:
+            raise ValueError(self.problem)
 
     def query(self) -> dict[str, str]:
         """The query parameters that ask for this filter again."""
@@ -150,10 +171,18 @@ class JobFilter:
             query["status"] = ",".join(self.status)
         if self.queue is not None:
             query["queue"] = self.queue
-        for name in ("callable", "user", "path"):
-            if getattr(self, name):
-                query[name] = getattr(self, name)
+        for name in (*FILTERS[1:], *OPTION_FILTERS):
+            value = getattr(self, name)
+            if value is not None and value != "":
+                query[name] = str(value)
         return query
+
+    def options(self) -> dict[str, Any]:
+        """The option filters, as ``admin.list_jobs`` takes them."""
+        return {
+            name: getattr(self, name) if getattr(self, name) != "" else None
+            for name in OPTION_FILTERS
+        }
 
     def predicate(self, scope: Scope) -> Callable[[Job], bool]:
         """A test for ``admin.list_jobs(match=...)``: in scope and matching
@@ -178,6 +207,29 @@ class JobFilter:
         return match
 
 
+def _options(text: Callable[[str], str]) -> tuple[dict[str, Any], str]:
+    """The option filters of a form (read with ``text``), and the first
+    problem found ('' for none); a bad value is left out."""
+    options: dict[str, Any] = {}
+    problem = ""
+    for name in OPTION_FILTERS:
+        value: Any = text(name)
+        if not value:
+            continue
+        if name.endswith("priority"):
+            try:
+                value = int(value)
+            except ValueError:
+                pass  # refused below, with the message list_jobs gives
+        try:
+            option_matcher(**{name: value})
+        except (TypeError, ValueError) as e:
+            problem = problem or str(e)
+            continue
+        options[name] = value
+    return options, problem
+
+
 def _absolute_path(path: str, site_path: tuple[str, ...]) -> str:
     path = path.strip().rstrip("/")
     if not path:
@@ -200,9 +252,12 @@ def list_page(
 ) -> tuple[admin.JobList, bool]:
     """The jobs ``start`` to ``start + size`` of the list that
     ``job_filter`` selects (active first, then pending and scheduled in run
-    order, then finished ones newest first), and whether more follow."""
+    order, then finished ones newest first), and whether more follow; no
+    jobs for a filter with a ``problem``."""
     start = max(0, int(start))
     size = max(1, min(int(size), MAX_PAGE_SIZE))
+    if job_filter.problem:
+        return admin.JobList(), False
     found = admin.list_jobs(
         queues,
         status=job_filter.status,
@@ -210,6 +265,7 @@ def list_page(
         limit=start + size + 1,
         match=job_filter.predicate(scope),
         scan_limit=FILTER_SCAN_LIMIT,
+        **job_filter.options(),
     )
     page = admin.JobList(found[start : start + size])
     page.truncated = found.truncated
@@ -254,7 +310,8 @@ def describe(job: Job, *, full: bool = False) -> dict[str, Any]:
     API: what ``zasync.admin.describe`` says, with the function, arguments,
     context and user of a Plone job, and ``stuck_since`` for a job its worker
     thread got stuck in (zasync.watchdog). ``full`` adds the traceback, result,
-    annotations and the members of a batch."""
+    annotations, the members of a batch and, for a job with a lock, the
+    ``lock_holder``: the id of the job running under that lock now."""
     data = admin.describe(job)
     args, kwargs = call_arguments(job)
     origin = origin_of(job)
@@ -277,6 +334,9 @@ def describe(job: Job, *, full: bool = False) -> dict[str, Any]:
     if full:
         if members:
             data["jobs"] = [member.id for member in members]
+        if job.lock is not None and job.queue is not None:
+            holder = job.queue.lock_holder(job.lock)
+            data["lock_holder"] = holder.id if holder is not None else None
     else:
         data.pop("traceback", None)
         data.pop("result", None)

@@ -2,7 +2,8 @@
 API, on the site root.
 
 - ``GET @async-jobs``: the jobs of the site (filters ``status`` (repeatable
-  or comma-separated), ``queue``, ``callable``, ``user``, ``path``; batching
+  or comma-separated), ``queue``, ``callable``, ``user``, ``path``,
+  ``priority``, ``min_priority``, ``lock``, ``unique_key``; batching
   ``b_start``, ``b_size``);
 - ``GET @async-jobs/{id}``: one job, with its traceback or result;
 - ``POST @async-jobs/{id}/retry``, ``POST @async-jobs/{id}/cancel``: act on
@@ -92,6 +93,7 @@ class JobsGet(_JobsService):
         statuses = [s for value in statuses for s in value.split(",") if s]
         try:
             job_filter = jobs.JobFilter.from_form({**form, "status": statuses})
+            job_filter.check()
             b_start = int(form.get("b_start", 0))
             b_size = int(form.get("b_size", DEFAULT_BATCH_SIZE))
         except ValueError as e:
