@@ -196,3 +196,15 @@ class TestJobOptionsShownAndFiltered(unittest.TestCase):
             "completes)"
         )
         expect(page.locator("#zasync-lock-field")).to_have_text("none")
+
+        # At a phone's width too, the badges and fields fit and read well.
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path in (
+            "?status=scheduled",
+            "?status=scheduled&priority=high",
+            f"/{self.behind.id}",
+        ):
+            page.goto(f"{base}{path}")
+            expect(page.locator("#zasync-jobs")).to_be_visible()
+            check_layout(page, f"{path} at 390 px")
+        page.shots("options-phone")
