@@ -63,24 +63,33 @@ class Backlog:
         self.conn.root()[KEY][f"q{next(_names)}"] = self.queue
         self.jobs: list[Job] = []
         self.seq: dict[bytes, int] = {}
+        self.queued_us: dict[bytes, int] = {}
 
     def put(self, priority: int, offset: int, shard: int) -> Job:
         zasync.shards._shard_local.index = shard  # as another producer thread
         try:
-            job = self.queue.put(
-                Job(jobfuncs.noop),
+            return self.put_job(
                 begin_after=BASE + datetime.timedelta(seconds=offset),
                 priority=priority,
             )
         finally:
             del zasync.shards._shard_local.index
-        assert job.priority == priority
+
+    def put_job(self, **options) -> Job:
+        queued_us = us(datetime.datetime.now(UTC))
+        job = self.queue.put(Job(jobfuncs.noop), **options)
+        assert job.priority == options["priority"]
         self.seq[job._p_oid] = len(self.jobs)
+        self.queued_us[job._p_oid] = queued_us
         self.jobs.append(job)
         return job
 
     def run_order(self, job: Job) -> tuple:
-        return (-job.priority, us(job.begin_after), self.seq[job._p_oid])
+        """(priority, due time, order queued), a due time in the past
+        counting as the time it was queued."""
+        oid = job._p_oid
+        due_us = max(us(job.begin_after), self.queued_us[oid])
+        return (-job.priority, due_us, self.seq[oid])
 
     def due(self, now_us: int) -> list[Job]:
         """The pending jobs due at ``now_us``, in run order."""
@@ -219,6 +228,145 @@ def test_workers_sharing_a_queue_pass_over_only_jobs_meant_for_others(
                 assert rank(backlog.queue, job, backlog_) != 0, (
                     f"{uuids[worker]} passed over its own {job} for a later job"
                 )
+    finally:
+        backlog.close()
+
+
+QUOTA_SETS = [(), ("a",), ("b",), ("a", "b")]
+gated_specs = st.lists(
+    st.tuples(
+        st.integers(-2, 2),  # priority
+        st.sampled_from(QUOTA_SETS),
+        st.sampled_from([None, "x", "y"]),  # lock
+        st.sampled_from([-3600, 0, 0, 1, 2]),  # seconds from now it is due
+    ),
+    max_size=25,
+)
+
+
+class GatedBacklog(Backlog):
+    """A Backlog with quotas "a" and "b", locks "x" and "y", and the jobs
+    claimed and still running."""
+
+    def __init__(self, db, sizes: tuple[int, int]):
+        super().__init__(db)
+        self.sizes = dict(zip(("a", "b"), sizes, strict=True))
+        for name, size in self.sizes.items():
+            self.queue.quotas.create(name, size=size)
+        self.running: list[Job] = []
+
+    def put_spec(self, spec: tuple) -> Job:
+        priority, quotas, lock, delay = spec
+        when = datetime.datetime.now(UTC) + datetime.timedelta(seconds=delay)
+        return self.put_job(
+            begin_after=when if delay else None,
+            quota_names=quotas,
+            priority=priority,
+            lock=lock,
+        )
+
+    def check_claim(self, due: list[Job], got: list[Job]) -> None:
+        """What a claim took of the ``due`` jobs (in run order): each job
+        had room in its quotas and its lock free; no due job was passed
+        over for a later one of its lane (same quotas and lock), of a
+        quota of size 1 or of its lock, nor a due job without quotas or
+        lock for any later one; the first due job was taken if it could
+        run."""
+        quotas = self.queue.quotas
+        room = {name: size - len(quotas[name]) for name, size in self.sizes.items()}
+        room = {
+            name: left + sum(name in j.quota_names for j in got)
+            for name, left in room.items()
+        }
+        locks = {job.lock for job in self.running if job.lock}
+        taken = set(got)
+        for later in got:
+            assert all(room[name] > 0 for name in later.quota_names)
+            assert later.lock not in locks
+            for name in later.quota_names:
+                room[name] -= 1
+            if later.lock:
+                locks.add(later.lock)
+            for earlier in due[: due.index(later)]:
+                if earlier in taken:
+                    continue
+                lane = (earlier.quota_names, earlier.lock)
+                assert lane != (later.quota_names, later.lock), (earlier, later)
+                assert lane != ((), None), (earlier, later)
+                shared = set(earlier.quota_names) & set(later.quota_names)
+                assert all(self.sizes[name] > 1 for name in shared), (earlier, later)
+                assert not earlier.lock or earlier.lock != later.lock
+        if due and not got:
+            first = due[0]
+            held = {job.lock for job in self.running if job.lock}
+            room = {n: size - len(quotas[n]) for n, size in self.sizes.items()}
+            can_run = all(room[n] > 0 for n in first.quota_names)
+            assert not (can_run and first.lock not in held), first
+
+    def check_holders(self) -> None:
+        """Quotas count exactly the running jobs, never past their size; a
+        lock is held by its one running job."""
+        queue = self.queue
+        for name, size in self.sizes.items():
+            holders = [j for j in self.running if name in j.quota_names]
+            assert len(queue.quotas[name]) == len(holders) <= size
+        for lock in ("x", "y"):
+            holders = [j for j in self.running if j.lock == lock]
+            assert len(holders) <= 1
+            assert queue.lock_holder(lock) is (holders[0] if holders else None)
+
+    def finish_all(self) -> None:
+        for job in self.running:
+            release_quotas(job)
+            job._status = COMPLETED
+        self.running.clear()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    sizes=st.tuples(st.integers(1, 2), st.integers(1, 3)),
+    initial=gated_specs,
+    spares=gated_specs,
+    plan=rounds,
+)
+def test_claims_take_jobs_under_quotas_and_locks_in_their_turn(
+    db, sizes, initial, spares, plan
+):
+    """Jobs due now (waiting in their lanes) or later, under quotas and
+    locks, with priorities; workers claim in turn, jobs being put and
+    finishing between their claims: quotas and locks are never exceeded,
+    and each claim keeps run order where it is promised (see
+    GatedBacklog.check_claim)."""
+    backlog = GatedBacklog(db, sizes)
+    try:
+        for spec in initial:
+            backlog.put_spec(spec)
+        spares = list(spares)
+        offset = 0
+        for worker, capacities, step, new, finish in plan:
+            for _ in range(new):
+                if spares:
+                    backlog.put_spec(spares.pop())
+            offset += step * 1_000_000
+            now_us = us(datetime.datetime.now(UTC)) + offset
+            due = backlog.due(now_us)
+            taken = _claim(backlog, f"worker-{worker}", capacities, now_us)
+            got = sorted(
+                (job for jobs in taken.values() for job in jobs),
+                key=backlog.run_order,
+            )
+            assert len(got) <= sum(capacities)
+            backlog.check_claim(due, got)
+            for jobs in taken.values():
+                assert jobs == sorted(jobs, key=backlog.run_order)
+            backlog.running.extend(got)
+            backlog.check_holders()
+            if finish:
+                backlog.finish_all()
     finally:
         backlog.close()
 
