@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import transaction
 
 import jobfuncs
@@ -22,14 +23,19 @@ BATCH = 2_000
 FREE_JOBS = 200
 
 
+@pytest.mark.parametrize(
+    "gate", [{"quota_names": ("one",)}, {"lock": "one"}], ids=["quota", "lock"]
+)
 def test_free_jobs_run_while_a_long_line_waits_for_a_full_quota(
-    queue, start_dispatcher
+    queue, start_dispatcher, gate
 ):
-    """A size-1 quota whose first job blocks, with 20,000 jobs behind it;
-    200 jobs without quotas queued after them all complete while it still
-    blocks: a claim finds them however long the line before them."""
-    queue.quotas.create("one", size=1)
-    blocker = queue.put(Job(jobfuncs.wait_for, "blocker", 60), quota_names=("one",))
+    """A size-1 quota (or a lock) whose first job blocks, with 20,000 jobs
+    behind it; 200 jobs without quotas queued after them all complete
+    while it still blocks: a claim finds them however long the line
+    before them."""
+    if "quota_names" in gate:
+        queue.quotas.create("one", size=1)
+    blocker = queue.put(Job(jobfuncs.wait_for, "blocker", 60), **gate)
     transaction.commit()
     start_dispatcher(threads=4)
     wait_until(lambda: jobfuncs.calls["blocker"] == 1, message="the blocker to start")
@@ -40,7 +46,7 @@ def test_free_jobs_run_while_a_long_line_waits_for_a_full_quota(
                 Job(jobfuncs.count, "quota")
                 for _ in range(first, min(first + BATCH, QUOTA_JOBS))
             ],
-            quota_names=("one",),
+            **gate,
         )
         transaction.commit()
     queued = time.monotonic() - began
@@ -61,8 +67,10 @@ def test_free_jobs_run_while_a_long_line_waits_for_a_full_quota(
     transaction.begin()
     assert blocker.status == ACTIVE
     assert len(queue) == QUOTA_JOBS - 1
+    if "lock" in gate:
+        assert queue.lock_holder("one") is blocker
     print(
-        f"\n{QUOTA_JOBS} quota jobs queued in {queued:.1f} s; "
+        f"\n{QUOTA_JOBS} jobs behind a {gate} queued in {queued:.1f} s; "
         f"{FREE_JOBS} free jobs behind them ran in {ran_in:.2f} s"
     )
 
