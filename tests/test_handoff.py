@@ -103,6 +103,43 @@ def test_other_jobs_wait_for_a_claim(queue, dispatcher, put):
     assert dispatcher.jobs_claimed >= 1 + len(jobs)
 
 
+def test_jobs_waiting_for_a_full_quota_or_a_lock_do_not_hold_back_a_hand_off(
+    queue, dispatcher
+):
+    """Jobs in lanes (zasync.lanes) wait for their quotas and locks: a free
+    job queued alone after them is handed over all the same."""
+    queue.quotas.create("one", size=1)
+    blocker = queue.put(
+        Job(jobfuncs.signal_and_wait, "holding", "let-go"), quota_names=("one",)
+    )
+    transaction.commit()
+    assert jobfuncs.gate("holding").wait(10)
+    waiting = queue.put_many(
+        [Job(jobfuncs.noop) for _ in range(50)], quota_names=("one",)
+    )
+    locked = queue.put_many([Job(jobfuncs.noop) for _ in range(2)], lock="l")
+    transaction.commit()
+    for other in locked:
+        wait_for_result(other)
+    wait_until(
+        lambda: (
+            dispatcher.waiting.is_set()
+            and not dispatcher.pool.claiming
+            and len(dispatcher.pool.idle) == 1
+        ),
+        message="the dispatcher to wait, one thread busy with the quota's job",
+    )
+    handed = dispatcher.jobs_handed
+    job = queue.put(Job(jobfuncs.add, 1, 1))
+    transaction.commit()
+    assert wait_for_result(job) == 2
+    assert dispatcher.jobs_handed == handed + 1
+    jobfuncs.gate("let-go").set()
+    assert wait_for_result(blocker) == "released"
+    for other in waiting:
+        wait_for_result(other)
+
+
 def test_a_job_due_later_is_not_handed_over(queue, dispatcher):
     later = zasync.job.now() + zasync.job.datetime.timedelta(hours=1)
     job = queue.put(Job(jobfuncs.noop), begin_after=later)

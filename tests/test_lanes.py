@@ -50,6 +50,7 @@ def only_sentinels(queue):
     return (
         list(gates.waiting.keys()) == [(GATE_HEAD,), (GATE_SENTINEL,)]
         and list(gates.front.keys()) == [GATE_HEAD, GATE_SENTINEL]
+        and list(gates.lanes.keys()) == [GATE_HEAD, GATE_SENTINEL]
         and list(gates.held.keys()) == [NAME_HEAD, NAME_SENTINEL]
         and list(gates.unique.keys()) == [NAME_HEAD, NAME_SENTINEL]
     )

@@ -26,8 +26,10 @@ one the others leave a job just queued to), in one of two ways:
 
 Only when nothing else is disturbed, else the job waits for a claim:
 
-- the transaction queues this one job, due now, without quotas, in a
-  queue that holds no other (no job queued earlier is overtaken);
+- the transaction queues this one job, due now, without quotas, lock or
+  unique key, in a queue that holds no other but jobs of quotas and locks
+  (zasync.lanes: no job queued earlier is overtaken but those, which take
+  their turn when their quotas and locks allow);
 - the worker serves the queue, is live (not stopped, seen within three of
   its heartbeats or its lease running) and is the one the job is meant
   for; in this process, it has an idle thread; elsewhere, a slot without
@@ -63,6 +65,7 @@ from zasync import inprocess
 from zasync.interfaces import KEY, PENDING
 from zasync.job import now
 from zasync.keys import now_us, oid_int
+from zasync.lanes import gated_counter
 from zasync.placement import owner_of
 
 log = logging.getLogger(__name__)
@@ -97,7 +100,7 @@ def _before_commit(offered: list[tuple[Any, Any]], db: Any, txn: Any) -> None:
     if job._key[1] > now_us():
         return
     local = inprocess.serving(db)
-    if local and len(queue) == 1:
+    if local and _alone(queue):
         for dispatcher in local:
             if _hand_here(dispatcher, queue, job, txn):
                 return
@@ -162,10 +165,12 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     # The queue's counts: claims change them. Up to date in this view, they
     # tell at no cost whether another job waits; else they are fetched
     # with the slots, in the one round trip the choice makes.
-    stale = [c for c in (queue.counter, *queue._added) if _ghost(c)]
+    gated = gated_counter(queue)
+    counters = (queue.counter, *queue._added, *([gated] if gated is not None else []))
+    stale = [c for c in counters if _ghost(c)]
     if not stale:
         _seen[queue.counter] = (queue.counter(), time.monotonic())
-        if len(queue) != 1:
+        if not _alone(queue):
             return False  # another job waits: not to be overtaken
     if stale and _waits_surely(queue, stale):
         return False
@@ -190,7 +195,7 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     objs = stale + [obj for slot in slots for obj in (slot.active, slot.inbox)]
     conn.prefetch([obj for obj in objs if _ghost(obj)])
     _seen[queue.counter] = (queue.counter(), time.monotonic())
-    if len(queue) != 1:
+    if not _alone(queue):
         return False
     for slot in slots:
         if not slot.active and not slot.inbox:
@@ -224,7 +229,18 @@ def _waits_surely(queue: Any, stale: list[Any]) -> bool:
     seen = _seen.get(counter)
     if seen is None or time.monotonic() - seen[1] > SEEN_SECONDS:
         return False
-    return seen[0] + sum(added() for added in queue._added) > 1
+    upper = seen[0] + sum(added() for added in queue._added)
+    gated = gated_counter(queue)
+    return upper - (gated() if gated is not None else 0) > 1
+
+
+def _alone(queue: Any) -> bool:
+    """Whether the job just queued is the only one in ``queue`` a claim
+    could take before it: jobs waiting in lanes, or at the front of one,
+    wait for their quotas or locks (zasync.lanes), and are not overtaken
+    in their own turn."""
+    gated = gated_counter(queue)
+    return len(queue) - (gated() if gated is not None else 0) == 1
 
 
 def _ghost(obj: Any) -> bool:

@@ -30,6 +30,15 @@ other transactions change it (as in zasync.shards):
 - ``waiting``: (gate key, -priority, due us, oid int) -> job;
 - ``front``: gate key -> (shard key, oid int) of its jobs in the shards,
   in run order;
+- ``lanes``: gate key -> its Lane, an object written only when the lane
+  goes idle (its front empty, nobody waiting). A producer that queues a
+  job to wait behind a front asks the storage to refuse its commit should
+  the Lane change meanwhile (ZODB's readCurrent): when a claim took the
+  last job of the front at the same moment, seeing nobody waiting, the
+  producer tries again and its job goes into the shards, instead of
+  waiting in a lane nobody would move on. Producers that only read a
+  Lane do not conflict with each other, nor with claims that move the
+  lane on;
 - ``held``: lock -> the oid (bytes) of the job holding it;
 - ``unique``: unique key -> (job, writes). A producer that finds the key
   held rewrites the entry, so that its commit conflicts with one that
@@ -42,6 +51,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import persistent
+from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import POSKeyError
 
@@ -68,13 +78,50 @@ def _tree(head: Any, sentinel: Any, empty: Any) -> OOBTree:
 
 
 class Gates(persistent.Persistent):
-    """The waiting jobs, fronts, held locks and unique keys of a queue."""
+    """The waiting jobs, fronts, held locks and unique keys of a queue, and
+    ``gated``: how many jobs wait in lanes or are in fronts (a
+    ``BTrees.Length``; a job queued alone is handed over past them,
+    zasync.handoff)."""
+
+    gated: Length | None = None
+    lanes: Any = None
 
     def __init__(self) -> None:
+        self.gated = Length()
         self.waiting = _tree((GATE_HEAD,), (GATE_SENTINEL,), None)
         self.front = _tree(GATE_HEAD, GATE_SENTINEL, ())
+        self.lanes = _tree(GATE_HEAD, GATE_SENTINEL, None)
         self.held = _tree(NAME_HEAD, NAME_SENTINEL, None)
         self.unique = _tree(NAME_HEAD, NAME_SENTINEL, None)
+
+
+class Lane(persistent.Persistent):
+    """A lane in use (see the module docstring): written when it goes idle."""
+
+    idle: bool = False
+
+
+def front_of(gates: Gates, gate: tuple) -> tuple:
+    """The (shard key, oid int) of lane ``gate``'s jobs in the shards."""
+    return gates.front.get(gate, ())
+
+
+def _set_front(gates: Gates, gate: tuple, front: tuple) -> None:
+    """Store lane ``gate``'s front; with an empty front the lane goes idle
+    (its Lane written, so that a producer that read it tries again)."""
+    lanes = gates.lanes
+    if front:
+        if gates.front.get(gate) != front:
+            gates.front[gate] = front
+        if lanes is not None and gate not in lanes:
+            lanes[gate] = Lane()
+        return
+    if gate in gates.front:
+        del gates.front[gate]
+    lane = lanes.get(gate) if lanes is not None else None
+    if lane is not None:
+        lane.idle = True
+        del lanes[gate]
 
 
 def gates_of(queue: Any, *, create: bool = False) -> Gates | None:
@@ -133,16 +180,25 @@ def enter(queue: Any, job: Any, due_us: int, place: Place) -> None:
     assert gate is not None
     gates = gates_of(queue, create=True)
     assert gates is not None
-    front = gates.front.get(gate, ())
+    front = front_of(gates, gate)
     key = (-job.priority, due_us, oid_int(job))
-    if len(front) >= capacity(queue, gate) or next(waiting_of(gates, gate), None):
-        if not front or key >= front[-1][0] or not _demote(queue, gates, gate, front):
+    _count(gates, 1)
+    if front and (
+        len(front) >= capacity(queue, gate) or next(waiting_of(gates, gate), None)
+    ):
+        if key >= front[-1][0] or not _demote(queue, gates, gate, front):
+            # The job waits because of what this transaction read of the
+            # front: a claim that changes it meanwhile (emptying it, say)
+            # makes this commit fail, and the retry sees the room.
+            lane = gates.lanes.get(gate) if gates.lanes is not None else None
+            if lane is not None and lane._p_jar is not None and lane._p_serial:
+                lane._p_jar.readCurrent(lane)
             gates.waiting[(gate, *key)] = job
             job._key = (gate, *key)
             return
         front = front[:-1]
     place(job, due_us)
-    gates.front[gate] = _with(front, job)
+    _set_front(gates, gate, _with(front, job))
 
 
 def _with(front: tuple, job: Any) -> tuple:
@@ -174,7 +230,21 @@ def join_front(queue: Any, job: Any) -> None:
     gates = gates_of(queue, create=True)
     if gate is None or gates is None:
         return
-    gates.front[gate] = _with(gates.front.get(gate, ()), job)
+    front = front_of(gates, gate)
+    if all(entry[1] != oid_int(job) for entry in front):
+        _count(gates, 1)
+    _set_front(gates, gate, _with(front, job))
+
+
+def _count(gates: Gates, change: int) -> None:
+    if gates.gated is not None:
+        gates.gated.change(change)
+
+
+def gated_counter(queue: Any) -> Length | None:
+    """The queue's count of jobs in lanes and fronts (see Gates)."""
+    gates = gates_of(queue)
+    return None if gates is None else gates.gated
 
 
 def left_shards(queue: Any, job: Any, place: Place) -> None:
@@ -184,10 +254,11 @@ def left_shards(queue: Any, job: Any, place: Place) -> None:
     gate = gate_key(job)
     if gates is None or gate is None:
         return
-    front = gates.front.get(gate)
+    front = front_of(gates, gate)
     oid = oid_int(job)
-    if front is None or all(entry[1] != oid for entry in front):
+    if all(entry[1] != oid for entry in front):
         return
+    _count(gates, -1)
     promote(queue, gates, gate, tuple(e for e in front if e[1] != oid), place)
 
 
@@ -204,13 +275,11 @@ def promote(queue: Any, gates: Gates, gate: tuple, front: tuple, place: Place) -
     for key, job in moving:
         del gates.waiting[key]
         if job._key != key or job._status != PENDING:
+            _count(gates, -1)
             continue  # not pending here any more
         place(job, key[2])
         front = _with(front, job)
-    if front:
-        gates.front[gate] = front
-    elif gate in gates.front:
-        del gates.front[gate]
+    _set_front(gates, gate, front)
     return len(moving)
 
 
@@ -223,6 +292,7 @@ def leave_lane(queue: Any, job: Any) -> bool:
         return False
     del gates.waiting[key]
     job._key = None
+    _count(gates, -1)
     return True
 
 
@@ -397,6 +467,7 @@ def repair(queue: Any, place: Place) -> int:
         kept = tuple(e for e in front if not _front_entry_lost(queue, e))
         if len(kept) < len(front):
             dropped += len(front) - len(kept)
+            _count(gates, len(kept) - len(front))
             promote(queue, gates, gate, kept, place)
     for lock in list(gates.held.keys(min=NAME_HEAD, excludemin=True)):
         if lock != NAME_SENTINEL and holder(queue, lock) is None:
