@@ -318,7 +318,7 @@ def test_lanes_and_keys_survive_a_commit(conn, queue):
 
 
 def test_a_lane_whose_front_was_lost_is_repaired(queue):
-    from zasync.lanes import needs_repair, repair
+    from zasync.lanerepair import needs_repair, repair
 
     queue.quotas.create("one", size=1)
     first, second = queue.put_many([jobfuncs.noop] * 2, quota_names=("one",))

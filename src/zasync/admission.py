@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from zasync.interfaces import PENDING
-from zasync.lanes import hold_lock, left_shards, lock_free, release_key
+from zasync.keyed import hold_lock, lock_free, release_key
+from zasync.lanes import left_shards
 from zasync.shards import near_end_keys
 
 

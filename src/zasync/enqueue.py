@@ -20,8 +20,8 @@ from zasync.interfaces import KEY, NEW, PENDING, BadStatusError, ConfigurationEr
 from zasync.job import Job, now
 from zasync.jobfields import check_quota_names, check_timeout
 from zasync.jobopts import check_key, check_priority, check_unique_until
+from zasync.keyed import hold_key, touch_key, unique_holder
 from zasync.keys import to_us
-from zasync.lanes import hold_key, touch_key, unique_holder
 from zasync.timing import check_begin_after, check_begin_by
 
 

@@ -12,17 +12,15 @@ from BTrees.LOBTree import LOBTree
 from zasync import hooks
 from zasync.interfaces import CALLBACKS
 from zasync.job import Job, now
+from zasync.keyed import holder, release_key, unique_holder
 from zasync.keys import oid_int, to_us
 from zasync.lanes import (
     enter,
     gate_key,
-    holder,
     in_lane,
     join_front,
     leave_lane,
     left_shards,
-    release_key,
-    unique_holder,
 )
 from zasync.pending import NotPendingError
 from zasync.shards import insert, producer_shard, shard_index

@@ -53,9 +53,8 @@ from typing import Any
 import persistent
 from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
-from ZODB.POSException import POSKeyError
 
-from zasync.interfaces import ACTIVE, ASSIGNED, PENDING
+from zasync.interfaces import PENDING
 from zasync.keys import oid_bytes, oid_int
 
 #: the gate keys before and after every real one: (quota names, lock)
@@ -182,7 +181,7 @@ def enter(queue: Any, job: Any, due_us: int, place: Place) -> None:
     assert gates is not None
     front = front_of(gates, gate)
     key = (-job.priority, due_us, oid_int(job))
-    _count(gates, 1)
+    count_gated(gates, 1)
     if front and (
         len(front) >= capacity(queue, gate) or next(waiting_of(gates, gate), None)
     ):
@@ -232,11 +231,11 @@ def join_front(queue: Any, job: Any) -> None:
         return
     front = front_of(gates, gate)
     if all(entry[1] != oid_int(job) for entry in front):
-        _count(gates, 1)
+        count_gated(gates, 1)
     _set_front(gates, gate, _with(front, job))
 
 
-def _count(gates: Gates, change: int) -> None:
+def count_gated(gates: Gates, change: int) -> None:
     if gates.gated is not None:
         gates.gated.change(change)
 
@@ -258,7 +257,7 @@ def left_shards(queue: Any, job: Any, place: Place) -> None:
     oid = oid_int(job)
     if all(entry[1] != oid for entry in front):
         return
-    _count(gates, -1)
+    count_gated(gates, -1)
     promote(queue, gates, gate, tuple(e for e in front if e[1] != oid), place)
 
 
@@ -275,7 +274,7 @@ def promote(queue: Any, gates: Gates, gate: tuple, front: tuple, place: Place) -
     for key, job in moving:
         del gates.waiting[key]
         if job._key != key or job._status != PENDING:
-            _count(gates, -1)
+            count_gated(gates, -1)
             continue  # not pending here any more
         place(job, key[2])
         front = _with(front, job)
@@ -292,7 +291,7 @@ def leave_lane(queue: Any, job: Any) -> bool:
         return False
     del gates.waiting[key]
     job._key = None
-    _count(gates, -1)
+    count_gated(gates, -1)
     return True
 
 
@@ -324,153 +323,3 @@ def _live_waiting(items: Iterator[tuple[tuple, Any]]) -> Iterator[tuple[tuple, A
     for key, job in items:
         if job is not None and job._key == key:
             yield key[1:], job
-
-
-# -- locks ------------------------------------------------------------------
-
-
-def holder(queue: Any, lock: str) -> Any:
-    """The job running under ``lock`` (assigned or active), or None."""
-    gates = gates_of(queue)
-    oid = gates.held.get(lock) if gates is not None else None
-    if oid is None or queue._p_jar is None:
-        return None
-    try:
-        job = queue._p_jar.get(oid)
-        status = job._status
-    except (POSKeyError, KeyError):
-        return None
-    return job if status in (ASSIGNED, ACTIVE) and job.lock == lock else None
-
-
-def lock_free(queue: Any, lock: str, job: Any) -> bool:
-    """Whether ``job`` may take ``lock``: nobody holds it, or ``job`` does
-    (put back after an interruption), or a job that holds it no longer runs
-    (its release was lost with a crash)."""
-    gates = gates_of(queue)
-    oid = gates.held.get(lock) if gates is not None else None
-    if oid is None or oid == job._p_oid:
-        return True
-    return holder(queue, lock) is None
-
-
-def hold_lock(queue: Any, job: Any) -> None:
-    gates = gates_of(queue, create=True)
-    assert gates is not None
-    if gates.held.get(job.lock) != job._p_oid:
-        gates.held[job.lock] = job._p_oid
-
-
-def release_lock(queue: Any, job: Any) -> None:
-    """``job`` no longer holds its lock (it finished, or goes back to its
-    queue)."""
-    gates = gates_of(queue)
-    lock = job.lock
-    if lock and gates is not None and gates.held.get(lock) == job._p_oid:
-        del gates.held[lock]
-
-
-# -- unique keys --------------------------------------------------------------
-
-
-def holds_key(queue: Any, job: Any, key: str) -> bool:
-    """Whether ``job`` holds unique ``key`` in ``queue``: pending or
-    scheduled there, or (``unique_until="finished"``) running."""
-    if job.unique_key != key or job._queue is not queue:
-        return False
-    status = job._status
-    if status == PENDING:
-        return True
-    return job.unique_until == "finished" and status in (ASSIGNED, ACTIVE)
-
-
-def unique_holder(queue: Any, key: str) -> Any:
-    """The job holding unique ``key`` in ``queue``, or None."""
-    gates = gates_of(queue)
-    entry = gates.unique.get(key) if gates is not None else None
-    if entry is None:
-        return None
-    job = entry[0]
-    return job if holds_key(queue, job, key) else None
-
-
-def touch_key(queue: Any, key: str) -> None:
-    """Rewrite the entry of a held key (see the module docstring)."""
-    gates = gates_of(queue)
-    assert gates is not None
-    job, writes = gates.unique[key]
-    gates.unique[key] = (job, writes + 1)
-
-
-def hold_key(queue: Any, job: Any) -> None:
-    gates = gates_of(queue, create=True)
-    assert gates is not None
-    gates.unique[job.unique_key] = (job, 0)
-
-
-def release_key(queue: Any, job: Any) -> None:
-    """Free ``job``'s unique key if it holds the entry."""
-    key = job.unique_key
-    gates = gates_of(queue)
-    if not key or gates is None:
-        return
-    entry = gates.unique.get(key)
-    if entry is not None and entry[0] is job:
-        del gates.unique[key]
-
-
-# -- repair -------------------------------------------------------------------
-
-
-def _front_entry_lost(queue: Any, entry: tuple) -> bool:
-    """Whether a front entry ((shard key, oid int)) no longer stands for a
-    job pending in the queue's shards under that key."""
-    key, oid = entry
-    try:
-        job = queue._p_jar.get(oid_bytes(oid))
-        return job._status != PENDING or job._key != key or job._queue is not queue
-    except (POSKeyError, KeyError):
-        return True
-
-
-def needs_repair(queue: Any) -> bool:
-    """Whether a lane of ``queue`` holds room for waiting jobs that no job
-    of its front will give (a job that left the shards without passing
-    through Queue.take or a claim), or a lock is held by a job that no
-    longer runs. Reads only."""
-    gates = gates_of(queue)
-    if gates is None or queue._p_jar is None:
-        return False
-    for gate, front in gates.front.items(min=GATE_HEAD, excludemin=True):
-        if gate == GATE_SENTINEL:
-            break
-        if any(_front_entry_lost(queue, entry) for entry in front):
-            return True
-    for lock in gates.held.keys(min=NAME_HEAD, excludemin=True):
-        if lock != NAME_SENTINEL and holder(queue, lock) is None:
-            return True
-    return False
-
-
-def repair(queue: Any, place: Place) -> int:
-    """Drop the lost entries of the fronts (and promote the jobs waiting
-    behind them) and the locks held by jobs that no longer run; return how
-    many entries were dropped."""
-    gates = gates_of(queue)
-    if gates is None:
-        return 0
-    dropped = 0
-    fronts = list(gates.front.items(min=GATE_HEAD, excludemin=True))
-    for gate, front in fronts:
-        if gate == GATE_SENTINEL:
-            break
-        kept = tuple(e for e in front if not _front_entry_lost(queue, e))
-        if len(kept) < len(front):
-            dropped += len(front) - len(kept)
-            _count(gates, len(kept) - len(front))
-            promote(queue, gates, gate, kept, place)
-    for lock in list(gates.held.keys(min=NAME_HEAD, excludemin=True)):
-        if lock != NAME_SENTINEL and holder(queue, lock) is None:
-            del gates.held[lock]
-            dropped += 1
-    return dropped

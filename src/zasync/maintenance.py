@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from transaction.interfaces import TransientError
 
 from zasync.interfaces import KEY, WorkerError
-from zasync.lanes import needs_repair, repair
+from zasync.lanerepair import needs_repair, repair
 from zasync.recovery import recover_slot
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from zasync.interfaces import (
     AbortedError,
 )
 from zasync.job import now
+from zasync.keyed import release_key, release_lock
 from zasync.keys import to_us
-from zasync.lanes import release_key, release_lock
 from zasync.retry import policy_for
 from zasync.workers import Slot
 

@@ -1,0 +1,104 @@
+"""The locks held in a queue and its unique keys (kept on its
+zasync.lanes.Gates): who holds a lock, taking and giving it back; who
+holds a unique key, and freeing it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ZODB.POSException import POSKeyError
+
+from zasync.interfaces import ACTIVE, ASSIGNED, PENDING
+from zasync.lanes import gates_of
+
+# -- locks ------------------------------------------------------------------
+
+
+def holder(queue: Any, lock: str) -> Any:
+    """The job running under ``lock`` (assigned or active), or None."""
+    gates = gates_of(queue)
+    oid = gates.held.get(lock) if gates is not None else None
+    if oid is None or queue._p_jar is None:
+        return None
+    try:
+        job = queue._p_jar.get(oid)
+        status = job._status
+    except (POSKeyError, KeyError):
+        return None
+    return job if status in (ASSIGNED, ACTIVE) and job.lock == lock else None
+
+
+def lock_free(queue: Any, lock: str, job: Any) -> bool:
+    """Whether ``job`` may take ``lock``: nobody holds it, or ``job`` does
+    (put back after an interruption), or a job that holds it no longer runs
+    (its release was lost with a crash)."""
+    gates = gates_of(queue)
+    oid = gates.held.get(lock) if gates is not None else None
+    if oid is None or oid == job._p_oid:
+        return True
+    return holder(queue, lock) is None
+
+
+def hold_lock(queue: Any, job: Any) -> None:
+    gates = gates_of(queue, create=True)
+    assert gates is not None
+    if gates.held.get(job.lock) != job._p_oid:
+        gates.held[job.lock] = job._p_oid
+
+
+def release_lock(queue: Any, job: Any) -> None:
+    """``job`` no longer holds its lock (it finished, or goes back to its
+    queue)."""
+    gates = gates_of(queue)
+    lock = job.lock
+    if lock and gates is not None and gates.held.get(lock) == job._p_oid:
+        del gates.held[lock]
+
+
+# -- unique keys --------------------------------------------------------------
+
+
+def holds_key(queue: Any, job: Any, key: str) -> bool:
+    """Whether ``job`` holds unique ``key`` in ``queue``: pending or
+    scheduled there, or (``unique_until="finished"``) running."""
+    if job.unique_key != key or job._queue is not queue:
+        return False
+    status = job._status
+    if status == PENDING:
+        return True
+    return job.unique_until == "finished" and status in (ASSIGNED, ACTIVE)
+
+
+def unique_holder(queue: Any, key: str) -> Any:
+    """The job holding unique ``key`` in ``queue``, or None."""
+    gates = gates_of(queue)
+    entry = gates.unique.get(key) if gates is not None else None
+    if entry is None:
+        return None
+    job = entry[0]
+    return job if holds_key(queue, job, key) else None
+
+
+def touch_key(queue: Any, key: str) -> None:
+    """Rewrite the entry of a held key (see the module docstring)."""
+    gates = gates_of(queue)
+    assert gates is not None
+    job, writes = gates.unique[key]
+    gates.unique[key] = (job, writes + 1)
+
+
+def hold_key(queue: Any, job: Any) -> None:
+    gates = gates_of(queue, create=True)
+    assert gates is not None
+    gates.unique[job.unique_key] = (job, 0)
+
+
+def release_key(queue: Any, job: Any) -> None:
+    """Free ``job``'s unique key if it holds the entry."""
+    key = job.unique_key
+    gates = gates_of(queue)
+    if not key or gates is None:
+        return
+    entry = gates.unique.get(key)
+    if entry is not None and entry[0] is job:
+        del gates.unique[key]

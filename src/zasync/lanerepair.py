@@ -1,0 +1,80 @@
+"""Putting lanes and locks right when an entry was lost: a front entry
+whose job left the shards without telling its lane, a lock held by a job
+that no longer runs (zasync.lanes, zasync.keyed). The maintenance worker
+checks and repairs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ZODB.POSException import POSKeyError
+
+from zasync.interfaces import PENDING
+from zasync.keyed import holder
+from zasync.keys import oid_bytes
+from zasync.lanes import (
+    GATE_HEAD,
+    GATE_SENTINEL,
+    NAME_HEAD,
+    NAME_SENTINEL,
+    Place,
+    count_gated,
+    gates_of,
+    promote,
+)
+
+# -- repair -------------------------------------------------------------------
+
+
+def _front_entry_lost(queue: Any, entry: tuple) -> bool:
+    """Whether a front entry ((shard key, oid int)) no longer stands for a
+    job pending in the queue's shards under that key."""
+    key, oid = entry
+    try:
+        job = queue._p_jar.get(oid_bytes(oid))
+        return job._status != PENDING or job._key != key or job._queue is not queue
+    except (POSKeyError, KeyError):
+        return True
+
+
+def needs_repair(queue: Any) -> bool:
+    """Whether a lane of ``queue`` holds room for waiting jobs that no job
+    of its front will give (a job that left the shards without passing
+    through Queue.take or a claim), or a lock is held by a job that no
+    longer runs. Reads only."""
+    gates = gates_of(queue)
+    if gates is None or queue._p_jar is None:
+        return False
+    for gate, front in gates.front.items(min=GATE_HEAD, excludemin=True):
+        if gate == GATE_SENTINEL:
+            break
+        if any(_front_entry_lost(queue, entry) for entry in front):
+            return True
+    for lock in gates.held.keys(min=NAME_HEAD, excludemin=True):
+        if lock != NAME_SENTINEL and holder(queue, lock) is None:
+            return True
+    return False
+
+
+def repair(queue: Any, place: Place) -> int:
+    """Drop the lost entries of the fronts (and promote the jobs waiting
+    behind them) and the locks held by jobs that no longer run; return how
+    many entries were dropped."""
+    gates = gates_of(queue)
+    if gates is None:
+        return 0
+    dropped = 0
+    fronts = list(gates.front.items(min=GATE_HEAD, excludemin=True))
+    for gate, front in fronts:
+        if gate == GATE_SENTINEL:
+            break
+        kept = tuple(e for e in front if not _front_entry_lost(queue, e))
+        if len(kept) < len(front):
+            dropped += len(front) - len(kept)
+            count_gated(gates, len(kept) - len(front))
+            promote(queue, gates, gate, kept, place)
+    for lock in list(gates.held.keys(min=NAME_HEAD, excludemin=True)):
+        if lock != NAME_SENTINEL and holder(queue, lock) is None:
+            del gates.held[lock]
+            dropped += 1
+    return dropped
