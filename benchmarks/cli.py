@@ -1,6 +1,6 @@
 """``python -m benchmarks [--quick] [--only W1,W2] [--setups a,b]``.
 
-Runs the workloads of ../shared/BENCH.md (W1-W6), the soak W7 and the
+Runs the workloads of ../shared/BENCH.md (W1-W6), the soak W7, W8 (fairness) and the
 storages alone, prints a table with the targets, and writes the JSON
 records and the plots to benchmarks/results/.
 """

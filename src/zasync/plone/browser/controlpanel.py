@@ -5,7 +5,8 @@ jobs``, POST only, with plone.protect's authenticator):
 
 - ``@@async-jobs``: the overview; ``?status=failed`` (or another status of
   ``zasync.admin.FILTERS``) a job list, with the filters ``queue``,
-  ``callable``, ``user``, ``path`` and paging ``b_start``, ``b_size``;
+  ``callable``, ``user``, ``path``, ``priority``, ``min_priority``,
+  ``lock``, ``unique_key`` and paging ``b_start``, ``b_size``;
 - ``@@async-jobs/<id>``: one job; ``?confirm=retry`` (``cancel``,
   ``remove``) asks to confirm an action, which POSTs ``action`` back;
 - ``@@async-jobs?confirm=prune&older_than=<hours>``: asks to confirm
