@@ -42,9 +42,35 @@ def test_a_serial_batch_runs_its_jobs_in_order(functional):
     created, submitted = wait_for_result(batch, WAIT)
     assert created.result == "a" and submitted.status == COMPLETED
     assert api.content.get_state(folder["a"]) == "pending"
-    # Each job of the batch holds the quota; the batch holds none.
-    assert batch.quota_names == ()
+    # Each job of the batch holds the quota; the batch holds it only while
+    # it queues them (at its own place in the line).
+    assert batch.quota_names == ("default",)
     assert created.quota_names == submitted.quota_names == ("default",)
+
+
+def test_a_job_queued_after_a_serial_batch_runs_after_all_its_jobs(
+    functional, more_threads
+):
+    """plone.app.async's promise, "in the order queued": a job queued after
+    a serial batch does not run between the batch's jobs, though each is
+    queued only when the one before it completed."""
+    folder = functional["test-folder"]
+    token = uuid.uuid4().hex
+    batch = service().queueSerialJobs(
+        *(
+            makeJob(funcs.createDocument, folder, f"{token}-{n}", "T", "", "b")
+            for n in range(3)
+        )
+    )
+    after = service().queueJob(
+        funcs.createDocument, folder, f"{token}-after", "T", "", "b"
+    )
+    transaction.commit()
+    members = wait_for_result(batch, WAIT)
+    wait_for_result(after, WAIT)
+    ended = [m.active_end for m in members]
+    assert ended == sorted(ended)
+    assert after.active_start >= ended[-1]
 
 
 def test_a_parallel_batch_without_quota_runs_its_jobs_at_once(functional, more_threads):
