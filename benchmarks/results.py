@@ -64,6 +64,7 @@ TARGETS: dict[tuple[str, str, str], tuple[str, float]] = {
     ("W8", "a", "free jobs not started, 0 blocked"): ("<=", 0),
     ("W8", "a", "free jobs not started, 10,000 blocked"): ("<=", 0),
     ("W8", "a", "free jobs not started, 100,000 blocked"): ("<=", 0),
+    ("W8", "a", "free jobs/s, 100,000 blocked, against none"): (">=", 0.9),
 }
 
 

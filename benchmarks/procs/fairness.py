@@ -19,6 +19,12 @@ seconds, the CPU seconds of the putting thread and the bytes the
 FileStorage grew (``null`` where the engine has no such option, with its
 error under ``unsupported``), and ``puts``, how many of each were timed.
 
+``python -m benchmarks.procs.fairness throughput --db URI --blocked N
+--jobs M``: with no worker running, the job holding quota ``w8``, ``N``
+jobs in that quota behind it and ``M`` free jobs ``add(0, i)`` (100 a
+transaction, as W1); then the worker starts. Prints ``seconds``, from its
+start until the M free jobs have started, and ``started``.
+
 Each prints one JSON object on its last line.
 """
 
@@ -110,6 +116,51 @@ def run_latency(uri: str, blocked: int, jobs: int, interval: float) -> dict:
         "started": started,
         "released": released,
     }
+
+
+def run_throughput(uri: str, blocked: int, jobs: int) -> dict:
+    reader = StampReader(Path(os.environ[ENV]))
+    db = open_db(uri)
+    try:
+        zasync.install(db)
+        tm = transaction.TransactionManager(explicit=True)
+        conn = db.open(transaction_manager=tm)
+        try:
+            with tm:
+                queue = conn.root()[zasync.KEY][""]
+                queue.quotas.create(QUOTA, 1)
+                queue.put(zasync.Job(hold), quota_names=(QUOTA,))
+            for start in range(0, blocked, BATCH):
+                with tm:
+                    conn.root()[zasync.KEY][""].put_many(
+                        [
+                            zasync.Job(add, BLOCKED_TAG, i)
+                            for i in range(start, min(blocked, start + BATCH))
+                        ],
+                        quota_names=(QUOTA,),
+                    )
+            for start in range(0, jobs, 100):
+                with tm:
+                    conn.root()[zasync.KEY][""].put_many(
+                        [
+                            zasync.Job(add, 0, i)
+                            for i in range(start, min(jobs, start + 100))
+                        ]
+                    )
+            began = time.monotonic()
+            dispatcher = Dispatcher(db, threads=THREADS).start()
+            try:
+                # the holder's stamp and the free jobs'
+                started = _wait_stamps(reader, 1 + jobs, 600) - 1
+                seconds = time.monotonic() - began
+            finally:
+                release()
+                dispatcher.stop(30)
+        finally:
+            conn.close()
+    finally:
+        db.close()
+    return {"seconds": seconds, "started": started}
 
 
 def _options(variant: str, i: int) -> dict:
@@ -211,7 +262,7 @@ def run_enqueue(directory: Path, jobs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.procs.fairness")
-    parser.add_argument("part", choices=("latency", "enqueue"))
+    parser.add_argument("part", choices=("latency", "enqueue", "throughput"))
     parser.add_argument("--db")
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--blocked", type=int, default=0)
@@ -222,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.db:
             parser.error("latency: --db is required")
         result = run_latency(args.db, args.blocked, args.jobs, args.interval)
+    elif args.part == "throughput":
+        if not args.db:
+            parser.error("throughput: --db is required")
+        result = run_throughput(args.db, args.blocked, args.jobs)
     else:
         if not args.dir:
             parser.error("enqueue: --dir is required")

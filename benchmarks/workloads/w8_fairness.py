@@ -12,6 +12,12 @@ Figures: p50 and p99 for each N, the p50 with N blocked against the p50
 with none (measured in the same run), the free jobs that did not start,
 and the seconds the N blocked jobs took to queue.
 
+Throughput: as W1 (5,000 free jobs; quick 1,000), queued with no worker
+running behind the job holding the quota and N jobs waiting in it (N = 0
+and 100,000; quick: 0 and 10,000), then the worker starts: free jobs per
+second from its start until the last has started, and the figure with N
+blocked against the one with none.
+
 Then, with no worker, on a fresh FileStorage each, 2,000 puts one per
 transaction: plain, with a distinct ``unique_key`` each, with ``lock``
 one of 50 keys, the three taking turns 200 at a time: jobs per second,
@@ -45,6 +51,8 @@ BLOCKED_QUICK = (0, 10_000)
 FREE_JOBS, FREE_JOBS_QUICK = 200, 50
 INTERVAL = 0.02
 PUTS = 2000
+THROUGHPUT_JOBS, THROUGHPUT_JOBS_QUICK = 5000, 1000
+THROUGHPUT_BLOCKED, THROUGHPUT_BLOCKED_QUICK = (0, 100_000), (0, 10_000)
 
 _release = threading.Event()
 
@@ -103,7 +111,39 @@ def run(ctx: Context) -> None:
                     f"{p50s[count]:.2f} ms, p99 {p99:.2f} ms"
                     + (f"; queued in {figures['load']:.1f} s" if count else "")
                 )
+            _throughput(ctx, index)
             _enqueue(ctx, index)
+
+
+def _throughput(ctx: Context, index: int) -> None:
+    p = ctx.params
+    jobs = THROUGHPUT_JOBS_QUICK if p.quick else THROUGHPUT_JOBS
+    rates = {}
+    for count in THROUGHPUT_BLOCKED_QUICK if p.quick else THROUGHPUT_BLOCKED:
+        work = ctx.scratch(f"w8-throughput-{count}")
+        with store_for("file", work) as store:
+            result = _child(
+                ["throughput", "--db", store.uri, "--blocked", str(count)]
+                + ["--jobs", str(jobs)],
+                work=work,
+                timeout=900,
+            )
+        name = blocked_label(count)
+        if result["started"] < jobs:
+            ctx.progress(
+                f"W8 throughput, {name}: {result['started']} of {jobs} started"
+            )
+            continue
+        rates[count] = jobs / result["seconds"]
+        ctx.results.add("W8", LABEL, f"free jobs/s, {name}", "jobs/s", rates[count])
+        if count and rates.get(0):
+            ratio = rates[count] / rates[0]
+            ctx.results.add(
+                "W8", LABEL, f"free jobs/s, {name}, against none", "x", ratio
+            )
+        ctx.progress(
+            f"W8 run {index + 1}, throughput, {name}: {rates[count]:,.0f} jobs/s"
+        )
 
 
 def _child(args: list[str], *, work: Path, timeout: float) -> dict:
