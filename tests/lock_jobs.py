@@ -132,12 +132,20 @@ def concurrent_keys(runs: list[Interval]) -> tuple[Interval, Interval] | None:
 # -- a producer process -------------------------------------------------------
 
 
-def produce(uri: str, *, keys: list[str], stamps: str, until: str = "started") -> dict:
-    """Put a job for each of ``keys`` (``unique_key=key``) in ``uri``'s
-    default queue, one transaction each, as an application does
-    (``transaction_manager.attempts()``, which retries on ConflictError).
-    Returns {"jobs": {key: id of the job put returned}, "created": [the
-    keys whose job this producer queued], "conflicts": commits retried}."""
+def produce(
+    uri: str,
+    *,
+    keys: list[str],
+    stamps: str,
+    until: str = "started",
+    replace: bool = False,
+) -> dict:
+    """Put a job for each of ``keys`` (``unique_key=key``, and ``replace``)
+    in ``uri``'s default queue, one transaction each, as an application
+    does (``transaction_manager.attempts()``, which retries on
+    ConflictError). Returns {"jobs": {key: id of the job put returned},
+    "created": [the keys whose job this producer queued], "conflicts":
+    commits retried}."""
     import transaction
 
     from zasync.interfaces import KEY
@@ -157,7 +165,7 @@ def produce(uri: str, *, keys: list[str], stamps: str, until: str = "started") -
                 with attempt:
                     mine = Job(locked, stamps, key, seq)
                     got = conn.root()[KEY][""].put(
-                        mine, unique_key=key, unique_until=until
+                        mine, unique_key=key, unique_until=until, replace=replace
                     )
             jobs[key] = got.id
             if got is mine:
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stamps", required=True)
     p.add_argument("--until", default="started")
     p.add_argument("--reverse", action="store_true", help="the keys last first")
+    p.add_argument("--replace", action="store_true", help="put(..., replace=True)")
     p.add_argument("--start-at", type=float, default=0.0, help="epoch seconds")
     args = parser.parse_args(argv)
     keys = [f"key-{n}" for n in range(args.keys)]
@@ -186,7 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     delay = args.start_at - time.time()
     if delay > 0:
         time.sleep(delay)
-    summary = produce(args.db, keys=keys, stamps=args.stamps, until=args.until)
+    summary = produce(
+        args.db,
+        keys=keys,
+        stamps=args.stamps,
+        until=args.until,
+        replace=args.replace,
+    )
     json.dump(summary, sys.stdout)
     return 0
 
