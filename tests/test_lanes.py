@@ -15,6 +15,7 @@ from zasync import serial
 from zasync.claim import claim
 from zasync.interfaces import COMPLETED, NEW, PENDING, BadStatusError
 from zasync.job import Job
+from zasync.keyed import release_key
 from zasync.keys import to_us
 from zasync.lanes import GATE_HEAD, GATE_SENTINEL, NAME_HEAD, NAME_SENTINEL
 from zasync.recovery import release_quotas
@@ -40,9 +41,13 @@ def take(queue, capacity=1):
 
 
 def finish(job):
-    """What a worker does when a job ends: free what it holds."""
+    """What a worker does when a job ends: free what it holds (its lock is
+    free once it no longer runs; its unique key is freed after its
+    commit, zasync.callbacks)."""
     job._finish(None, now())
     release_quotas(job)
+    if job.unique_key and job.unique_until == "finished":
+        release_key(job.queue, job)
 
 
 def only_sentinels(queue):
@@ -51,7 +56,7 @@ def only_sentinels(queue):
         list(gates.waiting.keys()) == [(GATE_HEAD,), (GATE_SENTINEL,)]
         and list(gates.front.keys()) == [GATE_HEAD, GATE_SENTINEL]
         and list(gates.lanes.keys()) == [GATE_HEAD, GATE_SENTINEL]
-        and list(gates.held.keys()) == [NAME_HEAD, NAME_SENTINEL]
+        and all(queue.lock_holder(lock) is None for lock in gates.held.keys())
         and list(gates.unique.keys()) == [NAME_HEAD, NAME_SENTINEL]
     )
 
@@ -329,6 +334,6 @@ def test_a_lane_whose_front_was_lost_is_repaired(queue):
     first._status = COMPLETED
     assert take(queue) == []
     assert needs_repair(queue)
-    assert repair(queue, queue._place) == 1
+    assert repair(queue, queue._place) == (1, 0)
     assert not needs_repair(queue)
     assert take(queue) == [second]

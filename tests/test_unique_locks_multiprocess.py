@@ -292,6 +292,9 @@ def test_with_a_worker_beside_them_a_key_is_never_held_twice(
             assert queued > completed, f"{key}: {after} queued before {before} ended"
     runs = collections.Counter(run.job_id for run in lock_jobs.intervals(stamps))
     assert set(runs) == {job_id for jobs in found.values() for *_, job_id in jobs}
+    # Freeing a key is not written in its job's transaction: a producer
+    # that found the key held does not make the job run again.
+    assert set(runs.values()) == {1}, collections.Counter(runs.values())
     assert_clean(worker)
     print(
         f"\njobs queued per key: {collections.Counter(created.values())}; "

@@ -24,6 +24,7 @@ from zasync import inprocess
 from zasync.failure import Failure
 from zasync.interfaces import CALLBACKS, COMPLETED, JobFailed, JobSucceeded
 from zasync.job import Job, now
+from zasync.keyed import release_key
 from zasync.keys import oid_int, to_us
 from zasync.outcomes import Outcome, Outcomes, UnstorableResultError, log_extra
 from zasync.recovery import release_quotas
@@ -56,12 +57,38 @@ class Callbacks:
             return
         runner = self.runner
         inprocess.job_finished()
-        self.notify_finished([job for job, kind in outcomes if kind is Outcome.DONE])
+        finished = [job for job, kind in outcomes if kind is Outcome.DONE]
+        self.free_keys(finished)
+        self.notify_finished(finished)
         for job, _kind in outcomes:
             if job._status == CALLBACKS:
                 self.run_pending(oid_int(job))
         if runner.live.written:
             runner.live.clear([oid_int(job) for job, _ in outcomes])
+
+    def free_keys(self, jobs: list[Job]) -> None:
+        """Free the unique keys ``jobs`` held until they finished, in a
+        transaction of its own: a producer that found the key held rewrote
+        its entry, and this write, were it in the job's transaction, would
+        make the job run again. Should it fail, the key is free all the
+        same (its job no longer holds it, zasync.keyed.holds_key); the
+        entry goes when the key is used again."""
+        keyed = [j for j in jobs if j.unique_key and j.unique_until == "finished"]
+        if not keyed:
+            return
+        try:
+            for attempt in self.runner.tm.attempts(5):
+                with attempt:
+                    for job in keyed:
+                        if job.queue is not None:
+                            release_key(job.queue, job)
+        except Exception:
+            log.warning(
+                "could not free the unique keys of %d finished jobs; they are "
+                "free all the same",
+                len(keyed),
+                exc_info=True,
+            )
 
     def notify_finished(self, jobs: list[Job]) -> None:
         """JobSucceeded or JobFailed for each of ``jobs``, in a transaction

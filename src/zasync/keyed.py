@@ -25,13 +25,20 @@ def holder(queue: Any, lock: str) -> Any:
         status = job._status
     except (POSKeyError, KeyError):
         return None
-    return job if status in (ASSIGNED, ACTIVE) and job.lock == lock else None
+    if status not in (ASSIGNED, ACTIVE) or job.lock != lock:
+        return None
+    if status == ACTIVE and hasattr(job, "_launch"):
+        return None  # a batch, launched: its members run on their own
+    return job
 
 
 def lock_free(queue: Any, lock: str, job: Any) -> bool:
     """Whether ``job`` may take ``lock``: nobody holds it, or ``job`` does
-    (put back after an interruption), or a job that holds it no longer runs
-    (its release was lost with a crash)."""
+    (put back after an interruption), or the job that took it no longer
+    runs (it finished, or was put back in its queue). A job's own
+    transaction never writes its lock: the entry stays until the next
+    holder takes it or the maintenance worker removes it
+    (zasync.lanerepair)."""
     gates = gates_of(queue)
     oid = gates.held.get(lock) if gates is not None else None
     if oid is None or oid == job._p_oid:
@@ -44,15 +51,6 @@ def hold_lock(queue: Any, job: Any) -> None:
     assert gates is not None
     if gates.held.get(job.lock) != job._p_oid:
         gates.held[job.lock] = job._p_oid
-
-
-def release_lock(queue: Any, job: Any) -> None:
-    """``job`` no longer holds its lock (it finished, or goes back to its
-    queue)."""
-    gates = gates_of(queue)
-    lock = job.lock
-    if lock and gates is not None and gates.held.get(lock) == job._p_oid:
-        del gates.held[lock]
 
 
 # -- unique keys --------------------------------------------------------------

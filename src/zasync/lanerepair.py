@@ -56,14 +56,14 @@ def needs_repair(queue: Any) -> bool:
     return False
 
 
-def repair(queue: Any, place: Place) -> int:
+def repair(queue: Any, place: Place) -> tuple[int, int]:
     """Drop the lost entries of the fronts (and promote the jobs waiting
     behind them) and the locks held by jobs that no longer run; return how
-    many entries were dropped."""
+    many entries of each kind were dropped (fronts, locks)."""
     gates = gates_of(queue)
     if gates is None:
-        return 0
-    dropped = 0
+        return 0, 0
+    dropped = freed = 0
     fronts = list(gates.front.items(min=GATE_HEAD, excludemin=True))
     for gate, front in fronts:
         if gate == GATE_SENTINEL:
@@ -76,5 +76,5 @@ def repair(queue: Any, place: Place) -> int:
     for lock in list(gates.held.keys(min=NAME_HEAD, excludemin=True)):
         if lock != NAME_SENTINEL and holder(queue, lock) is None:
             del gates.held[lock]
-            dropped += 1
-    return dropped
+            freed += 1
+    return dropped, freed

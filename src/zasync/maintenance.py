@@ -136,15 +136,17 @@ def _repair(dispatcher: Dispatcher, name: str) -> int:
     queue = dispatcher.conn.root()[KEY].get(name)
     if queue is None:
         return 0
-    dropped = repair(queue, queue._place)
-    if dropped:
+    lost, freed = repair(queue, queue._place)
+    if lost:
         log.warning(
-            "queue %r: %d lost entries of its lanes and locks repaired",
+            "queue %r: %d lost entries of its lanes repaired",
             name,
-            dropped,
+            lost,
             extra={"action": "repair", "queue": name},
         )
-    return dropped
+    if freed:
+        log.debug("queue %r: %d locks of finished jobs removed", name, freed)
+    return lost + freed
 
 
 def _prune_tree(tree: Any, cutoff_us: int) -> int:
@@ -178,7 +180,12 @@ def _in_lease(dispatcher: Dispatcher, work: Callable[..., int]) -> int | None:
             lease.until = clock + 3 * dispatcher.maintenance_interval
             return work(registry)
     except TransientError:
-        log.debug("maintenance conflicted with another worker; later", exc_info=True)
+        # A commit that failed leaves its transaction open: end it, or the
+        # next begin() of this explicit manager would raise.
+        tm.abort()
+        log.debug(
+            "maintenance conflicted with another transaction; later", exc_info=True
+        )
         return None
 
 

@@ -19,7 +19,6 @@ from zasync.interfaces import (
     AbortedError,
 )
 from zasync.job import now
-from zasync.keyed import release_key, release_lock
 from zasync.keys import to_us
 from zasync.retry import policy_for
 from zasync.workers import Slot
@@ -43,15 +42,13 @@ def at_most_once(job: Any) -> bool:
 
 
 def release_quotas(job: Any) -> None:
-    """Free the quotas and the lock ``job`` holds in its queue, and its
-    unique key once it has finished."""
+    """Free the quotas ``job`` holds in its queue. (Its lock is free once
+    it no longer runs, and its unique key is freed after the commit that
+    finished it: zasync.keyed. Neither is written in the job's own
+    transaction, where a conflict would run the job again.)"""
     queue = job.queue
     if queue is None:
         return
-    if job.lock:
-        release_lock(queue, job)
-    if job.unique_key and job._status in (CALLBACKS, COMPLETED):
-        release_key(queue, job)
     for name in job.quota_names:
         quota = queue.quotas.get(name)
         if quota is not None:
