@@ -15,8 +15,11 @@ from zasync.shards import near_end_keys
 class QuotaRoom:
     """The room left in a queue's quotas and locks while a claim chooses
     jobs, as if all the jobs admitted so far were taken. A job of a full
-    quota or a held lock waits, and so do the later jobs of that quota or
-    lock (a quota of 1 and a lock keep strict order)."""
+    quota or a held lock waits, and so do the later jobs in the shards of
+    that quota or lock. With the lanes (zasync.lanes) a quota of size 1 and
+    a lock keep strict run order; in a larger quota, a job of higher
+    priority may send the last of its lane's front back to wait, and a job
+    of another lane of that quota may then start before it."""
 
     def __init__(self, queue: Any):
         self.queue = queue

@@ -164,8 +164,9 @@ def claim(
     fill_first: bool = False,
 ) -> Claimed:
     """Take up to the slots' capacities of due jobs, in run order, honouring
-    quotas (a job whose quota is full waits, and so do the later jobs of
-    that quota, so a quota of size 1 keeps strict order).
+    quotas and locks (a job whose quota is full or whose lock is held
+    waits, and so do the later jobs of that quota or lock in the shards;
+    see zasync.admission.QuotaRoom for the order they keep).
 
     ``known_stale`` is a set of (shard oid, key) of stale entries this
     worker knows of: they are skipped without loading their jobs. Those
