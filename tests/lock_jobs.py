@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Iterable
@@ -160,8 +161,13 @@ def produce(
     tries = 0
     try:
         for seq, key in enumerate(keys):
-            for attempt in tm.attempts(50):
+            for retry, attempt in enumerate(tm.attempts(50)):
                 tries += 1
+                if retry:
+                    # After a conflict, as a web server's retry does, a
+                    # moment later: four producers on the same keys in
+                    # the same order would otherwise keep meeting.
+                    time.sleep(random.uniform(0, 0.005))
                 with attempt:
                     mine = Job(locked, stamps, key, seq)
                     got = conn.root()[KEY][""].put(

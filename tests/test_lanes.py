@@ -337,3 +337,62 @@ def test_a_lane_whose_front_was_lost_is_repaired(queue):
     assert repair(queue, queue._place) == (1, 0)
     assert not needs_repair(queue)
     assert take(queue) == [second]
+
+
+def test_two_claims_taking_one_lock_at_once_conflict(zasync_db):
+    """The job that took a lock last was put back (an interruption): it
+    may take it again, and its claim still writes the lock's entry, so
+    that a claim of another job of that lock at the same moment (which
+    sees the lock free: its holder no longer runs) conflicts."""
+    import transaction as txn
+    from ZODB.POSException import ConflictError
+
+    from zasync.interfaces import KEY
+
+    conns = []
+
+    def opened():
+        tm = txn.TransactionManager(explicit=True)
+        conn = zasync_db.open(transaction_manager=tm)
+        conns.append(conn)
+        tm.begin()
+        return tm, conn.root()[KEY][""]
+
+    tm, queue = opened()
+    first = queue.put(jobfuncs.noop, lock="l")
+    # Scheduled: in the shards, outside its lane's front (so the two claims
+    # below write no front in common).
+    second = queue.put(
+        jobfuncs.noop, lock="l", begin_after=now() + datetime.timedelta(seconds=0.5)
+    )
+    tm.commit()
+    tm.begin()
+    assert take(queue) == [first]
+    queue.requeue(first, front=True)  # its worker stopped it
+    tm.commit()
+    tm_a, queue_a = opened()
+    tm_b, queue_b = opened()
+    assert [j._p_oid for j in take(queue_a)] == [first._p_oid]
+    # The other claim passes over the first job (as a claim that knows its
+    # entry, or that is left to another worker, would) and takes the second.
+    skip = {
+        (s._p_oid, k)
+        for s in queue_b.shards
+        for k, j in s.items()
+        if j is not None and j._p_oid == first._p_oid
+    }
+    taken = claim(
+        [queue_b],
+        slots=[(Slot(0), 1)],
+        worker="w2",
+        now_us=to_us(now()) + 1_000_000,
+        start_time=now(),
+        known_stale=skip,
+    )
+    assert [j._p_oid for j in taken[0]] == [second._p_oid]
+    tm_a.commit()
+    with pytest.raises(ConflictError):
+        tm_b.commit()
+    tm_b.abort()
+    for conn in conns:
+        conn.close()

@@ -53,9 +53,15 @@ class Client:
         return self.conn.root()[KEY][""]
 
     def put(self, job: Job, **options) -> Job:
-        """Put ``job`` in a transaction of its own; the job put returned."""
-        for attempt in self.tm.attempts(10):
+        """Put ``job`` in a transaction of its own; the job put returned.
+        A commit that conflicts is tried again with a new Job calling the
+        same (a job put in a transaction that aborted is not new any more,
+        as an application making its job in the retried code does)."""
+        call = (job.callable, list(job.args), dict(job.kwargs))
+        for retry, attempt in enumerate(self.tm.attempts(10)):
             with attempt:
+                if retry:
+                    job = Job(call[0], *call[1], **call[2])
                 got = self.queue.put(job, **options)
         return got
 

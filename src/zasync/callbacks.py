@@ -14,6 +14,7 @@ repeated conflicts (zasync.limiter).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
@@ -30,6 +31,8 @@ from zasync.outcomes import Outcome, Outcomes, UnstorableResultError, log_extra
 from zasync.recovery import release_quotas
 
 log = logging.getLogger(__name__)
+#: transactions tried to free the unique keys of finished jobs
+FREE_KEY_TRIES = 10
 
 #: times the completion of a job whose callbacks ran is tried again after
 #: a conflict (a callback added meanwhile, which then runs first)
@@ -74,21 +77,28 @@ class Callbacks:
         same (its job no longer holds it, zasync.keyed.holds_key); the
         entry goes when the key is used again."""
         keyed = [j for j in jobs if j.unique_key and j.unique_until == "finished"]
-        if not keyed:
-            return
-        try:
-            for attempt in self.runner.tm.attempts(5):
-                with attempt:
+        tm = self.runner.tm
+        error: Exception | None = None
+        for attempt in range(FREE_KEY_TRIES):
+            if not keyed:
+                return
+            try:
+                with tm:
                     for job in keyed:
                         if job.queue is not None:
                             release_key(job.queue, job)
-        except Exception:
-            log.warning(
-                "could not free the unique keys of %d finished jobs; they are "
-                "free all the same",
-                len(keyed),
-                exc_info=True,
-            )
+                return
+            except TransientError as e:
+                tm.abort()
+                error = e
+                # Producers busy with the same keys: let them through.
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        log.warning(
+            "could not free the unique keys of %d finished jobs (%s); they are "
+            "free all the same, their entries go when the keys are used again",
+            len(keyed),
+            type(error).__name__,
+        )
 
     def notify_finished(self, jobs: list[Job]) -> None:
         """JobSucceeded or JobFailed for each of ``jobs``, in a transaction

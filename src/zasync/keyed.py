@@ -17,7 +17,7 @@ from zasync.lanes import gates_of
 def holder(queue: Any, lock: str) -> Any:
     """The job running under ``lock`` (assigned or active), or None."""
     gates = gates_of(queue)
-    oid = gates.held.get(lock) if gates is not None else None
+    oid = _holder_oid(gates, lock)
     if oid is None or queue._p_jar is None:
         return None
     try:
@@ -40,7 +40,7 @@ def lock_free(queue: Any, lock: str, job: Any) -> bool:
     holder takes it or the maintenance worker removes it
     (zasync.lanerepair)."""
     gates = gates_of(queue)
-    oid = gates.held.get(lock) if gates is not None else None
+    oid = _holder_oid(gates, lock)
     if oid is None or oid == job._p_oid:
         return True
     return holder(queue, lock) is None
@@ -49,8 +49,18 @@ def lock_free(queue: Any, lock: str, job: Any) -> bool:
 def hold_lock(queue: Any, job: Any) -> None:
     gates = gates_of(queue, create=True)
     assert gates is not None
-    if gates.held.get(job.lock) != job._p_oid:
-        gates.held[job.lock] = job._p_oid
+    # Always a new value, also when the job took the lock before (it was
+    # put back after an interruption): two claims taking one lock at once
+    # must both write its entry, so that one of them conflicts.
+    entry = gates.held.get(job.lock)
+    takes = entry[1] + 1 if entry is not None else 0
+    gates.held[job.lock] = (job._p_oid, takes)
+
+
+def _holder_oid(gates: Any, lock: str) -> bytes | None:
+    """The oid of the job that last took ``lock``, or None."""
+    entry = gates.held.get(lock) if gates is not None else None
+    return None if entry is None else entry[0]
 
 
 # -- unique keys --------------------------------------------------------------

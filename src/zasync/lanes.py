@@ -39,7 +39,10 @@ other transactions change it (as in zasync.shards):
   waiting in a lane nobody would move on. Producers that only read a
   Lane do not conflict with each other, nor with claims that move the
   lane on;
-- ``held``: lock -> the oid (bytes) of the job holding it;
+- ``held``: lock -> (the oid (bytes) of the job that took it last, how
+  many times it was taken before): a claim always writes a new value, so
+  that two claims taking a lock at once conflict; the lock is free once
+  that job no longer runs (zasync.keyed);
 - ``unique``: unique key -> (job, writes). A producer that finds the key
   held rewrites the entry, so that its commit conflicts with one that
   frees the key meanwhile (it then tries again, and queues its own job).
