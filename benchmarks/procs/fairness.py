@@ -31,6 +31,7 @@ Each prints one JSON object on its last line.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import time
@@ -147,6 +148,10 @@ def run_throughput(uri: str, blocked: int, jobs: int) -> dict:
                             for i in range(start, min(jobs, start + 100))
                         ]
                     )
+            # The producer is done: its connection lets go of the jobs it
+            # made (in W1 the producer is another process, or gone).
+            conn.cacheMinimize()
+            gc.collect()
             began = time.monotonic()
             dispatcher = Dispatcher(db, threads=THREADS).start()
             try:
