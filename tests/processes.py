@@ -179,3 +179,23 @@ class WorkerProcess:
     def __repr__(self) -> str:
         pid = self.process.pid if self.process is not None else None
         return f"<WorkerProcess {self.name} pid {pid}>"
+
+
+def json_results(procs: Sequence[subprocess.Popen], timeout: float = 120) -> list:
+    """The JSON each of ``procs`` (started with text pipes) printed, in
+    order; AssertionError with its error output for one that failed. Any
+    still running at the end (after a failure) is killed."""
+    import json
+
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err
+            results.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results

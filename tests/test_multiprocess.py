@@ -10,7 +10,6 @@ writes) are printed; run with ``-s`` to see them.
 
 from __future__ import annotations
 
-import json
 import signal
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import transaction
 from tests import mp_jobs
-from tests.processes import ROOT, subprocess_env
+from tests.processes import ROOT, json_results, subprocess_env
 from transaction.interfaces import TransientError
 from ZEO.Exceptions import ClientDisconnected
 
@@ -178,18 +177,7 @@ def run_producers(uri: str, stamps: Path, *, processes: int, count: int) -> list
         )
         for _ in range(processes)
     ]
-    summaries = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err
-            summaries.append(json.loads(out))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return summaries
+    return json_results(procs)
 
 
 # -- many workers, many producers ------------------------------------------

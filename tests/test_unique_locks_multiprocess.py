@@ -10,7 +10,6 @@ test reads from it which runs overlapped.
 from __future__ import annotations
 
 import collections
-import json
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import transaction
 from tests import lock_jobs
-from tests.processes import ROOT, subprocess_env
+from tests.processes import ROOT, json_results, subprocess_env
 from transaction.interfaces import NoTransaction, TransientError
 from ZEO.Exceptions import ClientDisconnected
 
@@ -178,18 +177,7 @@ def run_producers(
                 cwd=ROOT,
             )
         )
-    summaries = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err
-            summaries.append(json.loads(out))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return summaries
+    return json_results(procs)
 
 
 def assert_clean(worker) -> None:
