@@ -36,6 +36,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import transaction
 
@@ -69,6 +70,27 @@ def _wait_stamps(reader: StampReader, count: int, timeout: float) -> int:
     return reader.count()
 
 
+def _hold_quota(tm: Any, conn: Any) -> None:
+    """The quota of size 1, and the job that holds it until the end."""
+    with tm:
+        queue = conn.root()[zasync.KEY][""]
+        queue.quotas.create(QUOTA, 1)
+        queue.put(zasync.Job(hold), quota_names=(QUOTA,))
+
+
+def _queue_blocked(tm: Any, conn: Any, blocked: int) -> None:
+    """``blocked`` jobs in the quota, BATCH a transaction."""
+    for start in range(0, blocked, BATCH):
+        with tm:
+            conn.root()[zasync.KEY][""].put_many(
+                [
+                    zasync.Job(add, BLOCKED_TAG, i)
+                    for i in range(start, min(blocked, start + BATCH))
+                ],
+                quota_names=(QUOTA,),
+            )
+
+
 def run_latency(uri: str, blocked: int, jobs: int, interval: float) -> dict:
     reader = StampReader(Path(os.environ[ENV]))
     db = open_db(uri)
@@ -77,25 +99,13 @@ def run_latency(uri: str, blocked: int, jobs: int, interval: float) -> dict:
         tm = transaction.TransactionManager(explicit=True)
         conn = db.open(transaction_manager=tm)
         try:
-            with tm:
-                queue = conn.root()[zasync.KEY][""]
-                queue.quotas.create(QUOTA, 1)
-                queue.put(zasync.Job(hold), quota_names=(QUOTA,))
+            _hold_quota(tm, conn)
             dispatcher = Dispatcher(db, threads=THREADS).start()
             try:
                 if _wait_stamps(reader, 1, 30) < 1:
                     raise RuntimeError("the job holding the quota did not start")
                 began = time.monotonic()
-                for start in range(0, blocked, BATCH):
-                    with tm:
-                        queue = conn.root()[zasync.KEY][""]
-                        queue.put_many(
-                            [
-                                zasync.Job(add, BLOCKED_TAG, i)
-                                for i in range(start, min(blocked, start + BATCH))
-                            ],
-                            quota_names=(QUOTA,),
-                        )
+                _queue_blocked(tm, conn, blocked)
                 load_seconds = time.monotonic() - began
                 time.sleep(1.0)  # idle and running, as W2
                 result = produce(db, count=jobs, tag=0, interval=interval)
@@ -127,19 +137,8 @@ def run_throughput(uri: str, blocked: int, jobs: int) -> dict:
         tm = transaction.TransactionManager(explicit=True)
         conn = db.open(transaction_manager=tm)
         try:
-            with tm:
-                queue = conn.root()[zasync.KEY][""]
-                queue.quotas.create(QUOTA, 1)
-                queue.put(zasync.Job(hold), quota_names=(QUOTA,))
-            for start in range(0, blocked, BATCH):
-                with tm:
-                    conn.root()[zasync.KEY][""].put_many(
-                        [
-                            zasync.Job(add, BLOCKED_TAG, i)
-                            for i in range(start, min(blocked, start + BATCH))
-                        ],
-                        quota_names=(QUOTA,),
-                    )
+            _hold_quota(tm, conn)
+            _queue_blocked(tm, conn, blocked)
             for start in range(0, jobs, 100):
                 with tm:
                     conn.root()[zasync.KEY][""].put_many(
