@@ -53,7 +53,7 @@ def finish(job):
 def only_sentinels(queue):
     gates = queue._gates
     return (
-        list(gates.waiting.keys()) == [(GATE_HEAD,), (GATE_SENTINEL,)]
+        all(job is None for job in gates.waiting.values())  # and tombstones
         and list(gates.front.keys()) == [GATE_HEAD, GATE_SENTINEL]
         and list(gates.lanes.keys()) == [GATE_HEAD, GATE_SENTINEL]
         and all(queue.lock_holder(lock) is None for lock in gates.held.keys())
@@ -334,7 +334,7 @@ def test_a_lane_whose_front_was_lost_is_repaired(queue):
     first._status = COMPLETED
     assert take(queue) == []
     assert needs_repair(queue)
-    assert repair(queue, queue._place) == (1, 0)
+    assert repair(queue, queue._place) == (1, 1)  # and the mark its promotion left
     assert not needs_repair(queue)
     assert take(queue) == [second]
 
@@ -396,3 +396,23 @@ def test_two_claims_taking_one_lock_at_once_conflict(zasync_db):
     tm_b.abort()
     for conn in conns:
         conn.close()
+
+
+def test_promotions_leave_tombstones_that_repair_removes(queue):
+    """A claim marks the entry of a job it moves out of a lane (it changes
+    no bucket's shape: producers adding to the same bucket merge with it);
+    the maintenance worker's repair removes the marks."""
+    from zasync.lanerepair import needs_repair, repair
+
+    queue.quotas.create("one", size=1)
+    jobs = queue.put_many([jobfuncs.noop] * 5, quota_names=("one",))
+    for job in jobs:
+        (taken,) = take(queue)
+        assert taken is job
+        finish(job)
+    gates = queue._gates
+    assert len(gates.waiting) == 2 + 4  # sentinels, and a mark per promotion
+    assert needs_repair(queue)
+    assert repair(queue, queue._place) == (0, 4)
+    assert list(gates.waiting.keys()) == [(GATE_HEAD,), (GATE_SENTINEL,)]
+    assert not needs_repair(queue)

@@ -1,10 +1,12 @@
-"""Putting lanes and locks right when an entry was lost: a front entry
-whose job left the shards without telling its lane, a lock held by a job
-that no longer runs (zasync.lanes, zasync.keyed). The maintenance worker
-checks and repairs them."""
+"""Putting lanes and locks right, and tidying them: a front entry whose
+job left the shards without telling its lane is repaired; the entries of
+locks whose holders no longer run and the tombstones promotions leave in
+the waiting tree are removed (zasync.lanes, zasync.keyed). The
+maintenance worker checks and does it, in transactions of its own."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ZODB.POSException import POSKeyError
@@ -13,6 +15,7 @@ from zasync.interfaces import PENDING
 from zasync.keyed import holder
 from zasync.keys import oid_bytes
 from zasync.lanes import (
+    AFTER_LANE,
     GATE_HEAD,
     GATE_SENTINEL,
     NAME_HEAD,
@@ -53,7 +56,30 @@ def needs_repair(queue: Any) -> bool:
     for lock in gates.held.keys(min=NAME_HEAD, excludemin=True):
         if lock != NAME_SENTINEL and holder(queue, lock) is None:
             return True
-    return False
+    return any(True for _ in _tombstones(gates, 1))
+
+
+#: tombstones of the waiting tree removed per repair
+TOMBSTONES_PER_REPAIR = 5000
+
+
+def _tombstones(gates: Any, limit: int) -> Iterator[tuple]:
+    """Keys of the tombstones at the head of each lane of the waiting tree
+    (where promotions leave them), up to ``limit``."""
+    tree = gates.waiting
+    low: tuple = (GATE_HEAD, AFTER_LANE)
+    found = 0
+    while found < limit:
+        first = next(iter(tree.keys(min=low, excludemin=True)), None)
+        if first is None or first[0] == GATE_SENTINEL:
+            return
+        gate = first[0]
+        for key, job in tree.items(min=(gate,), max=(gate, AFTER_LANE)):
+            if job is not None or found >= limit:
+                break
+            found += 1
+            yield key
+        low = (gate, AFTER_LANE)
 
 
 def repair(queue: Any, place: Place) -> tuple[int, int]:
@@ -77,4 +103,7 @@ def repair(queue: Any, place: Place) -> tuple[int, int]:
         if lock != NAME_SENTINEL and holder(queue, lock) is None:
             del gates.held[lock]
             freed += 1
+    for key in list(_tombstones(gates, TOMBSTONES_PER_REPAIR)):
+        del gates.waiting[key]
+        freed += 1
     return dropped, freed

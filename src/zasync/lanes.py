@@ -27,7 +27,9 @@ The trees, kept on one Gates object per queue, each with a head and a
 sentinel entry, so that no bucket is emptied or loses its first key while
 other transactions change it (as in zasync.shards):
 
-- ``waiting``: (gate key, -priority, due us, oid int) -> job;
+- ``waiting``: (gate key, -priority, due us, oid int) -> job; a job moved
+  on to the shards leaves a tombstone (None), removed in bulk by the
+  maintenance worker (zasync.lanerepair);
 - ``front``: gate key -> (shard key, oid int) of its jobs in the shards,
   in run order;
 - ``lanes``: gate key -> its Lane, an object written only when the lane
@@ -165,8 +167,10 @@ def in_lane(job: Any) -> bool:
 
 
 def waiting_of(gates: Gates, gate: tuple) -> Iterator[tuple[tuple, Any]]:
-    """(key, job) of the jobs waiting in lane ``gate``, in run order."""
-    return iter(gates.waiting.items(min=(gate,), max=(gate, AFTER_LANE)))
+    """(key, job) of the jobs waiting in lane ``gate``, in run order
+    (tombstones left out: see promote)."""
+    items = gates.waiting.items(min=(gate,), max=(gate, AFTER_LANE))
+    return ((key, job) for key, job in items if job is not None)
 
 
 #: puts a job into a shard under its due time (Queue._place)
@@ -275,7 +279,10 @@ def promote(queue: Any, gates: Gates, gate: tuple, front: tuple, place: Place) -
             if len(moving) >= room:
                 break
     for key, job in moving:
-        del gates.waiting[key]
+        # A tombstone, not a delete: a claim then changes no bucket's
+        # shape, and merges with producers adding to the same buckets
+        # (zasync.lanerepair removes tombstones in bulk).
+        gates.waiting[key] = None
         if job._key != key or job._status != PENDING:
             count_gated(gates, -1)
             continue  # not pending here any more

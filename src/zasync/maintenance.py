@@ -145,7 +145,11 @@ def _repair(dispatcher: Dispatcher, name: str) -> int:
             extra={"action": "repair", "queue": name},
         )
     if freed:
-        log.debug("queue %r: %d locks of finished jobs removed", name, freed)
+        log.debug(
+            "queue %r: %d entries of finished locks and promoted jobs removed",
+            name,
+            freed,
+        )
     return lost + freed
 
 
