@@ -290,13 +290,12 @@ def stop_all(procs: list[Proc], timeout: float = 20.0) -> None:
         proc.stop(timeout)
 
 
-def run_inproc(args: list[str], *, work: Path, timeout: float) -> dict:
-    """Run ``python -m benchmarks.procs.inproc ARGS`` (setups where the worker
-    runs in the process that holds the FileStorage) with its stamps in
+def run_child(module: str, args: list[str], *, work: Path, timeout: float) -> dict:
+    """Run ``python -m benchmarks.procs.MODULE ARGS`` with its stamps in
     ``work``; return the JSON it printed last. Raises RuntimeError, quoting
     its error output, when it fails."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.procs.inproc", *args],
+        [sys.executable, "-m", f"benchmarks.procs.{module}", *args],
         cwd=ROOT,
         env=bench_env(work / "stamps"),
         capture_output=True,
@@ -304,5 +303,11 @@ def run_inproc(args: list[str], *, work: Path, timeout: float) -> dict:
         timeout=timeout,
     )
     if out.returncode:
-        raise RuntimeError(f"benchmarks.procs.inproc failed: {out.stderr[-2000:]}")
+        raise RuntimeError(f"benchmarks.procs.{module} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_inproc(args: list[str], *, work: Path, timeout: float) -> dict:
+    """:func:`run_child` of ``benchmarks.procs.inproc`` (setups where the
+    worker runs in the process that holds the FileStorage)."""
+    return run_child("inproc", args, work=work, timeout=timeout)

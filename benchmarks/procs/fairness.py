@@ -31,10 +31,12 @@ Each prints one JSON object on its last line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +93,10 @@ def _queue_blocked(tm: Any, conn: Any, blocked: int) -> None:
             )
 
 
-def run_latency(uri: str, blocked: int, jobs: int, interval: float) -> dict:
-    reader = StampReader(Path(os.environ[ENV]))
+@contextlib.contextmanager
+def _database(uri: str) -> Iterator[tuple[Any, Any, Any]]:
+    """(db, its transaction manager, a connection), zasync installed and
+    the quota held (:func:`_hold_quota`); closed at the end."""
     db = open_db(uri)
     try:
         zasync.install(db)
@@ -100,26 +104,32 @@ def run_latency(uri: str, blocked: int, jobs: int, interval: float) -> dict:
         conn = db.open(transaction_manager=tm)
         try:
             _hold_quota(tm, conn)
-            dispatcher = Dispatcher(db, threads=THREADS).start()
-            try:
-                if _wait_stamps(reader, 1, 30) < 1:
-                    raise RuntimeError("the job holding the quota did not start")
-                began = time.monotonic()
-                _queue_blocked(tm, conn, blocked)
-                load_seconds = time.monotonic() - began
-                time.sleep(1.0)  # idle and running, as W2
-                result = produce(db, count=jobs, tag=0, interval=interval)
-                # nothing else starts while the holder runs: the holder's
-                # stamp and the free jobs'
-                started = _wait_stamps(reader, 1 + jobs, START_TIMEOUT) - 1
-            finally:
-                released = time.time()
-                release()
-                dispatcher.stop(30)
+            yield db, tm, conn
         finally:
             conn.close()
     finally:
         db.close()
+
+
+def run_latency(uri: str, blocked: int, jobs: int, interval: float) -> dict:
+    reader = StampReader(Path(os.environ[ENV]))
+    with _database(uri) as (db, tm, conn):
+        dispatcher = Dispatcher(db, threads=THREADS).start()
+        try:
+            if _wait_stamps(reader, 1, 30) < 1:
+                raise RuntimeError("the job holding the quota did not start")
+            began = time.monotonic()
+            _queue_blocked(tm, conn, blocked)
+            load_seconds = time.monotonic() - began
+            time.sleep(1.0)  # idle and running, as W2
+            result = produce(db, count=jobs, tag=0, interval=interval)
+            # nothing else starts while the holder runs: the holder's
+            # stamp and the free jobs'
+            started = _wait_stamps(reader, 1 + jobs, START_TIMEOUT) - 1
+        finally:
+            released = time.time()
+            release()
+            dispatcher.stop(30)
     return {
         "load_seconds": load_seconds,
         "calls": result["calls"],
@@ -131,39 +141,29 @@ def run_latency(uri: str, blocked: int, jobs: int, interval: float) -> dict:
 
 def run_throughput(uri: str, blocked: int, jobs: int) -> dict:
     reader = StampReader(Path(os.environ[ENV]))
-    db = open_db(uri)
-    try:
-        zasync.install(db)
-        tm = transaction.TransactionManager(explicit=True)
-        conn = db.open(transaction_manager=tm)
+    with _database(uri) as (db, tm, conn):
+        _queue_blocked(tm, conn, blocked)
+        for start in range(0, jobs, 100):
+            with tm:
+                conn.root()[zasync.KEY][""].put_many(
+                    [
+                        zasync.Job(add, 0, i)
+                        for i in range(start, min(jobs, start + 100))
+                    ]
+                )
+        # The producer is done: its connection lets go of the jobs it made
+        # (in W1 the producer is another process, or gone).
+        conn.cacheMinimize()
+        gc.collect()
+        began = time.monotonic()
+        dispatcher = Dispatcher(db, threads=THREADS).start()
         try:
-            _hold_quota(tm, conn)
-            _queue_blocked(tm, conn, blocked)
-            for start in range(0, jobs, 100):
-                with tm:
-                    conn.root()[zasync.KEY][""].put_many(
-                        [
-                            zasync.Job(add, 0, i)
-                            for i in range(start, min(jobs, start + 100))
-                        ]
-                    )
-            # The producer is done: its connection lets go of the jobs it
-            # made (in W1 the producer is another process, or gone).
-            conn.cacheMinimize()
-            gc.collect()
-            began = time.monotonic()
-            dispatcher = Dispatcher(db, threads=THREADS).start()
-            try:
-                # the holder's stamp and the free jobs'
-                started = _wait_stamps(reader, 1 + jobs, 600) - 1
-                seconds = time.monotonic() - began
-            finally:
-                release()
-                dispatcher.stop(30)
+            # the holder's stamp and the free jobs'
+            started = _wait_stamps(reader, 1 + jobs, 600) - 1
+            seconds = time.monotonic() - began
         finally:
-            conn.close()
-    finally:
-        db.close()
+            release()
+            dispatcher.stop(30)
     return {"seconds": seconds, "started": started}
 
 

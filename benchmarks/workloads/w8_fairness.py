@@ -29,9 +29,6 @@ what else the disk does: the CPU per put is the steadier comparison.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -147,20 +144,8 @@ def _throughput(ctx: Context, index: int) -> None:
 
 
 def _child(args: list[str], *, work: Path, timeout: float) -> dict:
-    """Run ``python -m benchmarks.procs.fairness ARGS`` with its stamps in
-    ``work``; return the JSON it printed last. RuntimeError, quoting its
-    error output, when it fails."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.procs.fairness", *args],
-        cwd=spawn.ROOT,
-        env=spawn.bench_env(work / "stamps"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if out.returncode:
-        raise RuntimeError(f"benchmarks.procs.fairness failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """``python -m benchmarks.procs.fairness ARGS`` (spawn.run_child)."""
+    return spawn.run_child("fairness", args, work=work, timeout=timeout)
 
 
 def _latency(ctx: Context, count: int, jobs: int) -> dict:
