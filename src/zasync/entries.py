@@ -133,11 +133,8 @@ class Entries:
         """Remove a pending job from its shard or lane (no status change);
         its unique key is free again."""
         if not leave_lane(self, job):
-            shard = None if in_lane(job) else self._shard_of(job)
-            if shard is None:
+            if not self._unplace(job):
                 raise NotPendingError(f"{job!r} is not pending in queue {self.name!r}")
-            del shard[job._key]
-            job._key = None
             left_shards(self, job, self._place)
         release_key(self, job)
         self.counter.change(-1)

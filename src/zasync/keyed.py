@@ -16,8 +16,11 @@ from zasync.lanes import gates_of
 
 def holder(queue: Any, lock: str) -> Any:
     """The job running under ``lock`` (assigned or active), or None."""
-    gates = gates_of(queue)
-    oid = _holder_oid(gates, lock)
+    return _running(queue, lock, _holder_oid(gates_of(queue), lock))
+
+
+def _running(queue: Any, lock: str, oid: bytes | None) -> Any:
+    """The job ``oid`` when it runs under ``lock`` (assigned or active)."""
     if oid is None or queue._p_jar is None:
         return None
     try:
@@ -39,11 +42,10 @@ def lock_free(queue: Any, lock: str, job: Any) -> bool:
     transaction never writes its lock: the entry stays until the next
     holder takes it or the maintenance worker removes it
     (zasync.lanerepair)."""
-    gates = gates_of(queue)
-    oid = _holder_oid(gates, lock)
+    oid = _holder_oid(gates_of(queue), lock)
     if oid is None or oid == job._p_oid:
         return True
-    return holder(queue, lock) is None
+    return _running(queue, lock, oid) is None
 
 
 def hold_lock(queue: Any, job: Any) -> None:
@@ -88,7 +90,8 @@ def unique_holder(queue: Any, key: str) -> Any:
 
 
 def touch_key(queue: Any, key: str) -> None:
-    """Rewrite the entry of a held key (see the module docstring)."""
+    """Rewrite the entry of a held key, so that this transaction conflicts
+    with one that frees the key meanwhile (see zasync.lanes)."""
     gates = gates_of(queue)
     assert gates is not None
     job, writes = gates.unique[key]

@@ -23,6 +23,7 @@ from zasync.lanes import (
     Place,
     count_gated,
     gates_of,
+    lanes_waiting,
     promote,
 )
 
@@ -67,19 +68,15 @@ def _tombstones(gates: Any, limit: int) -> Iterator[tuple]:
     """Keys of the tombstones at the head of each lane of the waiting tree
     (where promotions leave them), up to ``limit``."""
     tree = gates.waiting
-    low: tuple = (GATE_HEAD, AFTER_LANE)
     found = 0
-    while found < limit:
-        first = next(iter(tree.keys(min=low, excludemin=True)), None)
-        if first is None or first[0] == GATE_SENTINEL:
-            return
-        gate = first[0]
+    for gate in lanes_waiting(gates):
         for key, job in tree.items(min=(gate,), max=(gate, AFTER_LANE)):
             if job is not None or found >= limit:
                 break
             found += 1
             yield key
-        low = (gate, AFTER_LANE)
+        if found >= limit:
+            return
 
 
 def repair(queue: Any, place: Place) -> tuple[int, int]:

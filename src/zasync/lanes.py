@@ -313,20 +313,24 @@ def any_front(gates: Gates | None) -> bool:
     return first is not None and first != GATE_SENTINEL
 
 
+def lanes_waiting(gates: Gates) -> Iterator[tuple]:
+    """The gate keys of the lanes with entries in the waiting tree (jobs or
+    tombstones), in order: one key look-up per lane."""
+    low: tuple = (GATE_HEAD, AFTER_LANE)
+    while True:
+        first = next(iter(gates.waiting.keys(min=low, excludemin=True)), None)
+        if first is None or first[0] == GATE_SENTINEL:
+            return
+        yield first[0]
+        low = (first[0], AFTER_LANE)
+
+
 def iter_waiting(gates: Gates | None) -> list[Iterator[tuple[tuple, Any]]]:
     """For each lane, (run-order key, job) of its waiting jobs, in run
-    order (one look-up per lane to find the lanes)."""
+    order."""
     if gates is None:
         return []
-    found: list[Iterator[tuple[tuple, Any]]] = []
-    low: tuple = (GATE_HEAD, AFTER_LANE)
-    tree = gates.waiting
-    while True:
-        first = next(iter(tree.keys(min=low, excludemin=True)), None)
-        if first is None or first[0] == GATE_SENTINEL:
-            return found
-        found.append(_live_waiting(waiting_of(gates, first[0])))
-        low = (first[0], AFTER_LANE)
+    return [_live_waiting(waiting_of(gates, gate)) for gate in lanes_waiting(gates)]
 
 
 def _live_waiting(items: Iterator[tuple[tuple, Any]]) -> Iterator[tuple[tuple, Any]]:
