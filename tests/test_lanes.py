@@ -334,7 +334,7 @@ def test_a_lane_whose_front_was_lost_is_repaired(queue):
     first._status = COMPLETED
     assert take(queue) == []
     assert needs_repair(queue)
-    assert repair(queue, queue._place) == (1, 1)  # and the mark its promotion left
+    assert repair(queue) == (1, 1)  # and the mark its promotion left
     assert not needs_repair(queue)
     assert take(queue) == [second]
 
@@ -413,6 +413,6 @@ def test_promotions_leave_tombstones_that_repair_removes(queue):
     gates = queue._gates
     assert len(gates.waiting) == 2 + 4  # sentinels, and a mark per promotion
     assert needs_repair(queue)
-    assert repair(queue, queue._place) == (0, 4)
+    assert repair(queue) == (0, 4)
     assert list(gates.waiting.keys()) == [(GATE_HEAD,), (GATE_SENTINEL,)]
     assert not needs_repair(queue)

@@ -90,6 +90,6 @@ def take(queue: Any, chosen: list, taken: list, left_stale: list) -> None:
     for _key, job, _shard, _names in chosen:
         if job._status == PENDING:
             # The next jobs of its lane join the shards (zasync.lanes).
-            left_shards(queue, job, queue._place)
+            left_shards(queue, job)
     if chosen:
         queue.count_taken(len(chosen))

@@ -135,7 +135,7 @@ class Entries:
         if not leave_lane(self, job):
             if not self._unplace(job):
                 raise NotPendingError(f"{job!r} is not pending in queue {self.name!r}")
-            left_shards(self, job, self._place)
+            left_shards(self, job)
         release_key(self, job)
         self.counter.change(-1)
 

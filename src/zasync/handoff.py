@@ -230,8 +230,7 @@ def _waits_surely(queue: Any, stale: list[Any]) -> bool:
     if seen is None or time.monotonic() - seen[1] > SEEN_SECONDS:
         return False
     upper = seen[0] + sum(added() for added in queue._added)
-    gated = gated_counter(queue)
-    return upper - (gated() if gated is not None else 0) > 1
+    return upper - _gated(queue) > 1
 
 
 def _alone(queue: Any) -> bool:
@@ -239,8 +238,13 @@ def _alone(queue: Any) -> bool:
     could take before it: jobs waiting in lanes, or at the front of one,
     wait for their quotas or locks (zasync.lanes), and are not overtaken
     in their own turn."""
+    return len(queue) - _gated(queue) == 1
+
+
+def _gated(queue: Any) -> int:
+    """How many of ``queue``'s pending jobs are in lanes or their fronts."""
     gated = gated_counter(queue)
-    return len(queue) - (gated() if gated is not None else 0) == 1
+    return gated() if gated is not None else 0
 
 
 def _ghost(obj: Any) -> bool:

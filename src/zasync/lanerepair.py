@@ -20,7 +20,6 @@ from zasync.lanes import (
     GATE_SENTINEL,
     NAME_HEAD,
     NAME_SENTINEL,
-    Place,
     count_gated,
     gates_of,
     lanes_waiting,
@@ -79,7 +78,7 @@ def _tombstones(gates: Any, limit: int) -> Iterator[tuple]:
             return
 
 
-def repair(queue: Any, place: Place) -> tuple[int, int]:
+def repair(queue: Any) -> tuple[int, int]:
     """Drop the lost entries of the fronts (and promote the jobs waiting
     behind them) and the locks held by jobs that no longer run; return how
     many entries of each kind were dropped (fronts, locks)."""
@@ -95,7 +94,7 @@ def repair(queue: Any, place: Place) -> tuple[int, int]:
         if len(kept) < len(front):
             dropped += len(front) - len(kept)
             count_gated(gates, len(kept) - len(front))
-            promote(queue, gates, gate, kept, place)
+            promote(queue, gates, gate, kept)
     for lock in list(gates.held.keys(min=NAME_HEAD, excludemin=True)):
         if lock != NAME_SENTINEL and holder(queue, lock) is None:
             del gates.held[lock]

@@ -253,7 +253,7 @@ def gated_counter(queue: Any) -> Length | None:
     return None if gates is None else gates.gated
 
 
-def left_shards(queue: Any, job: Any, place: Place) -> None:
+def left_shards(queue: Any, job: Any) -> None:
     """A gated job left the shards (claimed, removed): its lane's next
     waiting jobs join them, as many as its front has room for."""
     gates = gates_of(queue)
@@ -265,12 +265,13 @@ def left_shards(queue: Any, job: Any, place: Place) -> None:
     if all(entry[1] != oid for entry in front):
         return
     count_gated(gates, -1)
-    promote(queue, gates, gate, tuple(e for e in front if e[1] != oid), place)
+    promote(queue, gates, gate, tuple(e for e in front if e[1] != oid))
 
 
-def promote(queue: Any, gates: Gates, gate: tuple, front: tuple, place: Place) -> int:
+def promote(queue: Any, gates: Gates, gate: tuple, front: tuple) -> int:
     """Move the first waiting jobs of lane ``gate`` into the shards while
-    its ``front`` has room; store the front. Returns how many moved."""
+    its ``front`` has room (under the keys they were queued with, through
+    ``queue._place``); store the front. Returns how many moved."""
     room = capacity(queue, gate) - len(front)
     moving = []
     if room > 0:
@@ -286,7 +287,7 @@ def promote(queue: Any, gates: Gates, gate: tuple, front: tuple, place: Place) -
         if job._key != key or job._status != PENDING:
             count_gated(gates, -1)
             continue  # not pending here any more
-        place(job, key[2])
+        queue._place(job, key[2])
         front = _with(front, job)
     _set_front(gates, gate, front)
     return len(moving)

@@ -136,7 +136,7 @@ def _repair(dispatcher: Dispatcher, name: str) -> int:
     queue = dispatcher.conn.root()[KEY].get(name)
     if queue is None:
         return 0
-    lost, freed = repair(queue, queue._place)
+    lost, freed = repair(queue)
     if lost:
         log.warning(
             "queue %r: %d lost entries of its lanes repaired",
