@@ -11,10 +11,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zasync.jobopts import check_key, check_priority
+from zasync.jobopts import MAX_PRIORITY, check_key
 
 if TYPE_CHECKING:
     from zasync.job import Job
+
+
+def check_priority(option: str, value: Any) -> int | None:
+    """``value`` when it is None or a priority a job may have (a whole
+    number within +-MAX_PRIORITY); TypeError or ValueError naming
+    ``option`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{option}={value!r} must be a whole number from {-MAX_PRIORITY} "
+            f"to {MAX_PRIORITY}, e.g. {option}=10"
+        )
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValueError(
+            f"{option}={value} is out of range: no job has a priority outside "
+            f"{-MAX_PRIORITY} to {MAX_PRIORITY}"
+        )
+    return value
 
 
 def option_matcher(
@@ -28,9 +47,8 @@ def option_matcher(
     ``min_priority``, the ``lock`` and the ``unique_key`` asked for (None
     asks nothing); None when nothing is asked. Raises TypeError or
     ValueError naming a value no job can have."""
-    for option, value in (("priority", priority), ("min_priority", min_priority)):
-        if value is not None:
-            check_priority(value, option)
+    check_priority("priority", priority)
+    check_priority("min_priority", min_priority)
     check_key("lock", lock)
     check_key("unique_key", unique_key)
     if (priority, min_priority, lock, unique_key) == (None, None, None, None):

@@ -28,17 +28,16 @@ MAX_KEY_LENGTH = 200
 UNIQUE_UNTIL = ("started", "finished")
 
 
-def check_priority(value: Any, option: str = "priority") -> int:
-    """``value`` when it is a whole number within +-MAX_PRIORITY; TypeError
-    or ValueError naming ``option`` otherwise."""
+def check_priority(value: Any) -> int:
+    """``value`` when it is a whole number within +-MAX_PRIORITY."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
-            f"{option}={value!r} must be a whole number (higher runs first), "
-            f"e.g. {option}=10"
+            f"priority={value!r} must be a whole number (higher runs first), "
+            f"e.g. priority=10"
         )
     if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
         raise ValueError(
-            f"{option}={value} is out of range: use a whole number from "
+            f"priority={value} is out of range: use a whole number from "
             f"{-MAX_PRIORITY} to {MAX_PRIORITY}"
         )
     return value
