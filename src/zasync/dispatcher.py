@@ -2,8 +2,9 @@
 
 A dispatcher serves the queues of one database with N threads (its
 ThreadPool). Its loop claims due jobs for idle threads (its Claimer),
-renews the lease on its running jobs, writes a small heartbeat and runs
-maintenance (rescue of dead workers' jobs, pruning of finished jobs). It
+renews the lease on its running jobs, writes a small heartbeat, runs
+maintenance (rescue of dead workers' jobs, pruning of finished jobs) and,
+while jobs run, hands the memory they freed back to the system. It
 wakes on the commit that queues a job: at once for producers in this
 process (zasync.hooks), and for other processes when the storage tells it
 of the queue's change; polling is a fallback. One round of the loop is
@@ -29,6 +30,7 @@ from zasync.claimer import Claimer
 from zasync.compaction import Compactor
 from zasync.interfaces import KEY, WorkerHeartbeat
 from zasync.limiter import ConflictLimiter
+from zasync.memory import MemoryTrimmer
 from zasync.placement import Placement
 from zasync.pool import ThreadPool, join_all
 from zasync.queue import Queues, install
@@ -83,6 +85,7 @@ class Dispatcher:
         #: every job transaction of the threads passes it
         self.limiter = ConflictLimiter(self.settings.threads)
         self.pool = ThreadPool(self, self.settings.threads)
+        self.trimmer = MemoryTrimmer(self.settings.memory_trim_interval)
         self.stopping = threading.Event()
         self._stopped = threading.Event()
         self.waker = Waker(self._registry_changed)
@@ -365,6 +368,7 @@ class Dispatcher:
             maintenance.run(self)
             self.refresh_peers()
             self._next_maintenance = now + settings.maintenance_interval
+        self.trimmer.after(now, self.jobs_run)
 
     def _pause(self) -> None:
         try:

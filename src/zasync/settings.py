@@ -42,6 +42,10 @@ INTERRUPT_GRACE = 5.0
 #: seconds an interrupted job is given to return before its thread is
 #: abandoned as stuck and replaced
 STUCK_DELAY = 30.0
+#: seconds between the times a worker that ran jobs hands the memory it
+#: freed back to the system (glibc's malloc_trim; 0: never, see
+#: zasync.memory)
+MEMORY_TRIM_INTERVAL = 10.0
 
 
 def _number(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -75,6 +79,7 @@ class DispatcherSettings:
     fresh_grace: float = FRESH_GRACE
     interrupt_grace: float = INTERRUPT_GRACE
     stuck_delay: float = STUCK_DELAY
+    memory_trim_interval: float = MEMORY_TRIM_INTERVAL
     #: the worker's name as people read it (None: shown as hostname:pid)
     name: str | None = None
 
@@ -103,6 +108,7 @@ class DispatcherSettings:
             _number(name, getattr(self, name))
         _number("fresh_grace", self.fresh_grace, allow_zero=True)
         _number("interrupt_grace", self.interrupt_grace, allow_zero=True)
+        _number("memory_trim_interval", self.memory_trim_interval, allow_zero=True)
         object.__setattr__(self, "max_batch", int(self.max_batch))
         if not isinstance(self.retention, datetime.timedelta):
             raise ConfigurationError(

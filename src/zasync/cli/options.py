@@ -37,6 +37,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seconds_or_zero(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more (0: never)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number, 0 or more")
+    return value
+
+
 def add_db(parser: argparse.ArgumentParser, *, group: Any = None) -> None:
     """--db (in ``group``, a mutually exclusive group, when given), and
     --log-level after the command."""

@@ -165,6 +165,8 @@ def child_command(args: argparse.Namespace, index: int, uuid_file: str) -> list[
             repr(args.interrupt_grace),
             "--stuck-delay",
             repr(args.stuck_delay),
+            "--memory-trim-interval",
+            repr(args.memory_trim_interval),
             "--metrics-addr",
             args.metrics_addr,
         ]

@@ -16,7 +16,7 @@ from typing import Any
 from zasync.cli.database import open_database
 from zasync.cli.exitcodes import EXIT_ERROR
 from zasync.cli.ops import OpsError, add_worker_flags, start_metrics
-from zasync.cli.options import add_db, positive_float, positive_int
+from zasync.cli.options import add_db, positive_float, positive_int, seconds_or_zero
 from zasync.cli.processes import add_flags, check_flags, supervise
 from zasync.cli.signals import StopSignals, serve_until_signalled
 from zasync.cli.supervisor import ParentLink
@@ -42,6 +42,7 @@ DISPATCHER_FLAGS: dict[str, Any] = {
     "retention_days": 7.0,
     "interrupt_grace": 5.0,
     "stuck_delay": 30.0,
+    "memory_trim_interval": 10.0,
 }
 
 #: dispatcher flags a Zope worker takes, as the variables it reads
@@ -158,6 +159,14 @@ def _add_dispatcher_flags(worker: argparse.ArgumentParser) -> None:
         "stuck: its thread is abandoned and replaced (default 30)",
     )
     worker.add_argument(
+        "--memory-trim-interval",
+        type=seconds_or_zero,
+        default=DISPATCHER_FLAGS["memory_trim_interval"],
+        metavar="SECONDS",
+        help="while jobs run, hand the memory they freed back to the system "
+        "this often (glibc's malloc_trim; 0: never; default 10)",
+    )
+    worker.add_argument(
         "--maintenance-interval",
         type=positive_float,
         default=DISPATCHER_FLAGS["maintenance_interval"],
@@ -233,6 +242,7 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         retention=datetime.timedelta(days=args.retention_days),
         interrupt_grace=args.interrupt_grace,
         stuck_delay=args.stuck_delay,
+        memory_trim_interval=args.memory_trim_interval,
         name=args.name,
     )
     worker_field.uuid = uuid
