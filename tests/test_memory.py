@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import transaction
@@ -11,6 +13,7 @@ import transaction
 import jobfuncs
 import zasync
 from zasync import memory
+from zasync.cli.exitcodes import EXIT_USAGE
 from zasync.dispatcher import Dispatcher
 from zasync.interfaces import KEY, ConfigurationError
 from zasync.memory import MemoryTrimmer
@@ -71,3 +74,18 @@ def test_a_bad_interval_is_refused_naming_the_setting(zasync_db, value):
         ConfigurationError, match=r"memory_trim_interval=.*positive, finite number"
     ):
         Dispatcher(zasync_db, memory_trim_interval=value)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "often"])
+def test_the_worker_command_refuses_a_bad_interval(tmp_path, value):
+    done = subprocess.run(
+        [sys.executable, "-m", "zasync", "worker", "--db", str(tmp_path / "Data.fs")]
+        + ["--memory-trim-interval", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == EXIT_USAGE
+    assert "argument --memory-trim-interval:" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "Data.fs").exists()  # refused before opening it
