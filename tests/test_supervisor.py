@@ -343,6 +343,19 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_path)
     assert "killed by SIGKILL" in text
 
 
+def test_a_zope_workers_children_get_the_flags_a_zope_worker_takes(tmp_path):
+    parser = build_parser()
+    args = parser.parse_args(
+        ["worker", "--zope-conf", "zope.conf", "--processes", "2"]
+        + ["--uuid-file", str(tmp_path / "w.uuid"), "--interrupt-grace", "2"]
+        + ["--stuck-delay", "7", "--memory-trim-interval", "0"]
+    )
+    child = parser.parse_args(child_command(args, 2, str(tmp_path / "w.uuid.2"))[3:])
+    assert child.zope_conf == "zope.conf" and child.db is None
+    assert (child.interrupt_grace, child.stuck_delay) == (2.0, 7.0)
+    assert child.memory_trim_interval == 0.0
+
+
 #: worker flags a child gets its own value of, or through its environment
 OWN_FLAGS = {"db", "processes", "name", "uuid_file", "metrics_port", "supervisor_fd"}
 

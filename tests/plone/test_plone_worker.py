@@ -166,6 +166,28 @@ def test_interrupt_grace_and_stuck_delay_come_from_the_environment(tmp_path):
         worker.WorkerSettings({**environ, "ZASYNC_STUCK_DELAY": "soon"})
 
 
+def test_the_memory_trim_interval_comes_from_the_environment(tmp_path):
+    environ = {"ZASYNC_UUID": str(tmp_path / "u")}
+    assert worker.WorkerSettings(environ).memory_trim_interval == 10.0
+    for raw, value in (("2.5", 2.5), ("0", 0.0)):
+        environ["ZASYNC_MEMORY_TRIM_INTERVAL"] = raw
+        assert worker.WorkerSettings(environ).memory_trim_interval == value
+    for raw in ("-1", "nan", "inf", "often"):
+        environ["ZASYNC_MEMORY_TRIM_INTERVAL"] = raw
+        wanted = f"ZASYNC_MEMORY_TRIM_INTERVAL='{raw}': use a finite number, 0 or"
+        with pytest.raises(ConfigurationError, match=wanted):
+            worker.WorkerSettings(environ)
+
+
+def test_a_bad_number_is_refused_where_it_is_read(tmp_path):
+    environ = {"ZASYNC_UUID": str(tmp_path / "u")}
+    for raw in ("inf", "nan", "0", "-2"):
+        with pytest.raises(
+            ConfigurationError, match=f"ZASYNC_STUCK_DELAY='{raw}': use a positive"
+        ):
+            worker.WorkerSettings({**environ, "ZASYNC_STUCK_DELAY": raw})
+
+
 def test_a_zc_async_uuid_file_is_read(tmp_path):
     path = tmp_path / "instance-uuid.txt"
     path.write_text(ZC_ASYNC_FILE)

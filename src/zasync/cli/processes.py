@@ -147,6 +147,16 @@ def child_command(args: argparse.Namespace, index: int, uuid_file: str) -> list[
     if args.log_level:
         command += ["--log-level", args.log_level]
     command += ["worker", "--uuid-file", uuid_file]
+    # The flags a Zope worker takes as well (zasync.cli.worker's
+    # ZOPE_ENVIRONMENT), then the other dispatcher flags of a --db worker.
+    command += [
+        "--interrupt-grace",
+        repr(args.interrupt_grace),
+        "--stuck-delay",
+        repr(args.stuck_delay),
+        "--memory-trim-interval",
+        repr(args.memory_trim_interval),
+    ]
     if args.zope_conf:
         command += ["--zope-conf", args.zope_conf]
     else:
@@ -161,12 +171,6 @@ def child_command(args: argparse.Namespace, index: int, uuid_file: str) -> list[
             repr(args.maintenance_interval),
             "--retention-days",
             repr(args.retention_days),
-            "--interrupt-grace",
-            repr(args.interrupt_grace),
-            "--stuck-delay",
-            repr(args.stuck_delay),
-            "--memory-trim-interval",
-            repr(args.memory_trim_interval),
             "--metrics-addr",
             args.metrics_addr,
         ]

@@ -49,6 +49,7 @@ DISPATCHER_FLAGS: dict[str, Any] = {
 ZOPE_ENVIRONMENT = {
     "interrupt_grace": "ZASYNC_INTERRUPT_GRACE",
     "stuck_delay": "ZASYNC_STUCK_DELAY",
+    "memory_trim_interval": "ZASYNC_MEMORY_TRIM_INTERVAL",
 }
 
 EPILOG = """\
@@ -205,8 +206,8 @@ def check_zope_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) 
                 f"worker: {flag} cannot be used with --zope-conf (a Zope "
                 f"worker's dispatcher has the default settings; only "
                 f"--uuid-file, --threads, --processes, --name, --stop-timeout, "
-                f"--interrupt-grace, --stuck-delay, --metrics-port and "
-                f"--log-format apply)"
+                f"--interrupt-grace, --stuck-delay, --memory-trim-interval, "
+                f"--metrics-port and --log-format apply)"
             )
 
 

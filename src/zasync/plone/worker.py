@@ -21,7 +21,9 @@ Start-up goes through Zope's own events, no patching:
   the number of threads from ``ZASYNC_THREADS`` (default 2), its name
   from ``ZASYNC_WORKER_NAME`` (default: host:pid), and the seconds before a
   job that does not stop is interrupted and abandoned from
-  ``ZASYNC_INTERRUPT_GRACE`` (5) and ``ZASYNC_STUCK_DELAY`` (30);
+  ``ZASYNC_INTERRUPT_GRACE`` (5) and ``ZASYNC_STUCK_DELAY`` (30), and the
+  seconds between its hand-backs of freed memory from
+  ``ZASYNC_MEMORY_TRIM_INTERVAL`` (10; 0: never);
 - ``IProcessStarting`` (the server is about to serve): the worker starts
   its dispatcher. ``zasync worker --zope-conf`` starts Zope this way
   without serving HTTP. Zope's scripts (``zconsole run``) go through the
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -57,7 +60,7 @@ from zasync.plone.interfaces import IWorkerRole
 from zasync.plone.location import ASYNC_DATABASE, queues_database_name
 from zasync.plone.settings import DEFAULT_QUEUES, DEFAULT_QUOTAS
 from zasync.queue import install
-from zasync.settings import INTERRUPT_GRACE, STUCK_DELAY
+from zasync.settings import INTERRUPT_GRACE, MEMORY_TRIM_INTERVAL, STUCK_DELAY
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,13 @@ class WorkerSettings:
         self.stuck_delay = _number(
             environ, "ZASYNC_STUCK_DELAY", default=STUCK_DELAY, kind=float
         )
+        self.memory_trim_interval = _number(
+            environ,
+            "ZASYNC_MEMORY_TRIM_INTERVAL",
+            default=MEMORY_TRIM_INTERVAL,
+            kind=float,
+            zero=True,
+        )
         #: shown in ``zasync status`` and the control panel (else host:pid)
         self.name = environ.get("ZASYNC_WORKER_NAME", "").strip() or None
         if self.name is not None and (
@@ -131,7 +141,10 @@ def _number(
     *,
     default: float,
     kind: Callable[[str], float],
+    zero: bool = False,
 ) -> Any:
+    """The number the variable ``name`` holds: more than 0 (or 0 too, with
+    ``zero``), finite; ``default`` when it is unset or empty."""
     raw = environ.get(name)
     if raw in (None, ""):
         return default
@@ -139,10 +152,14 @@ def _number(
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value <= 0:
-        raise ConfigurationError(
-            f"{name}={raw!r}: use a positive number (default {default})"
-        )
+    if (
+        value is None
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        wanted = "a finite number, 0 or more" if zero else "a positive number"
+        raise ConfigurationError(f"{name}={raw!r}: use {wanted} (default {default})")
     return value
 
 
@@ -228,6 +245,7 @@ def process_starting(event: Any = None) -> Any:
             name=settings.name,
             interrupt_grace=settings.interrupt_grace,
             stuck_delay=settings.stuck_delay,
+            memory_trim_interval=settings.memory_trim_interval,
         )
         dispatcher.start()
         _state.dispatcher = dispatcher
