@@ -14,11 +14,8 @@ nothing.
 from __future__ import annotations
 
 import ctypes
-import logging
 import time
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -45,8 +42,7 @@ class MemoryTrimmer:
         self.enabled = bool(interval) and malloc_trim is not None
         self._next = 0.0
         self._jobs_seen = 0
-        #: how many times it trimmed, and the seconds that took (for tests
-        #: and the logs)
+        #: how many times it trimmed, and the seconds that took
         self.trims = 0
         self.seconds = 0.0
 
