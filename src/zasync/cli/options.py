@@ -26,12 +26,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a number more than 0."""
+def _float(text: str) -> float:
+    """``text`` as a number, or argparse's error saying it is none."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number more than 0."""
+    value = _float(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a finite number more than 0")
     return value
@@ -39,10 +44,7 @@ def positive_float(text: str) -> float:
 
 def seconds_or_zero(text: str) -> float:
     """An argparse type: a number of seconds, 0 or more (0: never)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _float(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text} is not a finite number, 0 or more")
     return value
