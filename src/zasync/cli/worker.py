@@ -13,6 +13,7 @@ import socket
 import sys
 from typing import Any
 
+from zasync import settings
 from zasync.cli.database import open_database
 from zasync.cli.exitcodes import EXIT_ERROR
 from zasync.cli.ops import OpsError, add_worker_flags, start_metrics
@@ -35,14 +36,14 @@ DEFAULT_WORKER_THREADS = 4
 #: worker takes these settings from Zope, and refuses the flags
 DISPATCHER_FLAGS: dict[str, Any] = {
     "queue": [],
-    "poll_interval": 1.0,
-    "heartbeat": 60.0,
-    "lease": 30.0,
-    "maintenance_interval": 5.0,
-    "retention_days": 7.0,
-    "interrupt_grace": 5.0,
-    "stuck_delay": 30.0,
-    "memory_trim_interval": 10.0,
+    "poll_interval": settings.POLL_INTERVAL,
+    "heartbeat": settings.HEARTBEAT_INTERVAL,
+    "lease": settings.LEASE_SECONDS,
+    "maintenance_interval": settings.MAINTENANCE_INTERVAL,
+    "retention_days": settings.RETENTION / datetime.timedelta(days=1),
+    "interrupt_grace": settings.INTERRUPT_GRACE,
+    "stuck_delay": settings.STUCK_DELAY,
+    "memory_trim_interval": settings.MEMORY_TRIM_INTERVAL,
 }
 
 #: dispatcher flags a Zope worker takes, as the variables it reads
