@@ -6,7 +6,10 @@ its connections load, by class: the instrumentation of the enqueue rows.
 - ZEO: the client storage's calls that wait for the server (``_call``:
   ``vote``, ``new_oids``, ...; ``load_before`` on a cache miss; ``prefetch``
   with the oids it asks for; ``tpc_finish``). ``tpc_begin`` and ``storea``
-  are sent without waiting and are not counted.
+  are sent without waiting and are not counted. The prefetches of
+  zasync.prewarm, sent from the client's network thread as other
+  clients' commits arrive, are counted apart (``prewarm``, objects asked
+  for): nothing waits for them.
 - RelStorage: the object mover's loads (``load_current``,
   ``load_currents``, ``load_before``, ...), each one query to PostgreSQL
   that the storage's caches did not answer, and the poll for other
@@ -35,7 +38,11 @@ from zasync.storagekind import base_storage, storage_kind
 
 #: the ZEO server calls that are part of a commit
 COMMIT_CALLS = frozenset({"vote", "tpc_finish", "tpc_abort"})
+#: what is asked of the server in the background, not in a round trip
+BACKGROUND_CALLS = frozenset({"prewarm"})
 #: RelStorage object mover's loads, one query each
+#: how the name of a ZEO client's network thread ends
+NETWORK_THREAD = "zeo client networking thread"
 MOVER_LOADS = ("load_current", "load_currents", "load_before", "exists")
 
 
@@ -72,7 +79,11 @@ class Counts:
 
     def trips(self) -> int:
         """Round trips that are not a commit's own."""
-        return sum(n for name, n in self.calls.items() if name not in COMMIT_CALLS)
+        return sum(
+            n
+            for name, n in self.calls.items()
+            if name not in COMMIT_CALLS and name not in BACKGROUND_CALLS
+        )
 
     def commit_trips(self) -> int:
         return sum(n for name, n in self.calls.items() if name in COMMIT_CALLS)
@@ -158,7 +169,9 @@ def _count_zeo(storage: Any, counts: Counts) -> None:
     def counting_prefetch(oids: Any, tid: bytes) -> Any:
         oids = list(oids)
         missing = [oid for oid in oids if cache.loadBefore(oid, tid) is None]
-        if missing:
+        if threading.current_thread().name.endswith(NETWORK_THREAD):
+            counts.call("prewarm", len(missing))  # zasync.prewarm
+        elif missing:
             counts.call("prefetch")
             inflight.update(missing)
         return prefetch(oids, tid)

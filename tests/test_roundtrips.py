@@ -58,7 +58,9 @@ def _besides_commit(calls: dict[str, int]) -> int:
     return sum(
         n
         for name, n in calls.items()
-        if name not in roundtrips.COMMIT_CALLS and name != "new_oids"
+        if name not in roundtrips.COMMIT_CALLS
+        and name not in roundtrips.BACKGROUND_CALLS
+        and name != "new_oids"
     )
 
 

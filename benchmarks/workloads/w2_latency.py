@@ -20,6 +20,8 @@ LETTERS = "abcd"
 FROM_CALL = "from the call"
 #: counted in the producer (benchmarks.roundtrips), as the enqueue rows do
 TRIPS = "round trips per enqueue besides its commit"
+#: loads zasync.prewarm asked of the server in the background, per enqueue
+PREWARMED = "objects prewarmed per enqueue"
 
 
 def run(ctx: Context) -> None:
@@ -39,6 +41,8 @@ def run(ctx: Context) -> None:
                     ctx.results.add("W2", label, name, "ms", percentile(latencies, q))
                 if trips is not None:
                     ctx.results.add("W2", label, TRIPS, "", trips["round_trips"])
+                    warmed = trips["calls"].get("prewarm", 0.0)
+                    ctx.results.add("W2", label, PREWARMED, "", warmed)
                 from_call = _latencies(calls, starts)
                 for name, q in (("p50", 50), ("p99", 99)):
                     value = percentile(from_call, q)

@@ -67,6 +67,7 @@ from zasync.job import now
 from zasync.keys import now_us, oid_int
 from zasync.lanes import gated_counter
 from zasync.placement import owner_of
+from zasync.prewarm import prewarmer_of
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,11 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     slots = [slot for slot in owner.slots[: owner.threads] if slot.inbox is not None]
     objs = stale + [obj for slot in slots for obj in (slot.active, slot.inbox)]
     conn.prefetch([obj for obj in objs if _ghost(obj)])
+    warmer = prewarmer_of(conn.db())
+    if warmer is not None:
+        # What the next hand-off will read, loaded as soon as it changes.
+        kept = [*objs, *counters, owner.heartbeat]
+        warmer.watch(obj._p_oid for obj in kept if obj._p_oid is not None)
     _seen[queue.counter] = (queue.counter(), time.monotonic())
     if not _alone(queue):
         return False

@@ -37,6 +37,9 @@ CHANNEL = "zasync_queued"
 
 #: what a listener gets: the oids invalidated, or None for the whole cache
 Listener = Callable[[Iterable[bytes] | None], None]
+#: what a listener added ``with_tid`` gets: the transaction that changed
+#: the oids, and the oids (not called when the whole cache is invalidated)
+TidListener = Callable[[bytes, Iterable[bytes]], None]
 
 
 class NotifyingStorage:
@@ -49,6 +52,7 @@ class NotifyingStorage:
         self.base = base
         self._db: Any = None  # the DB, once registerDB() gave it
         self._listeners: list[Listener] = []
+        self._tid_listeners: list[TidListener] = []
         zope.interface.directlyProvides(self, zope.interface.providedBy(base))
 
     def __getattr__(self, name: str) -> Any:
@@ -67,6 +71,16 @@ class NotifyingStorage:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    def add_tid_listener(self, listener: TidListener) -> None:
+        """Call ``listener(tid, oids)`` on every invalidation of objects,
+        with the transaction that changed them."""
+        self._tid_listeners.append(listener)
+
+    def remove_tid_listener(self, listener: TidListener) -> None:
+        """Stop calling ``listener`` (if it was added)."""
+        if listener in self._tid_listeners:
+            self._tid_listeners.remove(listener)
+
     def registerDB(self, db: Any) -> None:  # noqa: N802 - storage API
         self._db = db
         self.base.registerDB(self)
@@ -76,6 +90,11 @@ class NotifyingStorage:
     ) -> None:
         self._db.invalidate(transaction_id, oids, *args)
         self._tell(oids)
+        for listener in list(self._tid_listeners):
+            try:
+                listener(transaction_id, oids)
+            except Exception:  # a listener must never break the storage
+                log.exception("an invalidation listener failed")
 
     def invalidateCache(self) -> None:  # noqa: N802 - storage API
         self._db.invalidateCache()

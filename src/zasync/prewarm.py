@@ -1,0 +1,117 @@
+"""Keeping what a producer's hand-off reads in its ZEO client cache.
+
+A hand-off to a worker in another process (zasync.handoff) reads that
+worker's idle slots: their trees of active jobs and their inboxes, which
+the worker rewrites as it starts and ends each job, and its heartbeat. By
+the producer's next enqueue they have changed, and loading them again
+was a server round trip inside the producer's commit (1.5-2 ms on ZEO,
+more than the commit itself).
+
+:class:`Prewarmer` watches the objects the producer's last hand-offs read.
+When ZEO tells the producer's client that a commit changed one of them,
+the prewarmer asks the server for its new state at once, from the
+client's network thread, without waiting for the answer: the next
+enqueue finds it in the client cache. Each watched object is watched for
+:data:`WATCH_SECONDS` after the last hand-off that read it, so a producer
+that stopped queueing asks for nothing more; while it is watched, each
+commit that changes it costs the server one load, in the background.
+
+Only ZEO clients opened through zasync.wakeup.NotifyingStorage
+(zasync.storage.open_db, ``<zasyncnotify>``) can be told; RelStorage
+learns of commits when it polls, at the start of the producer's
+transaction, so it has nothing to do ahead of time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from ZODB.utils import p64, u64
+
+from zasync import wakeup
+
+log = logging.getLogger(__name__)
+
+#: how long an object is kept warm after the last hand-off that read it
+WATCH_SECONDS = 60.0
+
+
+class Prewarmer:
+    """The objects one database's hand-offs read, reloaded into its ZEO
+    client cache when another client's commit changes them."""
+
+    def __init__(self, notifying: Any):
+        self._notifying = notifying
+        self._storage = notifying.base
+        #: oid -> time.monotonic() until which it is kept warm
+        self._watched: dict[bytes, float] = {}
+        self._lock = threading.Lock()
+        #: loads asked of the server so far (for benchmarks and tests)
+        self.loads = 0
+        notifying.add_tid_listener(self._changed)
+
+    def watch(self, oids: Iterable[bytes]) -> None:
+        """Keep ``oids`` warm for the next WATCH_SECONDS."""
+        until = time.monotonic() + WATCH_SECONDS
+        with self._lock:
+            for oid in oids:
+                self._watched[oid] = until
+
+    def watched(self) -> set[bytes]:
+        """The oids kept warm now."""
+        clock = time.monotonic()
+        with self._lock:
+            return {oid for oid, until in self._watched.items() if until >= clock}
+
+    def close(self) -> None:
+        self._notifying.remove_tid_listener(self._changed)
+        with self._lock:
+            self._watched.clear()
+
+    def _changed(self, tid: bytes, oids: Iterable[bytes]) -> None:
+        """Called in the ZEO client's network thread: commit ``tid``
+        changed ``oids``."""
+        if not self._watched:
+            return
+        clock = time.monotonic()
+        with self._lock:
+            watched = self._watched
+            hits = [oid for oid in oids if watched.get(oid, -1.0) >= clock]
+            if len(hits) < len(watched):
+                for oid in [o for o, until in watched.items() if until < clock]:
+                    del watched[oid]
+        if not hits or not self._storage.is_connected():
+            return  # disconnected: the cache is checked when it reconnects
+        try:
+            # Their state as of ``tid``: a load before the next tid.
+            self._storage.prefetch(hits, p64(u64(tid) + 1))
+        except Exception as error:  # closed meanwhile: the next load asks
+            log.debug("not prewarming %d objects: %r", len(hits), error)
+        else:
+            self.loads += len(hits)
+
+
+_prewarmers: weakref.WeakKeyDictionary[Any, Prewarmer | None] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def prewarmer_of(db: Any) -> Prewarmer | None:
+    """The prewarmer of ``db``, made on first use; None when its storage is
+    not a ZEO client wrapped in a NotifyingStorage."""
+    try:
+        return _prewarmers[db]
+    except KeyError:
+        pass
+    with _lock:
+        if db not in _prewarmers:
+            notifying = wakeup.find_notifying(db.storage)
+            usable = notifying is not None and hasattr(notifying.base, "prefetch")
+            _prewarmers[db] = Prewarmer(notifying) if usable else None
+        return _prewarmers[db]
