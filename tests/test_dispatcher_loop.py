@@ -208,6 +208,38 @@ def test_the_loop_prefetches_what_a_commit_that_woke_it_changed(zasync_db):
         conn.close()
 
 
+@pytest.mark.zeo
+def test_on_zeo_what_a_commit_that_queued_jobs_changed_is_asked_for_at_once(
+    zeo_server,
+):
+    """ZEO's network thread asks the server for it as it tells of the
+    commit, before the loop wakes: nothing in the worker's process loads
+    it here, yet its client cache gets it."""
+    from zasync.storage import open_db
+    from zasync.waking import Waker
+
+    worker_db, producer_db = open_db(zeo_server.uri), open_db(zeo_server.uri)
+    zasync.install(worker_db)
+    waker = Waker(lambda oids: False)
+    conn = worker_db.open()
+    try:
+        waker.listen(worker_db, conn.root()[KEY], frozenset(), "test", 30.0)
+        tm = transaction.TransactionManager()
+        producer = producer_db.open(transaction_manager=tm)
+        with tm:
+            job = producer.root()[KEY][""].put(zasync.Job(len, ()))
+        cache = worker_db.storage.base._cache
+        wait_until(lambda: cache.load(job._p_oid) is not None, timeout=10)
+        assert waker.event.is_set()
+        assert waker.fresh_oids == set()  # the loop has nothing left to ask
+        producer.close()
+    finally:
+        waker.close()
+        conn.close()
+        producer_db.close()
+        worker_db.close()
+
+
 def _owner(dispatchers, job_oid):
     import zlib
 

@@ -73,7 +73,8 @@ class NotifyingStorage:
 
     def add_tid_listener(self, listener: TidListener) -> None:
         """Call ``listener(tid, oids)`` on every invalidation of objects,
-        with the transaction that changed them."""
+        with the transaction that changed them (before the listeners of
+        add_listener)."""
         self._tid_listeners.append(listener)
 
     def remove_tid_listener(self, listener: TidListener) -> None:
@@ -89,12 +90,12 @@ class NotifyingStorage:
         self, transaction_id: bytes, oids: Iterable[bytes], *args: Any
     ) -> None:
         self._db.invalidate(transaction_id, oids, *args)
-        self._tell(oids)
         for listener in list(self._tid_listeners):
             try:
                 listener(transaction_id, oids)
             except Exception:  # a listener must never break the storage
                 log.exception("an invalidation listener failed")
+        self._tell(oids)
 
     def invalidateCache(self) -> None:  # noqa: N802 - storage API
         self._db.invalidateCache()

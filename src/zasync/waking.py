@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ZODB.utils import p64, u64
+
 from zasync import wakeup
 from zasync.storagekind import storage_kind
 
@@ -41,6 +43,8 @@ class Waker:
         self.fresh_oids: set[bytes] = set()
         self._notifying: Any = None
         self._listener: Any = None
+        #: on_commit asked for what the commit being told of changed
+        self._asked = False
 
     def wake(self) -> None:
         self.event.set()
@@ -60,6 +64,8 @@ class Waker:
         self.watch(queues)
         self._notifying = wakeup.find_notifying(db.storage)
         if self._notifying is not None:
+            if hasattr(self._notifying.base, "prefetch"):
+                self._notifying.add_tid_listener(self.on_commit)
             self._notifying.add_listener(self.on_invalidation)
             return
         dsn = wakeup.dsn_of(db)
@@ -77,6 +83,7 @@ class Waker:
 
     def close(self) -> None:
         if self._notifying is not None:
+            self._notifying.remove_tid_listener(self.on_commit)
             self._notifying.remove_listener(self.on_invalidation)
         if self._listener is not None:
             self._listener.stop()
@@ -94,11 +101,33 @@ class Waker:
         if len(queues) != self._watched_count:
             self.watch(queues)
 
+    def on_commit(self, tid: bytes, oids: Iterable[bytes]) -> None:
+        """ZEO's network thread says commit ``tid`` changed ``oids``
+        (before on_invalidation): when it queued jobs for this worker,
+        what it changed is asked of the server at once, as of ``tid``, and
+        the loop finds it in the client cache (or on its way) when it
+        wakes."""
+        if self._watched.isdisjoint(oids):
+            return
+        oids = list(oids)
+        storage = self._notifying.base
+        if len(oids) <= PREFETCH_LIMIT and storage.is_connected():
+            try:
+                storage.prefetch(oids, p64(u64(tid) + 1))
+            except Exception as error:  # closed meanwhile: the loop loads
+                log.debug("not prefetching %d objects: %r", len(oids), error)
+            else:
+                self._asked = True
+
     def on_invalidation(self, oids: Iterable[bytes] | None) -> None:
         """The storage says a commit changed ``oids`` (None: anything)."""
         if self._registry_changed(oids):
             self.event.set()
         if oids is None or self._watched.isdisjoint(oids):
+            return
+        if self._asked:
+            self._asked = False  # asked for by on_commit already
+            self.event.set()
             return
         # A commit that queued jobs: the claim will load what it changed
         # (the queue's counter, the shard's bucket, the jobs), so fetch
