@@ -161,8 +161,13 @@ def test_two_processes_run_jobs_each_under_its_own_uuid_and_name(
     assert set(registered) == {child_uuid(base, 1), child_uuid(base, 2)}
     log = supervisor.log()
     assert "zasync worker ready: 2 processes" in log
-    # the first prepares the database alone; the second starts after it
-    assert log.index("worker process 2 started") > log.index("ready: t-1, uuid")
+    # Both start together; the first prepares the database alone, and the
+    # second opens it once the first is ready.
+    first_ready = log.index("ready: t-1, uuid")
+    assert log.index("worker process 2 started") < first_ready
+    second = re.search(r"worker process 2 started \(pid (\d+)\)", log)
+    assert second is not None
+    assert log.index(f"ClientStorage (pid={second[1]})") > first_ready
     for name in ("t-1", "t-2"):
         assert f"zasync worker ready: {name}, uuid " in supervisor.log()
     # zasync status names them
@@ -241,6 +246,33 @@ def test_a_child_failing_at_its_first_start_stops_the_command(workers, tmp_path)
     assert supervisor.wait(60) == EXIT_STORAGE
     assert "before it was ready: stopping" in supervisor.log()
     assert "restarting" not in supervisor.log()
+    # The second, waiting for the first to be ready, ends quietly.
+    assert "worker process 2 was killed" not in supervisor.log()
+    assert "worker process 2 exited" not in supervisor.log()
+
+
+def test_children_waiting_for_the_first_stop_when_the_supervisor_is_killed(
+    workers, tmp_path
+):
+    """The first child cannot reach the server for 20 s; the others wait
+    for it to be ready. The supervisor killed with SIGKILL meanwhile, each
+    child stops on its own: the waiting ones when their link closes."""
+    uri = "zeo://127.0.0.1:9?wait_timeout=20"
+    supervisor = supervised(workers, uri, processes=3).spawn()
+
+    def pids() -> list[int]:
+        found = re.findall(r"worker process \d started \(pid (\d+)\)", supervisor.log())
+        return [int(pid) for pid in found]
+
+    children = wait_until(lambda: len(pids()) == 3 and pids(), timeout=30)
+    assert all(alive(pid) for pid in children)
+    supervisor.kill()
+    wait_until(
+        lambda: not any(alive(pid) for pid in children),
+        timeout=15,
+        message="the children of the killed supervisor to exit",
+    )
+    assert "Traceback" not in supervisor.log()  # their messages share its log
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,14 @@
 """Several worker processes under one command: ``zasync worker
 --processes N``.
 
-The supervisor (the command's own process) starts N children, each the
-same ``zasync worker`` command for one process (the first alone, then the
-others once it is ready), with a UUID of its own
+The supervisor (the command's own process) starts N children together,
+each the same ``zasync worker`` command for one process, with a UUID of its own
 (:func:`child_uuid`: the same index keeps the same UUID across restarts,
-so a restarted child recovers its own jobs at once). It restarts a child
+so a restarted child recovers its own jobs at once). The first opens the
+database alone: a new one is prepared by it (Zope's application object,
+zasync's queues), which processes starting together would each try to
+create. The others load their code meanwhile and wait for the
+supervisor's go, sent once the first is ready. It restarts a child
 that exits while it is not stopping, after a pause that doubles while the
 child keeps dying soon after its start. On SIGTERM or SIGINT it sends
 SIGTERM to every child, waits for them (their ``--stop-timeout`` and a
@@ -53,6 +56,8 @@ STABLE_SECONDS = 60.0
 STOP_MARGIN = 15.0
 #: what a child writes on its link once it is ready
 READY = b"ready\n"
+#: what the supervisor writes on a child's link when it may open the database
+GO = b"go\n"
 
 
 def child_uuid(base: str, index: int) -> str:
@@ -133,6 +138,24 @@ class ParentLink:
         log.warning("the supervisor process is gone: stopping")
         on_gone()
 
+    def wait_for_go(self) -> bool:
+        """Wait until the supervisor says this process may open the
+        database; False when the supervisor is gone. A SIGTERM meanwhile
+        ends the process with EXIT_OK: it has started nothing."""
+        previous = signal.signal(signal.SIGTERM, _exit_ok)
+        received = b""
+        try:
+            while GO not in received:
+                data = self.sock.recv(64)
+                if not data:
+                    return False
+                received += data
+            return True
+        except OSError:
+            return False
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
     def ready(self) -> None:
         """Tell the supervisor this worker is ready."""
         try:
@@ -143,6 +166,10 @@ class ParentLink:
 
 def _terminate_self() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_ok(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 @dataclass
@@ -156,6 +183,8 @@ class Child:
     started: float = 0.0
     ready: bool = False
     was_ready: bool = False
+    #: started, and not yet told it may open the database
+    held: bool = False
     #: deaths soon after a start, in a row
     failures: int = 0
     next_start: float = 0.0
@@ -237,11 +266,7 @@ class Supervisor:
         return None
 
     def _startable(self, child: Child) -> bool:
-        """Not running, and not waiting for the first child's first start:
-        the first child alone prepares a new database (Zope's application
-        object, zasync's queues), which processes starting together would
-        each try to create."""
-        return child.popen is None and (child.index == 1 or self.children[0].was_ready)
+        return child.popen is None
 
     def _next_timeout(self, now: float) -> float:
         waiting = [c.next_start - now for c in self.children if self._startable(c)]
@@ -270,7 +295,20 @@ class Supervisor:
         child.buffer += data
         if READY in child.buffer and not child.ready:
             child.ready = child.was_ready = True
+            if child.index == 1:
+                for other in self.children:
+                    if other.held:
+                        self._go(other)
             self._say_ready()
+
+    def _go(self, child: Child) -> None:
+        """Tell ``child`` it may open the database."""
+        child.held = False
+        assert child.link is not None
+        try:
+            child.link.sendall(GO)
+        except OSError:
+            pass  # it is gone: poll() tells how
 
     def _say_ready(self) -> None:
         if self._all_ready_said or not all(c.ready for c in self.children):
@@ -302,6 +340,10 @@ class Supervisor:
         child.ready = False
         child.buffer = b""
         self.selector.register(parent_end, selectors.EVENT_READ, child)
+        if child.index == 1 or self.children[0].was_ready:
+            self._go(child)
+        else:
+            child.held = True
         log.info("worker process %d started (pid %d)", child.index, child.popen.pid)
 
     def _close_link(self, child: Child) -> None:
@@ -318,7 +360,7 @@ class Supervisor:
         pid = child.popen.pid
         ran = time.monotonic() - child.started
         child.popen = None
-        child.ready = False
+        child.ready = child.held = False
         self._close_link(child)
         if not child.was_ready and code > 0:
             log.error(

@@ -15,7 +15,7 @@ from typing import Any
 
 from zasync import settings
 from zasync.cli.database import open_database
-from zasync.cli.exitcodes import EXIT_ERROR
+from zasync.cli.exitcodes import EXIT_ERROR, EXIT_OK
 from zasync.cli.ops import OpsError, add_worker_flags, start_metrics
 from zasync.cli.options import add_db, positive_float, positive_int, seconds_or_zero
 from zasync.cli.processes import add_flags, check_flags, supervise
@@ -226,6 +226,11 @@ def run_worker(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     link = None
     if args.supervisor_fd is not None:
         link = ParentLink(args.supervisor_fd)
+        # Loaded while the first process prepares the database:
+        if args.zope_conf and _import_zope() is None:
+            return EXIT_ERROR
+        if not link.wait_for_go():
+            return EXIT_OK  # the supervisor is gone before this one began
         link.watch()
     if args.zope_conf:
         return _zope_worker(args, link)
@@ -303,8 +308,9 @@ def say_ready(
         link.ready()
 
 
-def _zope_worker(args: argparse.Namespace, link: ParentLink | None) -> int:
-    """``zasync worker --zope-conf``: Plone jobs in a Zope process."""
+def _import_zope() -> Any:
+    """zasync.plone.zopeworker, or None when Zope and Plone are missing
+    (a message says so)."""
     try:
         from zasync.plone import zopeworker  # noqa: PLC0415 - needs Zope (zasync[plone])
     except ImportError as e:
@@ -313,6 +319,14 @@ def _zope_worker(args: argparse.Namespace, link: ParentLink | None) -> int:
             f"pip install -c constraints.txt 'zasync[plone]'",
             file=sys.stderr,
         )
+        return None
+    return zopeworker
+
+
+def _zope_worker(args: argparse.Namespace, link: ParentLink | None) -> int:
+    """``zasync worker --zope-conf``: Plone jobs in a Zope process."""
+    zopeworker = _import_zope()
+    if zopeworker is None:
         return EXIT_ERROR
     if args.metrics_port is not None:
         # read by zasync.plone.worker at start-up, as zope.conf would set it
