@@ -1,0 +1,78 @@
+"""W1 with one ``zasync worker --processes N`` command, counted by process:
+how many jobs each ran, when each started, and the rate once all had.
+
+``python -m benchmarks.probes.w1_processes [--jobs 20000] [--processes 2]``
+starts a ZEO server, queues ``--jobs`` ``add`` jobs (100 a transaction),
+starts the command and waits until every job ran; it then prints, from
+the jobs' start stamps, the overall rate (first start to last), each
+process's share and first start, and the rate from the moment the last
+process started its first job. W1 (f) times the whole, start-up
+included; this tells the start-up from the steady rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import tempfile
+from pathlib import Path
+
+from benchmarks import spawn
+from benchmarks.context import Watcher, enqueue, open_installed
+from benchmarks.setups import store_for
+from benchmarks.stamps import StampReader
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.probes.w1_processes")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="zasync-w1-processes-"))
+    (work / "stamps").mkdir()
+    stamps = StampReader(work / "stamps")
+    with store_for("zeo", work / "server") as store:
+        db = open_installed(store.uri)
+        watcher = Watcher(db)
+        try:
+            enqueue(db, args.jobs, batch=100)
+            command = spawn.cli_worker(
+                store.uri,
+                stamps=work / "stamps",
+                log=work / "command.log",
+                name="zasync worker --processes",
+                uuid_file=work / "worker.uuid",
+                processes=args.processes,
+            )
+            try:
+                watcher.wait_completed(
+                    stamps, args.jobs, timeout=900, workers=[command]
+                )
+            finally:
+                spawn.stop_all([command])
+        finally:
+            watcher.close()
+            db.close()
+    starts = sorted(stamp.time for stamp in stamps.all())
+    by_pid: dict[int, list[float]] = collections.defaultdict(list)
+    for stamp in stamps.all():
+        by_pid[stamp.pid].append(stamp.time)
+    first, last = starts[0], starts[-1]
+    rate = len(starts) / (last - first)
+    print(f"{len(starts)} jobs in {last - first:.2f} s: {rate:,.0f} jobs/s")
+    for pid, times in sorted(by_pid.items(), key=lambda item: min(item[1])):
+        print(
+            f"  process {pid}: {len(times)} jobs, first started "
+            f"{min(times) - first:.2f} s after the first job"
+        )
+    all_started = max(min(times) for times in by_pid.values())
+    after = [t for t in starts if t >= all_started]
+    if len(after) > 1 and last > all_started:
+        steady = len(after) / (last - all_started)
+        print(f"  once every process had started: {steady:,.0f} jobs/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
