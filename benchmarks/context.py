@@ -47,6 +47,8 @@ class Params:
     w6_jobs: int = 500
     w6_batch: int = 100
     storage_seconds: float = 3.0
+    #: commits the storages alone make at W2's pace (one every w2_interval)
+    paced_commits: int = 200
     enqueue_jobs: int = 5000
     enqueue_bulk: int = 10_000
 
@@ -67,6 +69,7 @@ class Params:
             w5_jobs=200,
             w6_jobs=40,
             storage_seconds=1.0,
+            paced_commits=50,
             enqueue_jobs=500,
         )
 

@@ -37,6 +37,24 @@ def commit_loop(conn, tm, key: str, seconds: float) -> tuple[int, float, float]:
     return count, time.perf_counter() - started, time.process_time() - cpu
 
 
+def paced_commits(conn, tm, key: str, count: int, interval: float) -> list[float]:
+    """Commit a change to ``root[key]`` ``count`` times, one every
+    ``interval`` seconds (W2's pace: the storage idle in between); return
+    each one's time in ms, from just before its transaction began to its
+    commit's return."""
+    times = []
+    began = time.perf_counter()
+    for index in range(count):
+        delay = began + (index + 1) * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        start = time.perf_counter()
+        with tm:
+            conn.root()[key]["n"] = index
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     uri, key, seconds = (argv or sys.argv[1:])[:3]
     db = open_db(uri)

@@ -1,6 +1,8 @@
 """The storages alone: how many small commits per second one client makes
 (one object changed per transaction), to set beside the workloads, whose
-rates a storage's commit rate bounds. ZEO also with 2 and 4 client
+rates a storage's commit rate bounds; and how long one such commit takes
+at W2's pace (one every 20 ms, the storage and the client idle in
+between), to set beside W2's latencies from the call. ZEO also with 2 and 4 client
 processes, each changing an object of its own, as W1's workers do: what the
 storage allows all of them together, and the CPU each commit costs the
 clients (each receives the others' invalidations) and the server."""
@@ -15,8 +17,8 @@ import transaction
 from persistent.mapping import PersistentMapping
 
 from benchmarks import spawn
-from benchmarks.context import Context
-from benchmarks.procs.storage_client import commit_loop
+from benchmarks.context import Context, percentile
+from benchmarks.procs.storage_client import commit_loop, paced_commits
 from benchmarks.results import Figure
 from benchmarks.setups import store_for
 from zasync.storage import open_db
@@ -34,6 +36,7 @@ RATE = "commits/s, one client"
 ALL = "commits/s, all clients"
 CLIENT_CPU = "clients' CPU per 1,000 commits"
 SERVER_CPU = "server's CPU per 1,000 commits"
+PACED = "one commit at W2's pace"
 
 
 def run(ctx: Context) -> None:
@@ -90,12 +93,18 @@ def _once(ctx: Context, kind: str, seconds: float) -> list:
             count, elapsed, cpu = commit_loop(conn, tm, "bench", seconds)
             if server_cpu is not None:
                 server_cpu = spawn.server_cpu_seconds(store) - server_cpu
+            p = ctx.params
+            paced = paced_commits(conn, tm, "bench", p.paced_commits, p.w2_interval)
         finally:
             conn.close()
             db.close()
     figures = [(RATE, "1/s", count / elapsed), (CLIENT_CPU, "s", cpu * 1000 / count)]
     if server_cpu is not None:
         figures.append((SERVER_CPU, "s", server_cpu * 1000 / count))
+    figures += [
+        (f"{PACED}, p50", "ms", percentile(paced, 50)),
+        (f"{PACED}, p99", "ms", percentile(paced, 99)),
+    ]
     return figures
 
 
