@@ -218,8 +218,10 @@ def test_on_zeo_what_a_commit_that_queued_jobs_changed_is_asked_for_at_once(
     from zasync.storage import open_db
     from zasync.waking import Waker
 
-    worker_db, producer_db = open_db(zeo_server.uri), open_db(zeo_server.uri)
+    worker_db = open_db(zeo_server.uri)
     zasync.install(worker_db)
+    # Opened after the install's commit, which its first view then sees.
+    producer_db = open_db(zeo_server.uri)
     waker = Waker(lambda oids: False)
     conn = worker_db.open()
     try:
