@@ -1,7 +1,8 @@
-"""zasync.prewarm: what a producer's hand-off reads (the worker's slots,
-inboxes, heartbeat and the queue's counters), reloaded into its ZEO client
+"""zasync.prewarm: what a producer's hand-off reads of the worker (its
+slots' trees and inboxes, its heartbeat), reloaded into its ZEO client
 cache as soon as another client's commit changes it, so that the next
-enqueue loads nothing from the server.
+enqueue loads nothing from the server; forgotten once an enqueue is not
+handed over.
 
 A real ZEO server; the producer and the worker each have a database
 object of their own, as two processes do."""
@@ -150,6 +151,33 @@ def test_objects_are_kept_warm_for_a_while_after_the_last_hand_off(
     wait_until(lambda: conn.db().storage.lastTransaction() >= last, timeout=10)
     assert warmer.loads == loads
     assert not warmer._watched  # forgotten as the commits came in
+
+
+def test_an_enqueue_not_handed_over_forgets_what_was_kept_warm(
+    worker_and_producer,
+):
+    """Every thread busy: the job waits for a claim, and the worker's
+    slots, which change at each of its jobs, are no longer reloaded."""
+    dispatcher, conn, tm = worker_and_producer
+    warmer = prewarm.prewarmer_of(conn.db())
+    _put(conn, tm, "handed")
+    wait_until(lambda: jobfuncs.calls["handed"] == 1 and _idle(dispatcher))
+    assert warmer.watched()
+    gate = jobfuncs.gate("busy")
+    for _ in range(2):
+        tm.begin()
+        conn.root()[KEY][""].put(zasync.Job(jobfuncs.wait_for, "busy"))
+        tm.commit()
+    wait_until(lambda: not dispatcher.pool.idle)
+    waiting = _put(conn, tm, "waits")
+    assert waiting._worker is None  # left to a claim
+    assert not warmer.watched()
+    loads = warmer.loads
+    gate.set()
+    wait_until(lambda: jobfuncs.calls["waits"] == 1 and _idle(dispatcher))
+    last = dispatcher.db.storage.lastTransaction()
+    wait_until(lambda: conn.db().storage.lastTransaction() >= last, timeout=10)
+    assert warmer.loads == loads  # the worker's commits since: none reloaded
 
 
 def test_only_zeo_clients_have_a_prewarmer(zasync_db, pg_uri):

@@ -106,9 +106,15 @@ def _before_commit(offered: list[tuple[Any, Any]], db: Any, txn: Any) -> None:
             if _hand_here(dispatcher, queue, job, txn):
                 return
     try:
-        _hand_elsewhere(queue, job, {dispatcher.uuid for dispatcher in local})
+        handed = _hand_elsewhere(queue, job, {dispatcher.uuid for dispatcher in local})
     except (ReadConflictError, POSKeyError):
-        pass  # a worker's record not readable in this view: a claim takes it
+        handed = False  # a worker's record not readable here: a claim takes it
+    if not handed:
+        # Jobs waiting, or the worker busy: the next enqueue would not be
+        # handed over either, and reloading its slots meanwhile is waste.
+        warmer = prewarmer_of(db)
+        if warmer is not None:
+            warmer.forget()
 
 
 def _hand_here(dispatcher: Any, queue: Any, job: Any, txn: Any) -> bool:
@@ -195,11 +201,6 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
     slots = [slot for slot in owner.slots[: owner.threads] if slot.inbox is not None]
     objs = stale + [obj for slot in slots for obj in (slot.active, slot.inbox)]
     conn.prefetch([obj for obj in objs if _ghost(obj)])
-    warmer = prewarmer_of(conn.db())
-    if warmer is not None:
-        # What the next hand-off will read, loaded as soon as it changes.
-        kept = [*objs, *counters, owner.heartbeat]
-        warmer.watch(obj._p_oid for obj in kept if obj._p_oid is not None)
     _seen[queue.counter] = (queue.counter(), time.monotonic())
     if not _alone(queue):
         return False
@@ -210,8 +211,21 @@ def _hand_elsewhere(queue: Any, job: Any, local: set[str]) -> bool:
             job._assign(owner.uuid, slot.index, now(), first=True)
             slot.inbox.add(job)
             owner._extend_lease(time.time())
+            _keep_warm(conn, slots, owner)
             return True
     return False
+
+
+def _keep_warm(conn: Any, slots: list[Any], owner: Any) -> None:
+    """After a hand-off: the worker's slots, which it rewrites at each
+    job, and its heartbeat are reloaded as soon as they change, for the
+    next one (zasync.prewarm). Not the queue's counters: they change at
+    nearly every commit while producers queue and workers claim."""
+    warmer = prewarmer_of(conn.db())
+    if warmer is not None:
+        kept = [obj for slot in slots for obj in (slot.active, slot.inbox)]
+        kept.append(owner.heartbeat)
+        warmer.watch(obj._p_oid for obj in kept if obj._p_oid is not None)
 
 
 #: the value of a queue's counter of jobs taken that this process last

@@ -1,20 +1,23 @@
 """Keeping what a producer's hand-off reads in its ZEO client cache.
 
 A hand-off to a worker in another process (zasync.handoff) reads that
-worker's idle slots: their trees of active jobs and their inboxes, which
-the worker rewrites as it starts and ends each job, and its heartbeat. By
+worker's slots: their trees of active jobs and their inboxes, which the
+worker rewrites as it starts and ends each job, and its heartbeat. By
 the producer's next enqueue they have changed, and loading them again
 was a server round trip inside the producer's commit (1.5-2 ms on ZEO,
 more than the commit itself).
 
-:class:`Prewarmer` watches the objects the producer's last hand-offs read.
-When ZEO tells the producer's client that a commit changed one of them,
-the prewarmer asks the server for its new state at once, from the
-client's network thread, without waiting for the answer: the next
-enqueue finds it in the client cache. Each watched object is watched for
-:data:`WATCH_SECONDS` after the last hand-off that read it, so a producer
-that stopped queueing asks for nothing more; while it is watched, each
-commit that changes it costs the server one load, in the background.
+:class:`Prewarmer` watches the slots and the heartbeat of the worker the
+producer's last hand-off went to. When ZEO tells the producer's client
+that a commit changed one of them, the prewarmer asks the server for its
+new state at once, from the client's network thread, without waiting for
+the answer: the next enqueue finds it in the client cache. They are
+watched for :data:`WATCH_SECONDS` after the last hand-off, and no longer
+once an enqueue is not handed over (jobs wait in the queue, or the worker
+is busy: the next would not be either), so a producer that stopped
+queueing, or queues into a backlog, asks for nothing; while they are
+watched, each commit that changes one costs the server one load, in the
+background.
 
 Only ZEO clients opened through zasync.wakeup.NotifyingStorage
 (zasync.storage.open_db, ``<zasyncnotify>``) can be told; RelStorage
@@ -61,6 +64,12 @@ class Prewarmer:
         with self._lock:
             for oid in oids:
                 self._watched[oid] = until
+
+    def forget(self) -> None:
+        """Keep nothing warm any more (until the next watch())."""
+        if self._watched:
+            with self._lock:
+                self._watched.clear()
 
     def watched(self) -> set[bytes]:
         """The oids kept warm now."""
