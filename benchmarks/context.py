@@ -50,6 +50,8 @@ class Params:
     #: commits the storages alone make at W2's pace (one every w2_interval)
     paced_commits: int = 200
     enqueue_jobs: int = 5000
+    #: jobs queued after them by a producer that counts its round trips
+    enqueue_counted: int = 1000
     enqueue_bulk: int = 10_000
 
     @classmethod
@@ -71,6 +73,7 @@ class Params:
             storage_seconds=1.0,
             paced_commits=50,
             enqueue_jobs=500,
+            enqueue_counted=200,
         )
 
 

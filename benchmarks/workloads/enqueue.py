@@ -2,11 +2,13 @@
 asks of the storage server.
 
 As W1 queues its jobs (before its workers start), a producer process
-(``python -m benchmarks.procs.producer --count-trips``) queues ``add``
-jobs one per transaction as fast as it can, with no worker running.
-Figures: jobs per second, the same against the storage's commits/s alone
-measured in this run (when ``storage`` ran), and per enqueue, counted in
-the producer (benchmarks.roundtrips): the round trips besides the
+(``python -m benchmarks.procs.producer``) queues ``add`` jobs one per
+transaction as fast as it can, with no worker running. Figures: jobs per
+second, the same against the storage's commits/s alone measured in this
+run (when ``storage`` ran), and per enqueue, counted in another producer
+process that queues ``enqueue_counted`` jobs more on the same database
+(``--count-trips``, benchmarks.roundtrips, whose wrappers cost the timed
+run 5 % on ZEO when it counted too): the round trips besides the
 commit's own, the commit's, the objects loaded and the objects written.
 On ZEO, then, a producer queues as many jobs with one ``queue.put_many``
 in one transaction: jobs per second. (W2 counts the round trips of an
@@ -74,20 +76,25 @@ def _once(ctx: Context, kind: str) -> tuple[float, dict, float | None]:
     work = ctx.scratch(f"enqueue-{kind}")
     with store_for(kind, work / "server") as store:
         open_installed(store.uri).close()
-        one = _produce(work, store.uri, p.enqueue_jobs, "one")
+        one = _produce(work, store.uri, p.enqueue_jobs, "one", count_trips=False)
+        trips = _produce(work, store.uri, p.enqueue_counted, "counted")["trips"]
         bulk = None
         if kind == "zeo":
             count = p.enqueue_bulk
             bulk = (
                 count / _produce(work, store.uri, count, "bulk", bulk=True)["seconds"]
             )
-    return p.enqueue_jobs / one["seconds"], one["trips"], bulk
+    return p.enqueue_jobs / one["seconds"], trips, bulk
 
 
-def _produce(work, uri: str, count: int, name: str, *, bulk: bool = False) -> dict:
+def _produce(
+    work, uri: str, count: int, name: str, *, bulk: bool = False, count_trips=True
+) -> dict:
     out = work / f"producer-{name}.json"
     argv = [sys.executable, "-m", "benchmarks.procs.producer", "--db", uri]
-    argv += ["--out", str(out), "--count", str(count), "--count-trips"]
+    argv += ["--out", str(out), "--count", str(count)]
+    if count_trips:
+        argv.append("--count-trips")
     if bulk:
         argv.append("--bulk")
     producer = spawn.Proc(
