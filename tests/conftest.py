@@ -38,6 +38,29 @@ def zeo_server(tmp_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
+def worker_and_producer(zeo_server) -> Iterator[tuple[object, object]]:
+    """(a started Dispatcher of two threads, the producer's database): two
+    ZEO clients of ``zeo_server``, as two processes are; the producer's is
+    opened after the queues were installed."""
+    import jobfuncs
+    import zasync
+    from zasync.dispatcher import Dispatcher
+    from zasync.storage import open_db
+
+    worker_db = open_db(zeo_server.uri)
+    zasync.install(worker_db)
+    producer_db = open_db(zeo_server.uri)
+    dispatcher = Dispatcher(worker_db, threads=2, poll_interval=0.2).start()
+    try:
+        yield dispatcher, producer_db
+    finally:
+        jobfuncs.open_all_gates()
+        dispatcher.stop(10)
+        producer_db.close()
+        worker_db.close()
+
+
+@pytest.fixture
 def pg_uri() -> Iterator[str]:
     """The ``postgresql://`` URI of a fresh, empty database on the test
     server (``ZASYNC_TEST_PG``); dropped after the test."""

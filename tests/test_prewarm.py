@@ -19,7 +19,6 @@ from ZODB.utils import load_current
 import jobfuncs
 import zasync
 from zasync import prewarm
-from zasync.dispatcher import Dispatcher
 from zasync.interfaces import KEY
 from zasync.storage import open_db
 from zasync.testing import wait_until
@@ -28,22 +27,17 @@ pytestmark = pytest.mark.zeo
 
 
 @pytest.fixture
-def worker_and_producer(zeo_server):
-    worker_db = open_db(zeo_server.uri)
-    producer_db = open_db(zeo_server.uri)
-    zasync.install(worker_db)
-    dispatcher = Dispatcher(worker_db, threads=2, poll_interval=30).start()
+def producer(worker_and_producer):
+    """(dispatcher, the producer's connection, its transaction manager),
+    once the producer sees the worker."""
+    dispatcher, producer_db = worker_and_producer
     tm = transaction.TransactionManager(explicit=True)
     conn = producer_db.open(transaction_manager=tm)
     try:
         wait_until(lambda: _sees_worker(conn, tm), timeout=30)
         yield dispatcher, conn, tm
     finally:
-        jobfuncs.open_all_gates()
         conn.close()
-        dispatcher.stop(10)
-        producer_db.close()
-        worker_db.close()
 
 
 def _sees_worker(conn, tm) -> bool:
@@ -77,9 +71,9 @@ def _warm(warmer, producer_db, worker_db) -> bool:
 
 
 def test_what_a_hand_off_read_is_reloaded_when_the_worker_changes_it(
-    worker_and_producer,
+    producer,
 ):
-    dispatcher, conn, tm = worker_and_producer
+    dispatcher, conn, tm = producer
     producer_db = conn.db()
     warmer = prewarm.prewarmer_of(producer_db)
     assert warmer is not None
@@ -101,9 +95,9 @@ def test_what_a_hand_off_read_is_reloaded_when_the_worker_changes_it(
 
 
 def test_once_warm_an_enqueue_makes_no_round_trip_besides_its_commit(
-    worker_and_producer,
+    producer,
 ):
-    dispatcher, conn, tm = worker_and_producer
+    dispatcher, conn, tm = producer
     producer_db = conn.db()
     counts = roundtrips.install(producer_db)
     warmer = prewarm.prewarmer_of(producer_db)
@@ -124,11 +118,11 @@ def test_once_warm_an_enqueue_makes_no_round_trip_besides_its_commit(
 
 
 def test_objects_are_kept_warm_for_a_while_after_the_last_hand_off(
-    worker_and_producer, monkeypatch
+    producer, monkeypatch
 ):
     """A producer that stopped queueing asks the server for nothing more."""
     monkeypatch.setattr(prewarm, "WATCH_SECONDS", 0.5)
-    dispatcher, conn, tm = worker_and_producer
+    dispatcher, conn, tm = producer
     warmer = prewarm.prewarmer_of(conn.db())
     _put(conn, tm, "before")
     wait_until(lambda: jobfuncs.calls["before"] == 1 and _idle(dispatcher))
@@ -154,11 +148,11 @@ def test_objects_are_kept_warm_for_a_while_after_the_last_hand_off(
 
 
 def test_an_enqueue_not_handed_over_forgets_what_was_kept_warm(
-    worker_and_producer,
+    producer,
 ):
     """Every thread busy: the job waits for a claim, and the worker's
     slots, which change at each of its jobs, are no longer reloaded."""
-    dispatcher, conn, tm = worker_and_producer
+    dispatcher, conn, tm = producer
     warmer = prewarm.prewarmer_of(conn.db())
     _put(conn, tm, "handed")
     wait_until(lambda: jobfuncs.calls["handed"] == 1 and _idle(dispatcher))

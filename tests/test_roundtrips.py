@@ -21,27 +21,10 @@ from transaction.interfaces import NoTransaction
 import jobfuncs
 import zasync
 from dbviews import other_connection
-from zasync.dispatcher import Dispatcher
 from zasync.interfaces import KEY
-from zasync.storage import open_db
 from zasync.testing import wait_until
 
 JOBS = 30
-
-
-@pytest.fixture
-def worker_and_producer(zeo_server):
-    worker_db = open_db(zeo_server.uri)
-    producer_db = open_db(zeo_server.uri)
-    zasync.install(worker_db)
-    dispatcher = Dispatcher(worker_db, threads=2, poll_interval=0.2).start()
-    try:
-        yield dispatcher, producer_db
-    finally:
-        jobfuncs.open_all_gates()
-        dispatcher.stop(10)
-        producer_db.close()
-        worker_db.close()
 
 
 def _enqueue(conn, tm, counts, key: str) -> dict[str, int]:

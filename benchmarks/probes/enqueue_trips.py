@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
 from benchmarks import roundtrips, spawn
 from benchmarks.context import Watcher, open_installed
+from benchmarks.probes import scratch
 from benchmarks.procs.producer import produce
 from benchmarks.setups import store_for
-from benchmarks.stamps import StampReader
 from zasync.storage import open_db
 
 
@@ -33,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="zasync-enqueue-trips-"))
-    (work / "stamps").mkdir()
-    stamps = StampReader(work / "stamps")
+    work, stamps = scratch("enqueue-trips")
     with store_for(args.storage, work / "server") as store:
         watch_db = open_installed(store.uri)
         watcher = Watcher(watch_db)

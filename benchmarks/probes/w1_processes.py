@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import tempfile
-from pathlib import Path
 
 from benchmarks import spawn
 from benchmarks.context import Watcher, enqueue, open_installed
+from benchmarks.probes import scratch
 from benchmarks.setups import store_for
-from benchmarks.stamps import StampReader
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="zasync-w1-processes-"))
-    (work / "stamps").mkdir()
-    stamps = StampReader(work / "stamps")
+    work, stamps = scratch("w1-processes")
     with store_for("zeo", work / "server") as store:
         db = open_installed(store.uri)
         watcher = Watcher(db)
