@@ -61,13 +61,12 @@ from transaction.interfaces import IDataManager
 from ZODB.POSException import POSKeyError, ReadConflictError
 from ZODB.utils import load_current
 
-from zasync import inprocess
+from zasync import inprocess, prewarm
 from zasync.interfaces import KEY, PENDING
 from zasync.job import now
 from zasync.keys import now_us, oid_int
 from zasync.lanes import gated_counter
 from zasync.placement import owner_of
-from zasync.prewarm import prewarmer_of
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +111,7 @@ def _before_commit(offered: list[tuple[Any, Any]], db: Any, txn: Any) -> None:
     if not handed:
         # Jobs waiting, or the worker busy: the next enqueue would not be
         # handed over either, and reloading its slots meanwhile is waste.
-        warmer = prewarmer_of(db)
-        if warmer is not None:
-            warmer.forget()
+        prewarm.forget(db)
 
 
 def _hand_here(dispatcher: Any, queue: Any, job: Any, txn: Any) -> bool:
@@ -221,7 +218,7 @@ def _keep_warm(conn: Any, slots: list[Any], owner: Any) -> None:
     job, and its heartbeat are reloaded as soon as they change, for the
     next one (zasync.prewarm). Not the queue's counters: they change at
     nearly every commit while producers queue and workers claim."""
-    warmer = prewarmer_of(conn.db())
+    warmer = prewarm.prewarmer_of(conn.db())
     if warmer is not None:
         kept = [obj for slot in slots for obj in (slot.active, slot.inbox)]
         kept.append(owner.heartbeat)

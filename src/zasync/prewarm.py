@@ -27,18 +27,13 @@ transaction, so it has nothing to do ahead of time.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from ZODB.utils import p64, u64
-
 from zasync import wakeup
-
-log = logging.getLogger(__name__)
 
 #: how long an object is kept warm after the last hand-off that read it
 WATCH_SECONDS = 60.0
@@ -50,7 +45,6 @@ class Prewarmer:
 
     def __init__(self, notifying: Any):
         self._notifying = notifying
-        self._storage = notifying.base
         #: oid -> time.monotonic() until which it is kept warm
         self._watched: dict[bytes, float] = {}
         self._lock = threading.Lock()
@@ -77,11 +71,6 @@ class Prewarmer:
         with self._lock:
             return {oid for oid, until in self._watched.items() if until >= clock}
 
-    def close(self) -> None:
-        self._notifying.remove_tid_listener(self._changed)
-        with self._lock:
-            self._watched.clear()
-
     def _changed(self, tid: bytes, oids: Iterable[bytes]) -> None:
         """Called in the ZEO client's network thread: commit ``tid``
         changed ``oids``."""
@@ -89,19 +78,10 @@ class Prewarmer:
             return
         clock = time.monotonic()
         with self._lock:
-            watched = self._watched
-            hits = [oid for oid in oids if watched.get(oid, -1.0) >= clock]
-            if len(hits) < len(watched):
-                for oid in [o for o, until in watched.items() if until < clock]:
-                    del watched[oid]
-        if not hits or not self._storage.is_connected():
-            return  # disconnected: the cache is checked when it reconnects
-        try:
-            # Their state as of ``tid``: a load before the next tid.
-            self._storage.prefetch(hits, p64(u64(tid) + 1))
-        except Exception as error:  # closed meanwhile: the next load asks
-            log.debug("not prewarming %d objects: %r", len(hits), error)
-        else:
+            # The ones past their time are dropped as the news comes in.
+            self._watched = {o: u for o, u in self._watched.items() if u >= clock}
+            hits = [oid for oid in oids if oid in self._watched]
+        if hits and self._notifying.prefetch_as_of(tid, hits):
             self.loads += len(hits)
 
 
@@ -121,6 +101,14 @@ def prewarmer_of(db: Any) -> Prewarmer | None:
     with _lock:
         if db not in _prewarmers:
             notifying = wakeup.find_notifying(db.storage)
-            usable = notifying is not None and hasattr(notifying.base, "prefetch")
+            usable = notifying is not None and notifying.can_prefetch
             _prewarmers[db] = Prewarmer(notifying) if usable else None
         return _prewarmers[db]
+
+
+def forget(db: Any) -> None:
+    """Keep nothing of ``db`` warm any more (a producer that never handed
+    a job over has no prewarmer, and none is made for it)."""
+    warmer = _prewarmers.get(db)
+    if warmer is not None:
+        warmer.forget()

@@ -27,6 +27,7 @@ from typing import Any
 
 import ZODB
 import zope.interface
+from ZODB.utils import p64, u64
 
 from zasync.storagekind import base_storage
 
@@ -37,8 +38,9 @@ CHANNEL = "zasync_queued"
 
 #: what a listener gets: the oids invalidated, or None for the whole cache
 Listener = Callable[[Iterable[bytes] | None], None]
-#: what a listener added ``with_tid`` gets: the transaction that changed
-#: the oids, and the oids (not called when the whole cache is invalidated)
+#: what a listener added with ``add_tid_listener`` gets: the transaction
+#: that changed the oids, and the oids (not called when the whole cache is
+#: invalidated)
 TidListener = Callable[[bytes, Iterable[bytes]], None]
 
 
@@ -81,6 +83,27 @@ class NotifyingStorage:
         """Stop calling ``listener`` (if it was added)."""
         if listener in self._tid_listeners:
             self._tid_listeners.remove(listener)
+
+    @property
+    def can_prefetch(self) -> bool:
+        """Whether the wrapped storage loads in the background (a ZEO
+        client), for :meth:`prefetch_as_of`."""
+        return hasattr(self.base, "prefetch")
+
+    def prefetch_as_of(self, tid: bytes, oids: list[bytes]) -> bool:
+        """Ask the server, without waiting, for ``oids`` as commit ``tid``
+        left them, into the client cache (from a tid listener: ZEO's network
+        thread); False when nothing was asked (disconnected, or closed
+        meanwhile: the next load asks)."""
+        base = self.base
+        if not base.is_connected():
+            return False
+        try:
+            base.prefetch(oids, p64(u64(tid) + 1))  # a load before the next tid
+        except Exception as error:
+            log.debug("not prefetching %d objects: %r", len(oids), error)
+            return False
+        return True
 
     def registerDB(self, db: Any) -> None:  # noqa: N802 - storage API
         self._db = db

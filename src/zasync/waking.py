@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ZODB.utils import p64, u64
-
 from zasync import wakeup
 from zasync.storagekind import storage_kind
 
@@ -64,7 +62,7 @@ class Waker:
         self.watch(queues)
         self._notifying = wakeup.find_notifying(db.storage)
         if self._notifying is not None:
-            if hasattr(self._notifying.base, "prefetch"):
+            if self._notifying.can_prefetch:
                 self._notifying.add_tid_listener(self.on_commit)
             self._notifying.add_listener(self.on_invalidation)
             return
@@ -110,14 +108,8 @@ class Waker:
         if self._watched.isdisjoint(oids):
             return
         oids = list(oids)
-        storage = self._notifying.base
-        if len(oids) <= PREFETCH_LIMIT and storage.is_connected():
-            try:
-                storage.prefetch(oids, p64(u64(tid) + 1))
-            except Exception as error:  # closed meanwhile: the loop loads
-                log.debug("not prefetching %d objects: %r", len(oids), error)
-            else:
-                self._asked = True
+        if len(oids) <= PREFETCH_LIMIT and self._notifying.prefetch_as_of(tid, oids):
+            self._asked = True
 
     def on_invalidation(self, oids: Iterable[bytes] | None) -> None:
         """The storage says a commit changed ``oids`` (None: anything)."""
