@@ -14,6 +14,7 @@ from benchmarks.context import Context, Watcher, open_installed, percentile
 from benchmarks.setups import store_for
 from benchmarks.stamps import StampReader, first_starts
 from benchmarks.workloads.storage_alone import PACED
+from benchmarks.workloads.storage_alone import SETUPS as STORAGES
 from benchmarks.workloads.w1_throughput import SETUPS
 
 LETTERS = "abcd"
@@ -24,8 +25,8 @@ TRIPS = "round trips per enqueue besides its commit"
 #: W2's p50 from the call over the p50 of one commit of the storage alone
 #: at W2's pace, in the same run (when ``storage`` ran)
 AGAINST_PACED = "p50 from the call against one commit alone at its pace"
-#: setup letter -> label of the storage alone
-ALONE = {"a": "FileStorage", "b": "ZEO", "c": "ZEO", "d": "RelStorage"}
+#: storage kind -> label of the storage alone
+ALONE = {kind: label for label, kind in STORAGES.values()}
 #: loads zasync.prewarm asked of the server in the background, per enqueue
 PREWARMED = "objects prewarmed per enqueue"
 
@@ -62,7 +63,7 @@ def run(ctx: Context) -> None:
                 )
             ctx.results.extra.setdefault("w2", {})[label] = pooled
             mine = ctx.results.median("W2", label, f"p50 {FROM_CALL}")
-            theirs = ctx.results.median("storage", ALONE[letter], f"{PACED}, p50")
+            theirs = ctx.results.median("storage", ALONE[kind], f"{PACED}, p50")
             if mine is not None and theirs:
                 # what the storage's own commit, at this pace, takes of it
                 ctx.results.add("W2", label, AGAINST_PACED, "x", mine / theirs)
