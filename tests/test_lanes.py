@@ -416,3 +416,126 @@ def test_promotions_leave_tombstones_that_repair_removes(queue):
     assert repair(queue) == (0, 4)
     assert list(gates.waiting.keys()) == [(GATE_HEAD,), (GATE_SENTINEL,)]
     assert not needs_repair(queue)
+
+
+@pytest.mark.parametrize("first", ["producer", "claim"])
+def test_a_job_queued_behind_a_lock_as_its_holder_is_claimed_keeps_its_place(
+    zasync_db, first
+):
+    """A producer queues a job of a lock to wait behind the lane's front
+    while a claim takes that front's job and, seeing nobody waiting,
+    leaves the lane idle. Whichever commits first, the other's commit
+    conflicts: else the waiting job would wait behind an empty front, and
+    the next job of the lock would go straight into the shards ahead of
+    it."""
+    import transaction as txn
+    from ZODB.POSException import ConflictError
+
+    from zasync.interfaces import KEY
+
+    conns = []
+
+    def opened():
+        tm = txn.TransactionManager(explicit=True)
+        conn = zasync_db.open(transaction_manager=tm)
+        conns.append(conn)
+        tm.begin()
+        return tm, conn.root()[KEY][""]
+
+    tm, queue = opened()
+    holder = queue.put(jobfuncs.noop, lock="l")
+    tm.commit()
+    tm_c, queue_c = opened()
+    tm_p, queue_p = opened()
+    assert [j._p_oid for j in take(queue_c)] == [holder._p_oid]
+    behind = queue_p.put(jobfuncs.noop, lock="l")
+    assert queue_p._gates.waiting.get(behind._key) is behind  # it waits
+    ends = {"producer": tm_p, "claim": tm_c}
+    ends[first].commit()
+    later = ends["claim" if first == "producer" else "producer"]
+    with pytest.raises(ConflictError):
+        later.commit()
+    later.abort()
+    # The one that conflicted tries again, on what the other committed.
+    later.begin()
+    if first == "producer":
+        assert [j._p_oid for j in take(queue_c)] == [holder._p_oid]
+    else:
+        behind = queue_p.put(jobfuncs.noop, lock="l")
+    later.commit()
+    tm.begin()
+    last = queue.put(jobfuncs.noop, lock="l")
+    tm.commit()
+    tm.begin()
+    assert take(queue) == []  # the lock is held
+    finish(queue._p_jar.get(holder._p_oid))
+    assert [j._p_oid for j in take(queue)] == [behind._p_oid]
+    finish(queue._p_jar.get(behind._p_oid))
+    assert take(queue) == [last]
+    tm.commit()
+    for conn in conns:
+        conn.close()
+
+
+def test_a_job_left_waiting_behind_an_empty_front_is_moved_on(queue):
+    """What a claim emptying the front could leave, before it conflicted
+    with a job queued at that moment to wait: the maintenance worker's
+    repair moves the job on, ahead of the lock's later jobs."""
+    from zasync.lanerepair import needs_repair, repair
+
+    holder = queue.put(jobfuncs.noop, lock="l")
+    behind = queue.put(jobfuncs.noop, lock="l")
+    waiting_key = behind._key
+    assert take(queue) == [holder]
+    gates = queue._gates
+    gate = ((), "l")
+    # Undo the promotion the claim made: the job waits again, the front is empty.
+    queue._unplace(behind)
+    gates.waiting[waiting_key] = behind
+    behind._key = waiting_key
+    del gates.front[gate]
+    finish(holder)
+    assert needs_repair(queue)
+    assert repair(queue)[0] == 1
+    assert not needs_repair(queue)
+    last = queue.put(jobfuncs.noop, lock="l")
+    assert take(queue, 5) == [behind]
+    finish(behind)
+    assert take(queue, 5) == [last]
+    finish(last)
+    assert repair(queue) == (0, 2)  # the tombstones of the two promotions
+    assert only_sentinels(queue)
+
+
+def test_producers_queueing_jobs_to_wait_in_one_lane_do_not_conflict(zasync_db):
+    """Each producer that queues a job to wait writes the lane's Lane (so
+    that a claim emptying the front meanwhile conflicts with it); two
+    such producers merge."""
+    import transaction as txn
+
+    from zasync.interfaces import KEY
+
+    def opened():
+        tm = txn.TransactionManager(explicit=True)
+        conn = zasync_db.open(transaction_manager=tm)
+        tm.begin()
+        return tm, conn, conn.root()[KEY][""]
+
+    tm, conn, queue = opened()
+    first = queue.put(jobfuncs.noop, lock="l")
+    tm.commit()
+    tm_a, conn_a, queue_a = opened()
+    tm_b, conn_b, queue_b = opened()
+    a = queue_a.put(jobfuncs.noop, lock="l")
+    b = queue_b.put(jobfuncs.noop, lock="l")
+    tm_a.commit()
+    tm_b.commit()
+    tm.begin()
+    assert queue._gates.lanes[((), "l")].waits == 2
+    order = [first._p_oid, a._p_oid, b._p_oid]
+    for oid in order:
+        assert [j._p_oid for j in take(queue)] == [oid]
+        finish(queue._p_jar.get(oid))
+    tm.commit()
+    for c in (conn, conn_a, conn_b):
+        c.close()

@@ -1,5 +1,8 @@
 """Putting lanes and locks right, and tidying them: a front entry whose
-job left the shards without telling its lane is repaired; the entries of
+job left the shards without telling its lane is repaired, and jobs left
+waiting behind a front with room (which development versions could leave
+when a claim emptied a front as a job was queued to wait in it) are moved
+on; the entries of
 locks whose holders no longer run and the tombstones promotions leave in
 the waiting tree are removed (zasync.lanes, zasync.keyed). The
 maintenance worker checks and does it, in transactions of its own."""
@@ -20,10 +23,13 @@ from zasync.lanes import (
     GATE_SENTINEL,
     NAME_HEAD,
     NAME_SENTINEL,
+    capacity,
     count_gated,
+    front_of,
     gates_of,
     lanes_waiting,
     promote,
+    waiting_of,
 )
 
 # -- repair -------------------------------------------------------------------
@@ -56,7 +62,18 @@ def needs_repair(queue: Any) -> bool:
     for lock in gates.held.keys(min=NAME_HEAD, excludemin=True):
         if lock != NAME_SENTINEL and holder(queue, lock) is None:
             return True
+    if any(True for _ in _held_back(queue, gates)):
+        return True
     return any(True for _ in _tombstones(gates, 1))
+
+
+def _held_back(queue: Any, gates: Any) -> Iterator[tuple]:
+    """The lanes whose front has room while jobs wait in them."""
+    for gate in lanes_waiting(gates):
+        if len(front_of(gates, gate)) < capacity(queue, gate) and next(
+            waiting_of(gates, gate), None
+        ):
+            yield gate
 
 
 #: tombstones of the waiting tree removed per repair
@@ -80,8 +97,10 @@ def _tombstones(gates: Any, limit: int) -> Iterator[tuple]:
 
 def repair(queue: Any) -> tuple[int, int]:
     """Drop the lost entries of the fronts (and promote the jobs waiting
-    behind them) and the locks held by jobs that no longer run; return how
-    many entries of each kind were dropped (fronts, locks)."""
+    behind them), move on the jobs waiting behind a front with room, drop
+    the locks held by jobs that no longer run and the tombstones; return
+    how many front entries were dropped or jobs moved on, and how many
+    lock entries and tombstones were removed."""
     gates = gates_of(queue)
     if gates is None:
         return 0, 0
@@ -95,6 +114,8 @@ def repair(queue: Any) -> tuple[int, int]:
             dropped += len(front) - len(kept)
             count_gated(gates, len(kept) - len(front))
             promote(queue, gates, gate, kept)
+    for gate in list(_held_back(queue, gates)):
+        dropped += promote(queue, gates, gate, front_of(gates, gate))
     for lock in list(gates.held.keys(min=NAME_HEAD, excludemin=True)):
         if lock != NAME_SENTINEL and holder(queue, lock) is None:
             del gates.held[lock]

@@ -32,15 +32,15 @@ other transactions change it (as in zasync.shards):
   maintenance worker (zasync.lanerepair);
 - ``front``: gate key -> (shard key, oid int) of its jobs in the shards,
   in run order;
-- ``lanes``: gate key -> its Lane, an object written only when the lane
-  goes idle (its front empty, nobody waiting). A producer that queues a
-  job to wait behind a front asks the storage to refuse its commit should
-  the Lane change meanwhile (ZODB's readCurrent): when a claim took the
-  last job of the front at the same moment, seeing nobody waiting, the
-  producer tries again and its job goes into the shards, instead of
-  waiting in a lane nobody would move on. Producers that only read a
-  Lane do not conflict with each other, nor with claims that move the
-  lane on;
+- ``lanes``: gate key -> its Lane, written when the lane goes idle (its
+  front empty, nobody waiting) and by each producer that queues a job to
+  wait behind its front. The two conflict, whichever commits first: when
+  a claim takes the last job of the front at the same moment, seeing
+  nobody waiting, one of them tries again, and the job either goes into
+  the shards or is moved on by the claim, instead of waiting behind an
+  empty front that nobody would move on (and that the lane's next job
+  would pass). Producers waiting in one lane merge with each other, and
+  do not conflict with claims that move the lane on;
 - ``held``: lock -> (the oid (bytes) of the job that took it last, how
   many times it was taken before): a claim always writes a new value, so
   that two claims taking a lock at once conflict; the lock is free once
@@ -58,6 +58,7 @@ from typing import Any
 import persistent
 from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
+from ZODB.POSException import ConflictError
 
 from zasync.interfaces import PENDING
 from zasync.keys import oid_bytes, oid_int
@@ -100,9 +101,23 @@ class Gates(persistent.Persistent):
 
 
 class Lane(persistent.Persistent):
-    """A lane in use (see the module docstring): written when it goes idle."""
+    """A lane in use (see the module docstring): written when it goes idle,
+    and by the producers that queue a job to wait in it."""
 
     idle: bool = False
+    #: how many jobs were queued to wait behind the front
+    waits: int = 0
+
+    def _p_resolveConflict(self, old: dict, committed: dict, new: dict) -> dict:  # noqa: N802 - ZODB's API
+        """Producers that queued jobs to wait merge; a lane that went idle
+        meanwhile conflicts with them (see the module docstring)."""
+        old, committed, new = old or {}, committed or {}, new or {}
+        if old.get("idle", False) != committed.get("idle", False) or old.get(
+            "idle", False
+        ) != new.get("idle", False):
+            raise ConflictError("a lane went idle while a job was queued to wait in it")
+        waits = committed.get("waits", 0) + new.get("waits", 0) - old.get("waits", 0)
+        return {**committed, "waits": waits}
 
 
 def front_of(gates: Gates, gate: tuple) -> tuple:
@@ -194,11 +209,11 @@ def enter(queue: Any, job: Any, due_us: int, place: Place) -> None:
     ):
         if key >= front[-1][0] or not _demote(queue, gates, gate, front):
             # The job waits because of what this transaction read of the
-            # front: a claim that changes it meanwhile (emptying it, say)
-            # makes this commit fail, and the retry sees the room.
+            # front: a claim that empties it meanwhile conflicts with this
+            # commit, and the retry sees the room.
             lane = gates.lanes.get(gate) if gates.lanes is not None else None
-            if lane is not None and lane._p_jar is not None and lane._p_serial:
-                lane._p_jar.readCurrent(lane)
+            if lane is not None:
+                lane.waits += 1
             gates.waiting[(gate, *key)] = job
             job._key = (gate, *key)
             return

@@ -139,7 +139,8 @@ def _repair(dispatcher: Dispatcher, name: str) -> int:
     lost, freed = repair(queue)
     if lost:
         log.warning(
-            "queue %r: %d lost entries of its lanes repaired",
+            "queue %r: %d entries of its lanes repaired (front entries of jobs"
+            " that left the shards, jobs waiting behind room)",
             name,
             lost,
             extra={"action": "repair", "queue": name},
