@@ -15,6 +15,7 @@ import sys
 import time
 
 import transaction
+from BTrees.Length import Length
 from persistent.mapping import PersistentMapping
 
 from zasync.storage import open_db
@@ -35,6 +36,40 @@ def commit_loop(conn, tm, key: str, seconds: float) -> tuple[int, float, float]:
         if count % 16 == 0 and time.perf_counter() > deadline:
             break
     return count, time.perf_counter() - started, time.process_time() - cpu
+
+
+#: entries in the mapping an enqueue-shaped commit rewrites (about a
+#: queue shard's bucket)
+BUCKET_ENTRIES = 20
+
+
+def enqueue_shaped_loop(conn, tm, key: str, seconds: float) -> tuple[int, float]:
+    """Commit, in a loop for ``seconds``, what one enqueue writes, with
+    none of zasync's code: a new small persistent object (the job), the
+    mapping holding it under a tuple key among ``BUCKET_ENTRIES`` (a shard's
+    bucket) and a ``BTrees.Length`` (the shard's counter); return the
+    commits and the seconds they took."""
+    root = conn.root()
+    with tm:
+        root[key] = PersistentMapping()
+        root[key + "-count"] = Length()
+    count = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while True:
+        with tm:
+            bucket = root[key]
+            if len(bucket) >= BUCKET_ENTRIES:
+                del bucket[min(bucket)]
+            job = PersistentMapping(
+                status="pending", args=(1, count), begin_after=time.time()
+            )
+            bucket[(0, time.time_ns() // 1000, count)] = job
+            root[key + "-count"].change(1)
+        count += 1
+        if count % 16 == 0 and time.perf_counter() > deadline:
+            break
+    return count, time.perf_counter() - started
 
 
 def paced_commits(conn, tm, key: str, count: int, interval: float) -> list[float]:

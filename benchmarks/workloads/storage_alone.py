@@ -2,7 +2,11 @@
 (one object changed per transaction), to set beside the workloads, whose
 rates a storage's commit rate bounds; and how long one such commit takes
 at W2's pace (one every 20 ms, the storage and the client idle in
-between), to set beside W2's latencies from the call. ZEO also with 2 and 4 client
+between), to set beside W2's latencies from the call; and how many commits
+of what one enqueue writes (a new small object, a mapping of about a
+bucket's size holding it, a counter: benchmarks.procs.storage_client)
+one client makes, with none of zasync's code, to set beside the enqueue
+rates. ZEO also with 2 and 4 client
 processes, each changing an object of its own, as W1's workers do: what the
 storage allows all of them together, and the CPU each commit costs the
 clients (each receives the others' invalidations) and the server."""
@@ -18,7 +22,11 @@ from persistent.mapping import PersistentMapping
 
 from benchmarks import spawn
 from benchmarks.context import Context, percentile
-from benchmarks.procs.storage_client import commit_loop, paced_commits
+from benchmarks.procs.storage_client import (
+    commit_loop,
+    enqueue_shaped_loop,
+    paced_commits,
+)
 from benchmarks.results import Figure
 from benchmarks.setups import store_for
 from zasync.storage import open_db
@@ -37,6 +45,7 @@ ALL = "commits/s, all clients"
 CLIENT_CPU = "clients' CPU per 1,000 commits"
 SERVER_CPU = "server's CPU per 1,000 commits"
 PACED = "one commit at W2's pace"
+SHAPED = "commits/s, one client, an enqueue's three objects"
 
 
 def run(ctx: Context) -> None:
@@ -95,6 +104,7 @@ def _once(ctx: Context, kind: str, seconds: float) -> list:
                 server_cpu = spawn.server_cpu_seconds(store) - server_cpu
             p = ctx.params
             paced = paced_commits(conn, tm, "bench", p.paced_commits, p.w2_interval)
+            shaped, shaped_seconds = enqueue_shaped_loop(conn, tm, "shaped", seconds)
         finally:
             conn.close()
             db.close()
@@ -104,6 +114,7 @@ def _once(ctx: Context, kind: str, seconds: float) -> list:
     figures += [
         (f"{PACED}, p50", "ms", percentile(paced, 50)),
         (f"{PACED}, p99", "ms", percentile(paced, 99)),
+        (SHAPED, "1/s", shaped / shaped_seconds),
     ]
     return figures
 
