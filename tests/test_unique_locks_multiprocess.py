@@ -584,3 +584,31 @@ def test_a_unique_key_of_a_killed_workers_job_stays_held_until_it_completes(
         lambda conn: sorted(j.id for j in jobs_by_unique_key(conn)["u"])
     )
     assert found == sorted([job_id, again.id])
+
+
+def test_jobs_queued_one_by_one_while_workers_take_their_lock_keep_their_order(
+    zeo_server, client, workers, stamps
+):
+    """A producer queues short jobs of four locks one per transaction while
+    three workers run them, so that a lane is often emptied by a claim at
+    the moment a job is queued to wait in it: every job runs (none waits
+    behind an empty front), no two of a lock overlap, and the jobs of each
+    lock start in the order queued."""
+    pool = [
+        workers(zeo_server.uri, threads=2, imports=IMPORTS).start() for _ in range(3)
+    ]
+    ids = []
+    for n in range(600):
+        job = Job(lock_jobs.locked, str(stamps), f"lock-{n % 4}", n, 0.001)
+        ids.append(client.put(job, lock=f"lock-{n % 4}").id)
+    client.wait_completed(ids, 60)
+    runs = lock_jobs.intervals(stamps)
+    assert lock_jobs.overlapping(runs, until=time.time()) == []
+    by_key: dict[str, list[int]] = collections.defaultdict(list)
+    for run in sorted(runs, key=lambda run: run.start):
+        by_key[run.key].append(run.seq)
+    for key, seqs in by_key.items():
+        assert seqs == sorted(seqs), f"{key}: started out of order: {seqs}"
+    assert sum(len(seqs) for seqs in by_key.values()) == len(ids)  # once each
+    for worker in pool:
+        assert_clean(worker)
