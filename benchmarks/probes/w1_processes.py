@@ -1,7 +1,8 @@
 """W1 with one ``zasync worker --processes N`` command, counted by process:
 how many jobs each ran, when each started, and the rate once all had.
 
-``python -m benchmarks.probes.w1_processes [--jobs 20000] [--processes 2]``
+``python -m benchmarks.probes.w1_processes [--jobs 20000] [--processes 2]
+[--threads 4]``
 starts a ZEO server, queues ``--jobs`` ``add`` jobs (100 a transaction),
 starts the command and waits until every job ran; it then prints, from
 the jobs' start stamps, the overall rate (first start to last), each
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probes.w1_processes")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args(argv)
 
     work, stamps = scratch("w1-processes")
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                 name="zasync worker --processes",
                 uuid_file=work / "worker.uuid",
                 processes=args.processes,
+                threads=args.threads,
             )
             try:
                 watcher.wait_completed(
