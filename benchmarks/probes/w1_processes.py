@@ -7,8 +7,9 @@ starts a ZEO server, queues ``--jobs`` ``add`` jobs (100 a transaction),
 starts the command and waits until every job ran; it then prints, from
 the jobs' start stamps, the overall rate (first start to last), each
 process's share and first start, and the rate from the moment the last
-process started its first job. W1 (f) times the whole, start-up
-included; this tells the start-up from the steady rate.
+process started its first job, and how many jobs started in each 50 ms
+of the first half second. W1 (f) times the whole, start-up included;
+this tells the start-up from the steady rate.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  process {pid}: {len(times)} jobs, first started "
             f"{min(times) - first:.2f} s after the first job"
         )
+    windows = collections.Counter(int((t - first) / 0.05) for t in starts)
+    print(
+        "  jobs started in each 50 ms of the first 0.5 s: "
+        + ", ".join(str(windows[index]) for index in range(10))
+    )
     all_started = max(min(times) for times in by_pid.values())
     after = [t for t in starts if t >= all_started]
     if len(after) > 1 and last > all_started:
