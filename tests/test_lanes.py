@@ -13,7 +13,7 @@ import transaction
 import jobfuncs
 from zasync import serial
 from zasync.claim import claim
-from zasync.interfaces import COMPLETED, NEW, PENDING, BadStatusError
+from zasync.interfaces import COMPLETED, KEY, NEW, PENDING, BadStatusError
 from zasync.job import Job
 from zasync.keyed import release_key
 from zasync.keys import to_us
@@ -59,6 +59,16 @@ def only_sentinels(queue):
         and all(queue.lock_holder(lock) is None for lock in gates.held.keys())
         and list(gates.unique.keys()) == [NAME_HEAD, NAME_SENTINEL]
     )
+
+
+def open_queue(db, conns):
+    """(transaction manager, default queue) in a new connection of ``db``
+    with a transaction begun; the connection is added to ``conns``."""
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    conns.append(conn)
+    tm.begin()
+    return tm, conn.root()[KEY][""]
 
 
 # -- priorities ---------------------------------------------------------------
@@ -344,21 +354,11 @@ def test_two_claims_taking_one_lock_at_once_conflict(zasync_db):
     may take it again, and its claim still writes the lock's entry, so
     that a claim of another job of that lock at the same moment (which
     sees the lock free: its holder no longer runs) conflicts."""
-    import transaction as txn
     from ZODB.POSException import ConflictError
-
-    from zasync.interfaces import KEY
 
     conns = []
 
-    def opened():
-        tm = txn.TransactionManager(explicit=True)
-        conn = zasync_db.open(transaction_manager=tm)
-        conns.append(conn)
-        tm.begin()
-        return tm, conn.root()[KEY][""]
-
-    tm, queue = opened()
+    tm, queue = open_queue(zasync_db, conns)
     first = queue.put(jobfuncs.noop, lock="l")
     # Scheduled: in the shards, outside its lane's front (so the two claims
     # below write no front in common).
@@ -370,8 +370,8 @@ def test_two_claims_taking_one_lock_at_once_conflict(zasync_db):
     assert take(queue) == [first]
     queue.requeue(first, front=True)  # its worker stopped it
     tm.commit()
-    tm_a, queue_a = opened()
-    tm_b, queue_b = opened()
+    tm_a, queue_a = open_queue(zasync_db, conns)
+    tm_b, queue_b = open_queue(zasync_db, conns)
     assert [j._p_oid for j in take(queue_a)] == [first._p_oid]
     # The other claim passes over the first job (as a claim that knows its
     # entry, or that is left to another worker, would) and takes the second.
@@ -428,25 +428,15 @@ def test_a_job_queued_behind_a_lock_as_its_holder_is_claimed_keeps_its_place(
     conflicts: else the waiting job would wait behind an empty front, and
     the next job of the lock would go straight into the shards ahead of
     it."""
-    import transaction as txn
     from ZODB.POSException import ConflictError
-
-    from zasync.interfaces import KEY
 
     conns = []
 
-    def opened():
-        tm = txn.TransactionManager(explicit=True)
-        conn = zasync_db.open(transaction_manager=tm)
-        conns.append(conn)
-        tm.begin()
-        return tm, conn.root()[KEY][""]
-
-    tm, queue = opened()
+    tm, queue = open_queue(zasync_db, conns)
     holder = queue.put(jobfuncs.noop, lock="l")
     tm.commit()
-    tm_c, queue_c = opened()
-    tm_p, queue_p = opened()
+    tm_c, queue_c = open_queue(zasync_db, conns)
+    tm_p, queue_p = open_queue(zasync_db, conns)
     assert [j._p_oid for j in take(queue_c)] == [holder._p_oid]
     behind = queue_p.put(jobfuncs.noop, lock="l")
     assert queue_p._gates.waiting.get(behind._key) is behind  # it waits
@@ -511,21 +501,12 @@ def test_producers_queueing_jobs_to_wait_in_one_lane_do_not_conflict(zasync_db):
     """Each producer that queues a job to wait writes the lane's Lane (so
     that a claim emptying the front meanwhile conflicts with it); two
     such producers merge."""
-    import transaction as txn
-
-    from zasync.interfaces import KEY
-
-    def opened():
-        tm = txn.TransactionManager(explicit=True)
-        conn = zasync_db.open(transaction_manager=tm)
-        tm.begin()
-        return tm, conn, conn.root()[KEY][""]
-
-    tm, conn, queue = opened()
+    conns = []
+    tm, queue = open_queue(zasync_db, conns)
     first = queue.put(jobfuncs.noop, lock="l")
     tm.commit()
-    tm_a, conn_a, queue_a = opened()
-    tm_b, conn_b, queue_b = opened()
+    tm_a, queue_a = open_queue(zasync_db, conns)
+    tm_b, queue_b = open_queue(zasync_db, conns)
     a = queue_a.put(jobfuncs.noop, lock="l")
     b = queue_b.put(jobfuncs.noop, lock="l")
     tm_a.commit()
@@ -537,5 +518,5 @@ def test_producers_queueing_jobs_to_wait_in_one_lane_do_not_conflict(zasync_db):
         assert [j._p_oid for j in take(queue)] == [oid]
         finish(queue._p_jar.get(oid))
     tm.commit()
-    for c in (conn, conn_a, conn_b):
-        c.close()
+    for conn in conns:
+        conn.close()
