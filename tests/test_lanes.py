@@ -71,6 +71,15 @@ def open_queue(db, conns):
     return tm, conn.root()[KEY][""]
 
 
+def a_held_lock(db, conns):
+    """A job of lock "l" queued and committed: (tm, queue, the job), and
+    two more (tm, queue) in connections of their own, as open_queue()."""
+    tm, queue = open_queue(db, conns)
+    job = queue.put(jobfuncs.noop, lock="l")
+    tm.commit()
+    return tm, queue, job, open_queue(db, conns), open_queue(db, conns)
+
+
 # -- priorities ---------------------------------------------------------------
 
 
@@ -431,12 +440,7 @@ def test_a_job_queued_behind_a_lock_as_its_holder_is_claimed_keeps_its_place(
     from ZODB.POSException import ConflictError
 
     conns = []
-
-    tm, queue = open_queue(zasync_db, conns)
-    holder = queue.put(jobfuncs.noop, lock="l")
-    tm.commit()
-    tm_c, queue_c = open_queue(zasync_db, conns)
-    tm_p, queue_p = open_queue(zasync_db, conns)
+    tm, queue, holder, (tm_c, queue_c), (tm_p, queue_p) = a_held_lock(zasync_db, conns)
     assert [j._p_oid for j in take(queue_c)] == [holder._p_oid]
     behind = queue_p.put(jobfuncs.noop, lock="l")
     assert queue_p._gates.waiting.get(behind._key) is behind  # it waits
@@ -502,11 +506,7 @@ def test_producers_queueing_jobs_to_wait_in_one_lane_do_not_conflict(zasync_db):
     that a claim emptying the front meanwhile conflicts with it); two
     such producers merge."""
     conns = []
-    tm, queue = open_queue(zasync_db, conns)
-    first = queue.put(jobfuncs.noop, lock="l")
-    tm.commit()
-    tm_a, queue_a = open_queue(zasync_db, conns)
-    tm_b, queue_b = open_queue(zasync_db, conns)
+    tm, queue, first, (tm_a, queue_a), (tm_b, queue_b) = a_held_lock(zasync_db, conns)
     a = queue_a.put(jobfuncs.noop, lock="l")
     b = queue_b.put(jobfuncs.noop, lock="l")
     tm_a.commit()
