@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import collections
 
-from benchmarks import spawn
 from benchmarks.context import Watcher, enqueue, open_installed
 from benchmarks.probes import scratch
 from benchmarks.setups import store_for
+from benchmarks.workloads.w1_throughput import processes_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,21 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         watcher = Watcher(db)
         try:
             enqueue(db, args.jobs, batch=100)
-            command = spawn.cli_worker(
-                store.uri,
-                stamps=work / "stamps",
-                log=work / "command.log",
-                name="zasync worker --processes",
-                uuid_file=work / "worker.uuid",
-                processes=args.processes,
-                threads=args.threads,
-            )
-            try:
+            with processes_command(
+                store.uri, work, work / "command.log", args.processes, args.threads
+            ) as command:
                 watcher.wait_completed(
                     stamps, args.jobs, timeout=900, workers=[command]
                 )
-            finally:
-                spawn.stop_all([command])
         finally:
             watcher.close()
             db.close()

@@ -5,7 +5,10 @@ and (file-based storages) the transactions the workers committed."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from benchmarks import spawn
 from benchmarks.context import Context, Watcher, enqueue, open_installed
@@ -86,6 +89,27 @@ def _inproc(ctx: Context, kind: str, workers: int):
     )
 
 
+@contextlib.contextmanager
+def processes_command(
+    uri: str, work: Path, log: Path, processes: int, threads: int = 4
+) -> Iterator[spawn.Proc]:
+    """One ``zasync worker --processes N`` command on ``uri``, its jobs'
+    stamps in ``work / "stamps"``; stopped on leaving."""
+    command = spawn.cli_worker(
+        uri,
+        stamps=work / "stamps",
+        log=log,
+        name="zasync worker --processes",
+        uuid_file=work / "worker.uuid",
+        processes=processes,
+        threads=threads,
+    )
+    try:
+        yield command
+    finally:
+        spawn.stop_all([command])
+
+
 def _command(ctx: Context, kind: str, processes: int):
     """Setup (f): one ``zasync worker --processes N`` command on ZEO. Its
     first process starts claiming before the others are ready, so the time
@@ -101,21 +125,13 @@ def _command(ctx: Context, kind: str, processes: int):
             enqueue(db, p.w1_jobs, batch=p.w1_batch)
             size1 = store.size()
             started = time.time()
-            command = spawn.cli_worker(
-                store.uri,
-                stamps=work / "stamps",
-                log=work / "logs" / "command.log",
-                name="zasync worker --processes",
-                uuid_file=work / "worker.uuid",
-                processes=processes,
-            )
-            try:
+            with processes_command(
+                store.uri, work, work / "logs" / "command.log", processes
+            ) as command:
                 ended = watcher.wait_completed(
                     stamps, p.w1_jobs, timeout=900, workers=[command]
                 )
                 size2 = store.size()
-            finally:
-                spawn.stop_all([command])
         finally:
             watcher.close()
             db.close()
