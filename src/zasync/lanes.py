@@ -112,9 +112,8 @@ class Lane(persistent.Persistent):
         """Producers that queued jobs to wait merge; a lane that went idle
         meanwhile conflicts with them (see the module docstring)."""
         old, committed, new = old or {}, committed or {}, new or {}
-        if old.get("idle", False) != committed.get("idle", False) or old.get(
-            "idle", False
-        ) != new.get("idle", False):
+        idle = old.get("idle", False)
+        if committed.get("idle", False) != idle or new.get("idle", False) != idle:
             raise ConflictError("a lane went idle while a job was queued to wait in it")
         waits = committed.get("waits", 0) + new.get("waits", 0) - old.get("waits", 0)
         return {**committed, "waits": waits}
