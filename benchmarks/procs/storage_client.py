@@ -25,13 +25,24 @@ def commit_loop(conn, tm, key: str, seconds: float) -> tuple[int, float, float]:
     """Commit a change to ``root[key]`` (a mapping) in a loop for
     ``seconds``; return the commits, the seconds they took and the
     process's CPU seconds meanwhile."""
+
+    def change(count: int) -> None:
+        conn.root()[key]["n"] = count
+
+    return _loop(tm, change, seconds)
+
+
+def _loop(tm, change, seconds: float) -> tuple[int, float, float]:
+    """Commit ``change(count)`` in a transaction each, for ``seconds``;
+    return the commits, the seconds they took and the process's CPU
+    seconds meanwhile."""
     count = 0
     cpu = time.process_time()
     started = time.perf_counter()
     deadline = started + seconds
     while True:
         with tm:
-            conn.root()[key]["n"] = count
+            change(count)
         count += 1
         if count % 16 == 0 and time.perf_counter() > deadline:
             break
@@ -53,23 +64,19 @@ def enqueue_shaped_loop(conn, tm, key: str, seconds: float) -> tuple[int, float]
     with tm:
         root[key] = PersistentMapping()
         root[key + "-count"] = Length()
-    count = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-    while True:
-        with tm:
-            bucket = root[key]
-            if len(bucket) >= BUCKET_ENTRIES:
-                del bucket[min(bucket)]
-            job = PersistentMapping(
-                status="pending", args=(1, count), begin_after=time.time()
-            )
-            bucket[(0, time.time_ns() // 1000, count)] = job
-            root[key + "-count"].change(1)
-        count += 1
-        if count % 16 == 0 and time.perf_counter() > deadline:
-            break
-    return count, time.perf_counter() - started
+
+    def change(count: int) -> None:
+        bucket = root[key]
+        if len(bucket) >= BUCKET_ENTRIES:
+            del bucket[min(bucket)]
+        job = PersistentMapping(
+            status="pending", args=(1, count), begin_after=time.time()
+        )
+        bucket[(0, time.time_ns() // 1000, count)] = job
+        root[key + "-count"].change(1)
+
+    count, elapsed, _cpu = _loop(tm, change, seconds)
+    return count, elapsed
 
 
 def paced_commits(conn, tm, key: str, count: int, interval: float) -> list[float]:
