@@ -152,9 +152,14 @@ class Results:
     def ratio(self, workload, setup, metric, numerator, denominators) -> None:
         """Add the figure ``metric``: the median of ``numerator`` ((setup,
         metric)) over the largest median of ``denominators``; nothing when
-        one of them has no samples (a setup missing, or not run)."""
+        one of them has no samples (a setup missing, or not run). A
+        denominator of three ((workload, setup, metric)) is another
+        workload's figure (the storages alone, say)."""
         top = self.median(workload, *numerator)
-        below = [self.median(workload, *d) for d in denominators]
+        below = [
+            self.median(*d) if len(d) == 3 else self.median(workload, *d)
+            for d in denominators
+        ]
         if top is None or None in below or not max(below):
             return
         self.add(workload, setup, metric, "x", top / max(below))

@@ -40,9 +40,9 @@ from zasync.storagekind import base_storage, storage_kind
 COMMIT_CALLS = frozenset({"vote", "tpc_finish", "tpc_abort"})
 #: what is asked of the server in the background, not in a round trip
 BACKGROUND_CALLS = frozenset({"prewarm"})
-#: RelStorage object mover's loads, one query each
 #: how the name of a ZEO client's network thread ends
 NETWORK_THREAD = "zeo client networking thread"
+#: RelStorage object mover's loads, one query each
 MOVER_LOADS = ("load_current", "load_currents", "load_before", "exists")
 
 

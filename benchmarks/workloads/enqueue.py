@@ -64,14 +64,13 @@ def run(ctx: Context) -> None:
                     f"{trips['round_trips']:.2f} round trips besides the commit"
                     + ("" if bulk is None else f"; put_many {bulk:,.0f} jobs/s")
                 )
-            mine = ctx.results.median("enqueue", label, ONE)
             for against, rate in (
                 ("against the storage alone", RATE),
                 ("against the storage alone, an enqueue's three objects", SHAPED),
             ):
-                theirs = ctx.results.median("storage", alone, rate)
-                if mine is not None and theirs:
-                    ctx.results.add("enqueue", label, against, "x", mine / theirs)
+                ctx.results.ratio(
+                    "enqueue", label, against, (label, ONE), [("storage", alone, rate)]
+                )
 
 
 def _once(ctx: Context, kind: str) -> tuple[float, dict, float | None]:

@@ -62,11 +62,13 @@ def run(ctx: Context) -> None:
                     f"{percentile(from_call, 99):.2f} ms"
                 )
             ctx.results.extra.setdefault("w2", {})[label] = pooled
-            mine = ctx.results.median("W2", label, f"p50 {FROM_CALL}")
-            theirs = ctx.results.median("storage", ALONE[kind], f"{PACED}, p50")
-            if mine is not None and theirs:
-                # what the storage's own commit, at this pace, takes of it
-                ctx.results.add("W2", label, AGAINST_PACED, "x", mine / theirs)
+            ctx.results.ratio(
+                "W2",
+                label,
+                AGAINST_PACED,
+                (label, f"p50 {FROM_CALL}"),
+                [("storage", ALONE[kind], f"{PACED}, p50")],
+            )
 
 
 def _latencies(commits: list[float], starts: dict) -> list[float]:
